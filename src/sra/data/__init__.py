@@ -1,0 +1,5 @@
+from .pixels import (DataError, FASHION_MNIST_CLASSES, TensorImageDataset, digits_dataset, fashion_mnist_available,
+                     fashion_mnist_dataset, image_folder_dataset, load_dataset, load_fashion_mnist, read_idx)
+
+__all__ = ["DataError", "FASHION_MNIST_CLASSES", "TensorImageDataset", "digits_dataset", "fashion_mnist_available",
+           "fashion_mnist_dataset", "image_folder_dataset", "load_dataset", "load_fashion_mnist", "read_idx"]

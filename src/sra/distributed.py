@@ -1,0 +1,87 @@
+"""Everything that knows about ranks: process-group set-up from torchrun's environment, rank-0 printing, seeds.
+
+Launch with `torchrun --nproc_per_node=K -m sra train ...`; a plain `sra train` is world size 1 with no process group.
+"""
+from __future__ import annotations
+
+import datetime
+import os
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+
+
+@dataclass(frozen=True)
+class Context:
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+    device: torch.device = torch.device("cpu")
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def distributed(self) -> bool:
+        return self.world_size > 1
+
+
+def init(device: str | None = None, timeout_s: float = 600.0) -> Context:
+    """Read torchrun's RANK/WORLD_SIZE/LOCAL_RANK; start NCCL on GPUs or gloo on CPUs with a timeout so that a dead
+    rank makes the others fail instead of hanging."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    rank, local = int(os.environ.get("RANK", "0")), int(os.environ.get("LOCAL_RANK", "0"))
+    use_cuda = torch.cuda.is_available() if device is None else device.startswith("cuda")
+    dev = torch.device(f"cuda:{local}" if use_cuda else "cpu")
+    if use_cuda:
+        torch.cuda.set_device(dev)
+    if world > 1 and not dist.is_initialized():
+        dist.init_process_group("nccl" if use_cuda else "gloo", timeout=datetime.timedelta(seconds=timeout_s),
+                                device_id=dev if use_cuda else None)
+    return Context(rank, world, local, dev)
+
+
+def current() -> Context:
+    """The context of an already-initialised process (or world size 1)."""
+    if not (dist.is_available() and dist.is_initialized()):
+        return Context(device=torch.device("cuda" if torch.cuda.is_available() else "cpu"))
+    local = int(os.environ.get("LOCAL_RANK", "0"))
+    dev = torch.device(f"cuda:{local}") if torch.cuda.is_available() else torch.device("cpu")
+    return Context(dist.get_rank(), dist.get_world_size(), local, dev)
+
+
+def print0(*args, **kwargs) -> None:
+    if current().is_main:
+        print(*args, **kwargs, flush=True)
+
+
+def barrier() -> None:
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+
+
+def all_reduce_mean(x: torch.Tensor) -> torch.Tensor:
+    if dist.is_available() and dist.is_initialized():
+        x = x.clone()
+        dist.all_reduce(x)
+        x /= dist.get_world_size()
+    return x
+
+
+def shutdown() -> None:
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def step_seed(seed: int, step: int, stream: int = 0) -> int:
+    """A seed for the draws of one training step (or one image): identical on every rank, independent of world size
+    and batch split, and reproducible on resume without saving generator state."""
+    return (seed * 1_000_003 + step * 7919 + stream * 104_729) % (2 ** 63 - 1)
+
+
+def generator(seed: int, device: torch.device | str = "cpu") -> torch.Generator:
+    g = torch.Generator(device=device)
+    g.manual_seed(seed)
+    return g

@@ -1,0 +1,87 @@
+"""The SRA alignment term (arXiv 2505.02831, Sec. 3): student tokens after block s, seen at time t and passed through
+the projection head, regress the EMA teacher's tokens after block m >= s, seen at the less noisy t' <= t."""
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+DISTANCES = ("cos", "sml1", "l1", "l2")
+INTERVALS = ("uniform", "fixed", "none")
+TEACHERS = ("ema", "online")
+
+
+@dataclass(kw_only=True)
+class AlignConfig:
+    weight: float = 0.5                   # lambda; 0 disables alignment and the teacher forward entirely
+    distance: str = "cos"                 # cos: 1 - cosine per token over features; sml1 (beta 0.05), l1, l2
+    block_out_s: int = 3                  # student tokens after this many blocks (1-indexed)
+    block_out_t: int = 8                  # teacher tokens after this many blocks (>= block_out_s)
+    t_max: float = 0.2                    # teacher time t' = clamp(t - k, 0, 1) with k ~ U(0, t_max)
+    interval: str = "uniform"             # uniform: k ~ U(0, t_max); fixed: k = t_max; none: k = 0 (ablations)
+    use_head: bool = True                 # pass the student tokens through the projection head (paper: yes)
+    teacher: str = "ema"                  # ema: the EMA model (paper); online: the trained model itself, no grad
+    teacher_bf16: bool | None = True      # teacher under bf16 autocast (its tokens are only a target); None: per preset
+    legacy_epoch_decay: bool = False      # authors' smooth-L1 schedule: weight 0.2, decayed x0.1 per 1000 epochs after 150
+
+    @property
+    def active(self) -> bool:
+        return self.weight > 0
+
+    def validate(self, depth: int) -> None:
+        if self.distance not in DISTANCES:
+            raise ValueError(f"unknown alignment distance {self.distance!r}; choices: {', '.join(DISTANCES)}")
+        if self.interval not in INTERVALS:
+            raise ValueError(f"unknown time interval {self.interval!r}; choices: {', '.join(INTERVALS)}")
+        if self.teacher not in TEACHERS:
+            raise ValueError(f"unknown teacher {self.teacher!r}; choices: {', '.join(TEACHERS)}")
+        if not self.active:
+            return
+        if not 1 <= self.block_out_s <= depth or not 1 <= self.block_out_t <= depth:
+            raise ValueError(f"block indices {self.block_out_s}->{self.block_out_t} outside the model's 1..{depth} blocks")
+        if self.block_out_s > self.block_out_t:
+            raise ValueError(f"student block {self.block_out_s} comes after teacher block {self.block_out_t}")
+        if not 0.0 <= self.t_max <= 1.0:
+            raise ValueError(f"t_max must be in [0, 1] (got {self.t_max})")
+
+    def effective_weight(self, epoch: int = 0) -> float:
+        """lambda, or the authors' legacy epoch schedule 0.2 * 0.1 ** ((epoch - 149) / 1000) after epoch 149."""
+        if not self.legacy_epoch_decay or epoch <= 149:
+            return self.weight
+        return self.weight * 0.1 ** ((epoch - 149) / 1000)
+
+
+def token_distance(pred: torch.Tensor, target: torch.Tensor, kind: str) -> torch.Tensor:
+    """Per-sample distance (N,) between token sets (N, T, D): mean over tokens (and features for the L-norms).
+    cos is 1 - cosine similarity over the feature dimension of each token (not over the token axis)."""
+    pred, target = pred.float(), target.float()
+    if kind == "cos":
+        d = 1 - F.cosine_similarity(pred, target, dim=-1, eps=1e-8)  # (N, T)
+    elif kind == "sml1":
+        d = F.smooth_l1_loss(pred, target, beta=0.05, reduction="none")
+    elif kind == "l1":
+        d = (pred - target).abs()
+    elif kind == "l2":
+        d = (pred - target) ** 2
+    else:
+        raise ValueError(f"unknown alignment distance {kind!r}")
+    return d.flatten(1).mean(1)
+
+
+def teacher_offset(cfg: AlignConfig, t: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    """k >= 0 with t' = t - k: U(0, t_max), t_max itself, or 0 (drawn even when unused to keep RNG streams aligned)."""
+    u = torch.rand(t.shape, generator=generator, device=t.device, dtype=t.dtype)
+    if cfg.interval == "uniform":
+        return cfg.t_max * u
+    if cfg.interval == "fixed":
+        return torch.full_like(t, cfg.t_max)
+    return torch.zeros_like(t)
+
+
+def teacher_tokens(teacher, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor, depth: int, bf16: bool) -> torch.Tensor:
+    """Teacher tokens after `depth` blocks, computed without gradient and only through those blocks."""
+    ctx = torch.autocast(x.device.type, dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
+    with torch.no_grad(), ctx:
+        return teacher.forward_features(x, t, y, depth=depth).float()

@@ -1,0 +1,264 @@
+"""The training loop: one top-to-bottom function. EMA, checkpoints, data order and logging live beside it."""
+from __future__ import annotations
+
+import contextlib
+import copy
+import json
+import math
+import time
+from pathlib import Path
+
+import torch
+
+from .. import distributed
+from ..data import load_dataset
+from ..data.grid import save_grid
+from ..models import build_model
+from ..objectives import combine, slice_draws, unwrap
+from .checkpoint import CheckpointError, checkpoint_path, latest_checkpoint, load_checkpoint, save_checkpoint
+from .config import TrainConfig, config_differences
+from .ema import ema_decay, update_ema
+
+
+class RunFolderError(ValueError):
+    """The run folder holds another run; nothing is touched."""
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Data order: a global, world-size-independent schedule of batches
+# ----------------------------------------------------------------------------------------------------------------
+
+class BatchSchedule:
+    """Global batch indices for any step: per-epoch permutations seeded by (seed, epoch), drop-last. Every rank
+    computes the same schedule and takes its own slice, so the data seen does not depend on the world size, and a
+    resumed run continues from its step without saving loader state."""
+
+    def __init__(self, n: int, batch_size: int, seed: int):
+        if n < batch_size:
+            raise ValueError(f"dataset has {n} items, fewer than the batch size {batch_size}")
+        self.n, self.batch_size, self.seed = n, batch_size, seed
+        self.per_epoch = n // batch_size
+        self._epoch, self._perm = -1, None
+
+    def epoch(self, step: int) -> int:
+        return step // self.per_epoch
+
+    def indices(self, step: int) -> torch.Tensor:
+        epoch, offset = divmod(step, self.per_epoch)
+        if epoch != self._epoch:
+            self._perm = torch.randperm(self.n, generator=distributed.generator(distributed.step_seed(self.seed, epoch, 1)))
+            self._epoch = epoch
+        return self._perm[offset * self.batch_size: (offset + 1) * self.batch_size]
+
+
+def local_batches(dataset, schedule: BatchSchedule, start: int, stop: int, ctx, cfg: TrainConfig):
+    """Yield (step, [(x, y) per micro-step]) for this rank. In-memory data is gathered directly; other datasets go
+    through a DataLoader (workers, pinned memory, prefetch) over the same index schedule."""
+    micro = cfg.batch_size // (ctx.world_size * cfg.grad_accum)
+
+    def parts(idx):
+        per_accum = cfg.batch_size // cfg.grad_accum
+        return [idx[a * per_accum + ctx.rank * micro: a * per_accum + (ctx.rank + 1) * micro]
+                for a in range(cfg.grad_accum)]
+
+    if hasattr(dataset, "get_batch"):
+        for step in range(start, stop):
+            yield step, [dataset.get_batch(p) for p in parts(schedule.indices(step))]
+        return
+    sampler = [p.tolist() for step in range(start, stop) for p in parts(schedule.indices(step))]
+    loader = torch.utils.data.DataLoader(dataset, batch_sampler=sampler, num_workers=cfg.num_workers,
+                                         pin_memory=ctx.device.type == "cuda",
+                                         prefetch_factor=4 if cfg.num_workers else None,
+                                         persistent_workers=False)
+    it = iter(loader)
+    for step in range(start, stop):
+        yield step, [next(it) for _ in range(cfg.grad_accum)]
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Run folder
+# ----------------------------------------------------------------------------------------------------------------
+
+def prepare_run_dir(cfg: TrainConfig, ctx) -> Path:
+    """Create OUTPUT_DIR/EXP_NAME with config.json, or check that an existing one holds the same run."""
+    run = Path(cfg.output_dir) / cfg.exp_name
+    cfg_file = run / "config.json"
+    if cfg_file.exists():
+        try:
+            old = json.loads(cfg_file.read_text())
+        except json.JSONDecodeError:
+            raise RunFolderError(f"{cfg_file} is not valid JSON; choose another --exp-name") from None
+        diffs = config_differences(old, cfg.to_dict())
+        if diffs:
+            raise RunFolderError(f"run folder {run} holds a different run (differs in: {', '.join(diffs[:6])}); "
+                                 "use another --exp-name or --output-dir")
+    elif run.exists() and any(run.iterdir()):
+        raise RunFolderError(f"run folder {run} exists and is not an sra run; use another --exp-name")
+    distributed.barrier()  # every rank has checked before rank 0 writes
+    if ctx.is_main:
+        (run / "checkpoints").mkdir(parents=True, exist_ok=True)
+        (run / "samples").mkdir(exist_ok=True)
+        cfg_file.write_text(json.dumps(cfg.to_dict(), indent=2) + "\n")
+    distributed.barrier()
+    return run
+
+
+def build_objective(cfg: TrainConfig):
+    if cfg.family == "SiT":
+        from ..objectives import FlowObjective
+        return FlowObjective(cfg.flow, cfg.align)
+    from ..objectives.ddpm import DiffusionObjective  # DiT: DDPM with learned sigma
+    return DiffusionObjective(cfg.align)
+
+
+def sample_grid(cfg: TrainConfig, ema, dataset, shape, device) -> torch.Tensor:
+    """Fixed-noise samples from the EMA: up to 10 classes as rows, 8 columns."""
+    classes = torch.linspace(0, cfg.num_classes - 1, min(cfg.num_classes, 10)).round().long()
+    y = classes.repeat_interleave(8).to(device)
+    noise = torch.randn((len(y), *shape), generator=distributed.generator(cfg.seed + 12345)).to(device)
+    if cfg.family == "SiT":
+        from ..transport import euler_sampler
+        x = euler_sampler(ema, noise, y, num_steps=cfg.sample_steps)
+    else:
+        from ..diffusion import sample_ddim_for_preview
+        x = sample_ddim_for_preview(ema, noise, y, num_steps=cfg.sample_steps)
+    if hasattr(dataset, "decode"):
+        x = dataset.decode(x)
+    return x
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The loop
+# ----------------------------------------------------------------------------------------------------------------
+
+def train(cfg: TrainConfig) -> Path:
+    ctx = distributed.init()
+    # 1. Data and the resolved config.
+    dataset = load_dataset(cfg.data_dir)
+    cfg = cfg.resolve(dataset.shape, dataset.num_classes)
+    if cfg.batch_size % (ctx.world_size * cfg.grad_accum):
+        raise ValueError(f"global batch {cfg.batch_size} is not divisible by world size {ctx.world_size} x "
+                         f"accumulation {cfg.grad_accum}")
+    run = prepare_run_dir(cfg, ctx)
+    torch.manual_seed(cfg.seed)
+
+    # 2. Model, EMA (= SRA teacher), optimizer, loss scaler.
+    model = build_model(cfg.model, input_size=cfg.input_size, in_channels=cfg.in_channels,
+                        num_classes=cfg.num_classes).to(ctx.device)
+    if not (cfg.align.active and cfg.align.use_head):
+        model.ap_head.requires_grad_(False)  # unused head: no gradient, no optimizer state, no DDP complaints
+    ema = copy.deepcopy(model).requires_grad_(False).eval()
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=cfg.lr,
+                            betas=cfg.adam_betas, weight_decay=cfg.weight_decay)
+    fp16 = cfg.mixed_precision == "fp16"
+    scaler = torch.amp.GradScaler(ctx.device.type, enabled=fp16)
+    amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(cfg.mixed_precision)
+
+    # 3. Resume: the same command continues from the latest checkpoint.
+    start = 0
+    ckpt_file = latest_checkpoint(run)
+    if ckpt_file is not None:
+        ck = load_checkpoint(ckpt_file)
+        try:
+            model.load_state_dict(ck["model"])
+            ema.load_state_dict(ck["ema"])
+            opt.load_state_dict(ck["opt"])
+            scaler.load_state_dict(ck["scaler"])
+        except (KeyError, RuntimeError, ValueError) as e:
+            raise CheckpointError(f"{ckpt_file} does not fit this run: {str(e).splitlines()[0]}") from None
+        start = int(ck["step"])
+        distributed.print0(f"resuming {run} from step {start}")
+
+    # 4. Wrappers from outside the model: DDP, compile. `model` stays the plain module for EMA and saving.
+    train_model = model
+    if ctx.distributed:
+        train_model = torch.nn.parallel.DistributedDataParallel(
+            model, device_ids=[ctx.device.index] if ctx.device.type == "cuda" else None)
+    if cfg.compile:
+        train_model = torch.compile(train_model)
+    objective = build_objective(cfg)
+    teacher = ema if cfg.align.teacher == "ema" else model
+    schedule = BatchSchedule(len(dataset), cfg.batch_size, cfg.seed)
+    params = [p for p in model.parameters() if p.requires_grad]
+    sample_shape = dataset.shape
+    metrics = open(run / "metrics.jsonl", "a") if ctx.is_main else None
+    stats, t_log, skipped = {}, time.perf_counter(), 0
+
+    from tqdm.auto import tqdm
+    bar = tqdm(total=cfg.max_train_steps, initial=start, disable=not (ctx.is_main and cfg.progress),
+               desc=f"{cfg.exp_name}", unit="step", dynamic_ncols=True)
+    for step, micro_batches in local_batches(dataset, schedule, start, cfg.max_train_steps, ctx, cfg):
+        # 5. Learning rate (linear warm-up, then constant) and the step's draws for the whole global batch.
+        lr = cfg.lr * min(1.0, (step + 1) / cfg.lr_warmup_steps) if cfg.lr_warmup_steps else cfg.lr
+        for group in opt.param_groups:
+            group["lr"] = lr
+        gen = distributed.generator(distributed.step_seed(cfg.seed, step), ctx.device)
+        draws = objective.draw(cfg.batch_size, sample_shape, ctx.device, gen)
+        weight = cfg.align.effective_weight(schedule.epoch(step))
+
+        # 6. Forward/backward over the micro-batches; gradients sync on the last one only.
+        micro = cfg.batch_size // (ctx.world_size * cfg.grad_accum)
+        for a, (x, y) in enumerate(micro_batches):
+            x, y = x.to(ctx.device, non_blocking=True), y.to(ctx.device, non_blocking=True)
+            x = dataset.prepare_batch(x, gen)
+            lo = a * (cfg.batch_size // cfg.grad_accum) + ctx.rank * micro
+            sync = a == cfg.grad_accum - 1 or not ctx.distributed
+            with (contextlib.nullcontext() if sync else train_model.no_sync()), \
+                    torch.autocast(ctx.device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+                terms = objective(train_model, teacher, x, y, draws=slice_draws(draws, lo, lo + micro))
+                loss = combine(terms, weight) / cfg.grad_accum
+            scaler.scale(loss).backward()
+            for k, v in terms.items():
+                stats[k] = stats.get(k, 0.0) + v.detach().mean() / cfg.grad_accum
+
+        # 7. Clip, skip non-finite steps (never written into weights), update, EMA.
+        scaler.unscale_(opt)
+        grad_norm = torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
+        if torch.isfinite(grad_norm) or fp16:  # fp16: the scaler skips the step itself
+            scaler.step(opt)
+            scaler.update()
+            update_ema(ema, model, ema_decay(step, decay=cfg.ema_decay, half_life_kimg=cfg.ema_half_life_kimg,
+                                             batch_size=cfg.batch_size, warmup=cfg.ema_warmup))
+        else:
+            skipped += 1
+            scaler.update()
+        opt.zero_grad(set_to_none=True)
+        stats["grad_norm"] = stats.get("grad_norm", 0.0) + grad_norm.detach()
+        stats["n"] = stats.get("n", 0) + 1
+        bar.update(1)
+        done = step + 1
+
+        # 8. Log (the only place loss values are read back), sample, checkpoint.
+        last = done == cfg.max_train_steps
+        if done % cfg.log_every == 0 or last:
+            n = stats.pop("n")
+            row = {k: float(distributed.all_reduce_mean(torch.as_tensor(v, device=ctx.device).float())) / n
+                   for k, v in sorted(stats.items())}
+            elapsed = time.perf_counter() - t_log
+            row.update(step=done, lr=lr, align_weight=weight, skipped_steps=skipped,
+                       images_per_s=n * cfg.batch_size / max(elapsed, 1e-9))
+            if weight > 0 and "align" in row:
+                row["loss"] = row["denoise"] + row.get("vb", 0.0) + weight * row["align"]
+            else:
+                row["loss"] = row["denoise"] + row.get("vb", 0.0)
+            if metrics:
+                metrics.write(json.dumps(row) + "\n")
+                metrics.flush()
+            bar.set_postfix({k: f"{row[k]:.4f}" for k in ("denoise", "align") if k in row} |
+                            {"img/s": f"{row['images_per_s']:.0f}"})
+            stats, t_log = {}, time.perf_counter()
+        if ctx.is_main and (done % cfg.sample_every == 0 or last):
+            x = sample_grid(cfg, ema, dataset, sample_shape, ctx.device)
+            save_grid(x, run / "samples" / f"{done:07d}.png", nrow=8, scale=max(1, 128 // x.shape[-1]))
+        if done % cfg.checkpoint_every == 0 or last:
+            if ctx.is_main:
+                save_checkpoint({"model": model.state_dict(), "ema": ema.state_dict(), "opt": opt.state_dict(),
+                                 "scaler": scaler.state_dict(), "step": done, "config": cfg.to_dict()},
+                                checkpoint_path(run, done))
+            distributed.barrier()
+    bar.close()
+    if metrics:
+        metrics.close()
+    if skipped:
+        distributed.print0(f"skipped {skipped} steps with a non-finite loss or gradient")
+    return run
