@@ -3,3 +3,6 @@ from .presets import MODEL_NAMES, build_model, default_sra_layers, parse_name
 
 __all__ = ["DiffusionTransformer", "ProjectionHead", "timestep_frequencies", "sincos_pos_embed_2d",
            "MODEL_NAMES", "build_model", "default_sra_layers", "parse_name"]
+from .loading import LoadedModel, architecture_from_state, load_model
+
+__all__ += ["LoadedModel", "architecture_from_state", "load_model"]

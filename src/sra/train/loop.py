@@ -120,8 +120,8 @@ def sample_grid(cfg: TrainConfig, ema, dataset, shape, device) -> torch.Tensor:
         from ..transport import euler_sampler
         x = euler_sampler(ema, noise, y, num_steps=cfg.sample_steps)
     else:
-        from ..diffusion import sample_ddim_for_preview
-        x = sample_ddim_for_preview(ema, noise, y, num_steps=cfg.sample_steps)
+        from ..diffusion import sample as diffusion_sample
+        x = diffusion_sample(ema, noise, y, method="ddim", num_steps=cfg.sample_steps)
     if hasattr(dataset, "decode"):
         x = dataset.decode(x)
     return x

@@ -1,0 +1,76 @@
+"""Build a model for sampling/analysis from a run folder, one of our checkpoints, an authors' released checkpoint, or
+a plain state dict: the architecture is read off the weights' shapes, so no flags are needed."""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from .dit import DiffusionTransformer
+from .presets import SIZES
+
+
+@dataclass
+class LoadedModel:
+    model: DiffusionTransformer           # in eval mode, EMA weights unless asked otherwise
+    family: str                           # "SiT" (velocity, t in [0, 1]) or "DiT" (DDPM, learned sigma)
+    config: dict | None                   # our resolved TrainConfig as a dict, when the checkpoint has one
+    source: Path                          # the checkpoint file read
+    step: int | None                      # training step of our checkpoints
+
+
+def architecture_from_state(state: dict) -> dict:
+    """Constructor arguments of DiffusionTransformer that reproduce a state dict's shapes."""
+    try:
+        w = state["x_embedder.proj.weight"]  # (D, C, p, p)
+        hidden, in_channels, patch = w.shape[0], w.shape[1], w.shape[2]
+        tokens = state["pos_embed"].shape[1]
+        depth = 1 + max(int(k.split(".")[1]) for k in state if k.startswith("blocks."))
+        table = state["y_embedder.embedding_table.weight"].shape[0]
+        out = state["final_layer.linear.weight"].shape[0] // (patch * patch)
+        mlp_hidden = state["blocks.0.mlp.fc1.weight"].shape[0]
+    except (KeyError, ValueError, IndexError) as e:
+        raise ValueError(f"state dict is not a SiT/DiT checkpoint (missing {e})") from None
+    heads = next((h for d, w_, h in SIZES.values() if w_ == hidden), max(1, hidden // 64))
+    return dict(input_size=int(round(tokens ** 0.5)) * patch, patch_size=patch, in_channels=in_channels,
+                hidden_size=hidden, depth=depth, num_heads=heads, mlp_ratio=mlp_hidden / hidden,
+                num_classes=table - 1, class_dropout_prob=0.1, learn_sigma=out == 2 * in_channels)
+
+
+def resolve_checkpoint(path: str | os.PathLike) -> Path:
+    """A run folder -> its latest checkpoint; a file -> itself."""
+    from ..train.checkpoint import CheckpointError, latest_checkpoint
+
+    path = Path(path)
+    if path.is_dir():
+        found = latest_checkpoint(path)
+        if found is None:
+            raise CheckpointError(f"run folder {path} holds no checkpoint")
+        return found
+    if not path.exists():
+        raise CheckpointError(f"{path} is neither a run folder nor a checkpoint file")
+    return path
+
+
+def load_model(path: str | os.PathLike, weights: str = "ema", num_heads: int | None = None,
+               device: str | torch.device = "cpu") -> LoadedModel:
+    """Load for inference. `weights`: 'ema' (default) or 'model'. `num_heads` overrides the guess from the width."""
+    from ..train.checkpoint import load_checkpoint, load_weights, model_state
+
+    file = resolve_checkpoint(path)
+    ckpt = load_checkpoint(file)
+    state = model_state(ckpt, prefer=weights)
+    arch = architecture_from_state(state)
+    if num_heads:
+        arch["num_heads"] = num_heads
+    config = ckpt.get("config") if isinstance(ckpt.get("config"), dict) else None
+    if config is None and (file.parent.parent / "config.json").exists():
+        config = json.loads((file.parent.parent / "config.json").read_text())
+    model = DiffusionTransformer(**arch)
+    load_weights(model, state, source=str(file))
+    step = ckpt.get("step", ckpt.get("steps"))
+    return LoadedModel(model.to(device).eval(), "DiT" if arch["learn_sigma"] else "SiT", config, file,
+                       int(step) if step is not None else None)
