@@ -4,7 +4,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import json
-import math
+import os
 import time
 from pathlib import Path
 
@@ -79,8 +79,8 @@ def local_batches(dataset, schedule: BatchSchedule, start: int, stop: int, ctx, 
 # Run folder
 # ----------------------------------------------------------------------------------------------------------------
 
-def prepare_run_dir(cfg: TrainConfig, ctx) -> Path:
-    """Create OUTPUT_DIR/EXP_NAME with config.json, or check that an existing one holds the same run."""
+def check_run_dir(cfg: TrainConfig) -> Path:
+    """OUTPUT_DIR/EXP_NAME must be new, empty, or hold the same run (then we resume). Touches nothing."""
     run = Path(cfg.output_dir) / cfg.exp_name
     cfg_file = run / "config.json"
     if cfg_file.exists():
@@ -94,13 +94,18 @@ def prepare_run_dir(cfg: TrainConfig, ctx) -> Path:
                                  "use another --exp-name or --output-dir")
     elif run.exists() and any(run.iterdir()):
         raise RunFolderError(f"run folder {run} exists and is not an sra run; use another --exp-name")
-    distributed.barrier()  # every rank has checked before rank 0 writes
+    return run
+
+
+def write_run_dir(run: Path, cfg: TrainConfig, ctx) -> None:
+    """Rank 0 creates the folders and writes the resolved config (after a resume has loaded successfully)."""
     if ctx.is_main:
         (run / "checkpoints").mkdir(parents=True, exist_ok=True)
         (run / "samples").mkdir(exist_ok=True)
-        cfg_file.write_text(json.dumps(cfg.to_dict(), indent=2) + "\n")
+        tmp = run / "config.json.tmp"
+        tmp.write_text(json.dumps(cfg.to_dict(), indent=2) + "\n")
+        os.replace(tmp, run / "config.json")
     distributed.barrier()
-    return run
 
 
 def build_objective(cfg: TrainConfig):
@@ -139,7 +144,7 @@ def train(cfg: TrainConfig) -> Path:
     if cfg.batch_size % (ctx.world_size * cfg.grad_accum):
         raise ValueError(f"global batch {cfg.batch_size} is not divisible by world size {ctx.world_size} x "
                          f"accumulation {cfg.grad_accum}")
-    run = prepare_run_dir(cfg, ctx)
+    run = check_run_dir(cfg)
     torch.manual_seed(cfg.seed)
 
     # 2. Model, EMA (= SRA teacher), optimizer, loss scaler.
@@ -168,6 +173,7 @@ def train(cfg: TrainConfig) -> Path:
             raise CheckpointError(f"{ckpt_file} does not fit this run: {str(e).splitlines()[0]}") from None
         start = int(ck["step"])
         distributed.print0(f"resuming {run} from step {start}")
+    write_run_dir(run, cfg, ctx)
 
     # 4. Wrappers from outside the model: DDP, compile. `model` stays the plain module for EMA and saving.
     train_model = model

@@ -1,0 +1,251 @@
+"""Training-throughput benchmark: the cost of an SRA step against a plain step, on random data.
+
+A step here is what `sra.train.loop` does per optimizer step (grad_accum 1, one process): the step's draws, forward
+(and the teacher for SRA), backward, gradient clipping with the non-finite check, AdamW, EMA update, zero_grad. Plain and
+SRA steps share one model, EMA and optimizer and are timed interleaved (plain, SRA, teacher alone, EMA alone, repeat),
+so that load from other processes on a shared machine drifts into both alike; each figure is a median.
+
+FLOP counts are analytic (`forward_flops`, `step_flops`), so that achieved TFLOP/s compare across devices and
+precisions; `tests/test_bench.py` checks them against torch.utils.flop_counter.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+import platform
+import resource
+import statistics
+import time
+from dataclasses import dataclass
+
+import torch
+
+from .models import DiffusionTransformer
+
+# ----------------------------------------------------------------------------------------------------------------
+# FLOP count
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def forward_flops(model: DiffusionTransformer, batch: int, *, depth: int | None = None, final: bool = True,
+                  head: bool = False) -> int:
+    """Forward FLOPs of `model` on `batch` inputs, through the first `depth` blocks (default all), with the final layer
+    (`final`) and the SRA projection head on the block-s tokens (`head`).
+
+    A matmul of (m, k) by (k, n) counts 2 m k n (one multiply-add = 2 FLOPs); bias adds, normalisations, activations,
+    softmax, modulation and residual adds are not counted (they are O(T D) per block against O(T D^2)). With T tokens
+    = (input / p)^2, width D, MLP width F (= 4 D), C input and C_out output channels, patch p, frequency size 256, per
+    sample:
+        patch embed      2 T (C p^2) D                        (a Conv2d with kernel = stride = p)
+        timestep MLP     2 (256 D + D^2)                      (the label embedding is a table look-up: 0)
+        per block        adaLN 2 D (6 D) + qkv 2 T D (3 D) + attention matmuls Q K^T and A V: 4 T^2 D
+                         + proj 2 T D^2 + MLP 4 T D F          (= 24 T D^2 + 4 T^2 D + 12 D^2 for F = 4 D)
+        final layer      adaLN 2 D (2 D) + linear 2 T D (p^2 C_out)
+        SRA head         2 T D (2 D) + 2 T (2 D) D = 8 T D^2
+    """
+    d, t = model.hidden_size, model.x_embedder.num_patches
+    p, c_in, c_out = model.patch_size, model.in_channels, model.out_channels
+    f = model.blocks[0].mlp.fc1.out_features if model.blocks else 0
+    freq = model.t_embedder.frequency_embedding_size
+    depth = model.depth if depth is None else depth
+    embed = 2 * t * c_in * p * p * d + 2 * (freq * d + d * d)
+    block = 2 * d * 6 * d + 2 * t * d * 3 * d + 4 * t * t * d + 2 * t * d * d + 4 * t * d * f
+    final_layer = 2 * d * 2 * d + 2 * t * d * p * p * c_out
+    head_flops = 8 * t * d * d
+    return batch * (embed + depth * block + final * final_layer + head * head_flops)
+
+
+def step_flops(model: DiffusionTransformer, batch: int, *, sra: bool, block_out_t: int = 0) -> int:
+    """FLOPs of one training step: forward + backward of the student counted as 3x its forward (the backward needs
+    the gradients of inputs and weights, 2 matmuls per forward matmul), plus, with SRA, the projection head (also
+    x3) and the teacher's forward through its first `block_out_t` blocks (no final layer, no backward). The optimizer
+    and EMA updates are O(parameters) and not counted."""
+    student = 3 * forward_flops(model, batch, head=sra)
+    teacher = forward_flops(model, batch, depth=block_out_t, final=False) if sra else 0
+    return student + teacher
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Benchmark configuration and the timed pieces
+# ----------------------------------------------------------------------------------------------------------------
+
+
+@dataclass(kw_only=True)
+class BenchConfig:
+    model: str = "SiT-B/4"                # preset name
+    input_size: int = 32                  # model input side (latents: image side / 8)
+    in_channels: int = 4                  # input channels (SD-VAE latents: 4)
+    num_classes: int = 1000               # class-embedding size
+    batch_size: int = 8                   # images per step
+    mixed_precision: str = "no"           # student autocast: no | bf16 (fp16 is not benchmarked)
+    teacher_bf16: bool | None = None      # teacher under bf16 autocast; None: as `sra train` resolves it
+    compile: bool = False                 # torch.compile the trained model (the teacher stays eager, as in training)
+    block_out_s: int = 0                  # student block; 0: the paper's per-size default
+    block_out_t: int = 0                  # teacher block; 0: the paper's per-size default
+    sra_weight: float = 0.5               # alignment weight of the SRA step (any value > 0 costs the same)
+    warmup: int = 2                       # untimed steps per mode (compilation happens here)
+    steps: int = 5                        # timed rounds; each figure is the median over rounds
+    device: str | None = None             # cuda | cpu; None: cuda when available
+    seed: int = 0                         # seed for weights and data
+
+
+def fast_bf16(device: torch.device) -> bool:
+    """Whether bf16 matmuls are native here: CUDA, or a CPU with AVX512-BF16 or AMX. Elsewhere (e.g. AVX2 CPUs) bf16
+    autocast is emulated and several times slower than fp32 (see docs/PERFORMANCE.md)."""
+    if device.type == "cuda":
+        return True
+    if device.type == "cpu":
+        return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
+    return False
+
+
+class _Timer:
+    """Wall-clock timing of a callable; on CUDA synchronised before and after (the step itself never syncs here)."""
+
+    def __init__(self, device: torch.device):
+        self.cuda = device.type == "cuda"
+
+    def __call__(self, fn) -> float:
+        if self.cuda:
+            torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        fn()
+        if self.cuda:
+            torch.cuda.synchronize()
+        return time.perf_counter() - t0
+
+
+def _peak_memory_mb(device: torch.device) -> float:
+    """CUDA: max_memory_allocated since the last reset. CPU: the process's peak resident set (never reset)."""
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return rss / 2**20 if platform.system() == "Darwin" else rss / 2**10  # bytes on macOS, KiB on Linux
+
+
+def _train_config(cfg: BenchConfig):
+    """The TrainConfig `sra train` would resolve for these settings (layers, teacher precision, EMA decay)."""
+    from .objectives import AlignConfig
+    from .train import TrainConfig
+
+    align = AlignConfig(weight=cfg.sra_weight, block_out_s=cfg.block_out_s, block_out_t=cfg.block_out_t,
+                        teacher_bf16=cfg.teacher_bf16)
+    tc = TrainConfig(model=cfg.model, batch_size=cfg.batch_size, mixed_precision=cfg.mixed_precision,
+                     compile=cfg.compile, align=align, seed=cfg.seed)
+    return tc.resolve((cfg.in_channels, cfg.input_size, cfg.input_size), cfg.num_classes)
+
+
+def run_benchmark(cfg: BenchConfig, log=print) -> dict:
+    """Time plain and SRA training steps; return the figures as a flat JSON-able dict (see docs/PERFORMANCE.md)."""
+    import copy
+
+    from .models import build_model
+    from .objectives import apply_label_drop, combine, unwrap
+    from .objectives.align import teacher_tokens
+    from .train.ema import ema_decay, update_ema
+    from .train.loop import build_objective
+    from .transport.path import interpolate
+
+    if cfg.mixed_precision not in ("no", "bf16"):
+        raise ValueError(f"--mixed-precision must be no or bf16 (got {cfg.mixed_precision!r})")
+    if cfg.steps < 1 or cfg.warmup < 0:
+        raise ValueError("steps must be >= 1 and warmup >= 0")
+    device = torch.device(cfg.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError("--device cuda asked for but CUDA is not available")
+    tc = _train_config(cfg)
+    if not tc.align.active:
+        raise ValueError("the SRA step needs --sra-weight > 0")
+    sra_objective = build_objective(tc)
+    plain_objective = build_objective(dataclasses.replace(tc, align=dataclasses.replace(tc.align, weight=0.0)))
+    s, m, teacher_bf16 = tc.align.block_out_s, tc.align.block_out_t, tc.align.teacher_bf16
+    if teacher_bf16 and not fast_bf16(device):
+        log(f"note: bf16 is emulated on this {device.type} (no native bf16 units); the bf16 teacher will be slow")
+
+    # Model, EMA (= teacher), optimizer: exactly as the training loop builds them.
+    torch.manual_seed(cfg.seed)
+    model = build_model(cfg.model, input_size=cfg.input_size, in_channels=cfg.in_channels,
+                        num_classes=cfg.num_classes).to(device)
+    ema = copy.deepcopy(model).requires_grad_(False).eval()
+    opt = torch.optim.AdamW(list(model.parameters()), lr=tc.lr, betas=tc.adam_betas, weight_decay=tc.weight_decay)
+    train_model = torch.compile(model) if cfg.compile else model
+    amp_dtype = torch.bfloat16 if cfg.mixed_precision == "bf16" else None
+    teacher = ema if tc.align.teacher == "ema" else model
+    n, shape = cfg.batch_size, (cfg.in_channels, cfg.input_size, cfg.input_size)
+    gen = torch.Generator(device).manual_seed(cfg.seed)
+    x0 = torch.randn((n, *shape), generator=gen, device=device)
+    y = torch.randint(0, cfg.num_classes, (n,), generator=gen, device=device)
+    decay = ema_decay(1000, decay=tc.ema_decay, half_life_kimg=None, batch_size=n, warmup=False)
+
+    def autocast():
+        return torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None)
+
+    def step(sra: bool) -> None:
+        """One optimizer step, as in the loop (steps 5-7). Plain: the head is frozen, as the loop does."""
+        model.ap_head.requires_grad_(sra)
+        objective = sra_objective if sra else plain_objective
+        params = [p for p in model.parameters() if p.requires_grad]
+        draws = objective.draw(n, shape, device, gen)
+        with autocast():
+            loss = combine(objective(train_model, teacher, x0, y, draws=draws), cfg.sra_weight if sra else 0.0)
+        loss.backward()
+        grad_norm = torch.nn.utils.clip_grad_norm_(params, tc.max_grad_norm)
+        if torch.isfinite(grad_norm):  # the loop's check (a host-device sync on CUDA); see docs/PERFORMANCE.md
+            opt.step()
+            update_ema(ema, model, decay)
+        opt.zero_grad(set_to_none=True)
+
+    def teacher_only() -> None:
+        """The SRA step's teacher call alone, on inputs drawn as the objective draws them."""
+        draws = sra_objective.draw(n, shape, device, gen)
+        t_teacher = (draws["t"] - draws["k"]).clamp(0.0, 1.0)
+        xt, _ = interpolate(tc.flow.path, x0, draws["noise"], t_teacher)
+        y_used = apply_label_drop(unwrap(model), y, draws["drop"])
+        with autocast():
+            teacher_tokens(teacher, xt, t_teacher, y_used, m, teacher_bf16)
+
+    def ema_only() -> None:
+        model.ap_head.requires_grad_(True)  # the SRA step's EMA covers the head too
+        update_ema(ema, model, decay)
+
+    timer = _Timer(device)
+    load_start = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
+    # Warm-up (and compilation) per mode; peak memory of each mode is read right after its warm-up.
+    mem = {}
+    for mode in ("plain", "sra"):
+        if device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(device)
+        for i in range(max(cfg.warmup, 1)):
+            dt = timer(lambda: step(mode == "sra"))
+            log(f"warm-up {mode} {i + 1}: {dt:.3f} s")
+        mem[mode] = _peak_memory_mb(device)
+    teacher_only()
+    ema_only()
+
+    times = {"plain": [], "sra": [], "teacher": [], "ema": []}
+    for r in range(cfg.steps):
+        times["plain"].append(timer(lambda: step(False)))
+        times["sra"].append(timer(lambda: step(True)))
+        times["teacher"].append(timer(teacher_only))
+        times["ema"].append(timer(ema_only))
+        log(f"round {r + 1}/{cfg.steps}: " + ", ".join(f"{k} {v[-1]:.3f} s" for k, v in times.items()))
+    med = {k: statistics.median(v) for k, v in times.items()}
+    flops = {"plain": step_flops(model, n, sra=False), "sra": step_flops(model, n, sra=True, block_out_t=m)}
+    return {
+        "model": cfg.model, "input_size": cfg.input_size, "in_channels": cfg.in_channels, "batch_size": n,
+        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu ({os.cpu_count()} cores)",
+        "torch": torch.__version__, "threads": torch.get_num_threads(),
+        "mixed_precision": cfg.mixed_precision, "teacher_bf16": bool(teacher_bf16), "compile": cfg.compile,
+        "block_out_s": s, "block_out_t": m, "warmup": cfg.warmup, "steps": cfg.steps,
+        "step_s_plain": med["plain"], "step_s_sra": med["sra"],
+        "images_per_s_plain": n / med["plain"], "images_per_s_sra": n / med["sra"],
+        "flops_plain": flops["plain"], "flops_sra": flops["sra"],
+        "tflops_plain": flops["plain"] / med["plain"] / 1e12, "tflops_sra": flops["sra"] / med["sra"] / 1e12,
+        "peak_mem_plain_mb": mem["plain"], "peak_mem_sra_mb": mem["sra"],
+        "peak_mem_kind": "cuda_max_memory_allocated" if device.type == "cuda" else "process_max_rss",
+        "sra_over_plain": med["sra"] / med["plain"], "flop_ratio": flops["sra"] / flops["plain"],
+        "teacher_s": med["teacher"], "ema_s": med["ema"],
+        "teacher_fraction": med["teacher"] / med["sra"], "ema_fraction": med["ema"] / med["sra"],
+        "load_avg_start": load_start, "load_avg_end": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,
+        "times_s": {k: [round(v, 5) for v in vs] for k, vs in times.items()},
+    }

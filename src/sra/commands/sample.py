@@ -1,0 +1,98 @@
+"""`sra sample`: a PNG grid from a run folder or checkpoint. The sampler flags are shared with `sra generate`."""
+from __future__ import annotations
+
+import argparse
+import math
+
+PROTOCOL_NOTE = ("Defaults reproduce the authors' evaluation protocol: SiT: SDE, 250 steps, CFG 1.8 in the guidance "
+                 "interval [0, 0.7] (SRA/REPA, ImageNet 256 px); DiT: 250 respaced DDPM steps, CFG 1.5.")
+
+
+def class_list(text: str) -> list[int]:
+    """'0,3,5' -> [0, 3, 5] (an empty list is refused later, with the model's class count at hand)."""
+    try:
+        return [int(c) for c in text.replace(" ", "").split(",") if c != ""]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated class indices, got {text!r}") from None
+
+
+def add_model_flags(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("model")
+    g.add_argument("checkpoint", help="run folder (its latest checkpoint), one of our .pt checkpoints, an authors' "
+                   "released .pt, or a plain state dict")
+    g.add_argument("--weights", default="ema", choices=["ema", "model"], help="which weights of a training checkpoint")
+    g.add_argument("--model", default=None, metavar="NAME",
+                   help="expected preset (e.g. SiT-XL/2); refuse a checkpoint of another one (default: no check)")
+    g.add_argument("--input-size", type=int, default=None,
+                   help="expected model input side in pixels or latents (32 for 256 px SD-VAE); refuse others")
+    g.add_argument("--latent-store", default=None, help="`sra prepare` folder whose VAE decodes latent samples "
+                   "(default: the run's data_dir; not needed for pixel models)")
+
+
+def add_sampler_flags(p: argparse.ArgumentParser) -> None:
+    from ..transport.path import PATHS
+
+    g = p.add_argument_group("sampler (defaults: the family's protocol, see above)")
+    g.add_argument("--mode", default=None, choices=["ode", "sde", "ddpm", "ddim"],
+                   help="SiT: ode (Euler/Heun) or sde (Euler-Maruyama); DiT: ddpm or ddim (default: sde / ddpm)")
+    g.add_argument("--steps", type=int, default=None, help="sampler steps (default 250)")
+    g.add_argument("--heun", action="store_true", help="ODE: Heun's second-order corrector (~2x model calls)")
+    g.add_argument("--cfg-scale", type=float, default=None,
+                   help="classifier-free guidance scale, >= 1; 1 = none (default: SiT 1.8, DiT 1.5)")
+    g.add_argument("--guidance-low", type=float, default=None,
+                   help="guide only at times t >= this (t: 1 noise -> 0 data; default 0)")
+    g.add_argument("--guidance-high", type=float, default=None,
+                   help="guide only at times t <= this (default: SiT 0.7, DiT 1)")
+    g.add_argument("--path-type", default=None, choices=PATHS,
+                   help="SiT training path, needed by the SDE (default: the run's config, else linear)")
+    g.add_argument("--seed", type=int, default=0, help="seed; image i's label and noise depend only on (seed, i)")
+
+
+def options_from_args(args):
+    from ..generate import SamplerOptions
+
+    return SamplerOptions(mode=args.mode, num_steps=args.steps, heun=args.heun, cfg_scale=args.cfg_scale,
+                          guidance_low=args.guidance_low, guidance_high=args.guidance_high, path_type=args.path_type)
+
+
+def add_parser(sub) -> argparse.ArgumentParser:
+    p = sub.add_parser("sample", help="sample a PNG grid from a run folder or checkpoint",
+                       description="Sample a PNG grid of images from a trained model. " + PROTOCOL_NOTE)
+    add_model_flags(p)
+    add_sampler_flags(p)
+    g = p.add_argument_group("grid")
+    g.add_argument("--classes", type=class_list, default=None, metavar="C,C,...",
+                   help="class indices, one grid row each (default: random labels)")
+    g.add_argument("--per-class", type=int, default=8, help="images per class row with --classes")
+    g.add_argument("--num-images", type=int, default=16, help="images without --classes (random labels)")
+    g.add_argument("--output", default="sample.png", help="PNG file to write")
+    g.add_argument("--scale", type=int, default=0, help="nearest-neighbour upscaling factor (0: up to ~128 px)")
+    g.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
+    return p
+
+
+def run(args) -> int:
+    import torch
+
+    from ..data.grid import save_grid
+    from ..generate import check_classes, image_labels, load_for_sampling, make_decoder, sample_images
+
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    loaded = load_for_sampling(args.checkpoint, model_name=args.model, input_size=args.input_size,
+                               weights=args.weights, device=device)
+    opts = options_from_args(args).resolve(loaded)
+    classes = check_classes(args.classes, loaded.model.num_classes)
+    decode = make_decoder(loaded, args.latent_store)
+    if classes is not None:
+        if args.per_class < 1:
+            raise ValueError(f"--per-class must be >= 1 (got {args.per_class})")
+        labels, nrow = torch.tensor(classes).repeat_interleave(args.per_class), args.per_class
+    else:
+        if args.num_images < 1:
+            raise ValueError(f"--num-images must be >= 1 (got {args.num_images})")
+        labels = image_labels(args.seed, range(args.num_images), loaded.model.num_classes)
+        nrow = math.ceil(math.sqrt(args.num_images))
+    x = sample_images(loaded, opts, args.seed, range(len(labels)), labels, decode)
+    save_grid(x, args.output, nrow=nrow, scale=args.scale or max(1, 128 // x.shape[-1]))
+    print(f"wrote {args.output} ({len(labels)} images, {opts.mode} {opts.num_steps} steps, cfg {opts.cfg_scale})")
+    return 0

@@ -1,0 +1,243 @@
+"""Datasets of VAE latents: the store written by `sra prepare`, and the reference code's layout.
+
+A store is one folder:
+    latents.json   header: format, resolution, latent shape, VAE, class names, channel statistics, chunk size
+    moments.npy    (N, 2C, h, w) float16, posterior mean then std per row; rows 2i, 2i+1 = image i and its mirror
+                   when built with flips; memory-mapped, read with positioned reads
+    labels.npy     (N,) int64
+    status.npy     (N,) uint8: 0 not yet encoded, 1 done, 2 skipped (unreadable image); the commit mark of a chunk
+    files.txt      the source images in row order; skipped.txt lists the unreadable ones with the reason
+The reference layout (REPA/SRA `preprocessing/dataset_tools.py encode`) is a folder `vae-sd/` of one float32 .npy of
+moments (2C, h, w) per image, `{00000..}/img-mean-std-{i:08d}.npy`, plus `vae-sd/dataset.json` {"labels": [[file, y]]}.
+
+Items are (moments, label) with moments as stored (float16 or float32); `prepare_batch` samples the posterior on the
+device, z = mean + std * eps, and scales it: z * 0.18215 (the SD-VAE scaling factor, as in DiT/SiT/REPA/SRA) or, with
+normalize="channel", (z - mu_c) / sigma_c from the store's per-channel statistics. `decode` inverts that and runs the
+VAE decoder for preview grids.
+"""
+from __future__ import annotations
+
+import json
+import os
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from .pixels import DataError
+
+FORMAT = "sra-latents"
+VERSION = 1
+HEADER, MOMENTS, LABELS, STATUS, FILES, SKIPPED = ("latents.json", "moments.npy", "labels.npy", "status.npy",
+                                                   "files.txt", "skipped.txt")
+PENDING, DONE, SKIP = 0, 1, 2
+REFERENCE_DIR, REFERENCE_JSON = "vae-sd", "dataset.json"
+DEFAULT_VAE = "stabilityai/sd-vae-ft-ema"
+NORMALIZATIONS = ("scale", "channel")
+
+
+def read_header(root: str | os.PathLike) -> dict | None:
+    """The store header, or None when `root` is not an sra store."""
+    f = Path(root) / HEADER
+    try:
+        h = json.loads(f.read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+    return h if isinstance(h, dict) and h.get("format") == FORMAT else None
+
+
+def reference_dir(root: str | os.PathLike) -> Path | None:
+    """The folder holding the reference layout's dataset.json and .npy files: ROOT/vae-sd or ROOT itself."""
+    root = Path(root)
+    for d in (root / REFERENCE_DIR, root):
+        if (d / REFERENCE_JSON).is_file() and any(p.suffix == ".npy" for p in d.rglob("*.npy")):
+            return d
+    return None
+
+
+def is_latent_store(path: str | os.PathLike) -> bool:
+    return read_header(path) is not None or reference_dir(path) is not None
+
+
+def open_latent_store(path: str | os.PathLike, normalize: str | None = None, vae: str | None = None):
+    """A dataset over an sra store or a reference-layout folder. `normalize` ("scale" or "channel") defaults to the
+    store's choice at preparation (reference data: "scale"); `vae` overrides the decoder ($SRA_VAE does too)."""
+    if read_header(path) is not None:
+        return LatentStore(path, normalize=normalize, vae=vae)
+    if reference_dir(path) is not None:
+        return ReferenceLatents(path, normalize=normalize, vae=vae)
+    raise DataError(f"{path} is neither an `sra prepare` store nor a reference vae-sd/ folder")
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Posterior sampling, normalisation and decoding: shared by both layouts
+# ----------------------------------------------------------------------------------------------------------------
+
+class LatentDataset(Dataset):
+    """Base: subclasses set moments shape, labels, class names, scale, optional channel statistics and VAE."""
+
+    def _setup(self, moment_shape, labels: np.ndarray, class_names, scale: float, stats: dict | None,
+               normalize: str | None, vae: str | None, name: str):
+        if len(labels) == 0:
+            raise DataError(f"latent store {name} holds no latents")
+        c2, h, w = moment_shape
+        self.shape = (c2 // 2, h, w)
+        self.labels = torch.from_numpy(np.ascontiguousarray(labels, dtype=np.int64))
+        self.class_names = list(class_names)
+        self.num_classes = len(self.class_names)
+        self.scale, self.name = float(scale), name
+        normalize = normalize or "scale"
+        if normalize not in NORMALIZATIONS:
+            raise DataError(f"unknown latent normalisation {normalize!r}; choices: {', '.join(NORMALIZATIONS)}")
+        if normalize == "channel" and not stats:
+            raise DataError(f"{name} has no per-channel statistics; use normalize='scale'")
+        self.normalize = normalize
+        self.channel_mean = torch.tensor(stats["mean"] if stats else [0.0] * self.shape[0]).view(1, -1, 1, 1)
+        self.channel_std = torch.tensor(stats["std"] if stats else [1.0] * self.shape[0]).view(1, -1, 1, 1)
+        self.vae_name, self._vae, self._warned = vae, None, False
+
+    def prepare_batch(self, moments: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        """Moments (N, 2C, h, w) -> model input (N, C, h, w): a posterior sample, scaled or normalised, float32."""
+        mean, std = moments.float().chunk(2, dim=1)
+        eps = torch.randn(mean.shape, generator=generator, device=mean.device)
+        z = mean + std * eps
+        if self.normalize == "channel":
+            return (z - self.channel_mean.to(z.device)) / self.channel_std.to(z.device)
+        return z * self.scale
+
+    def unnormalize(self, x: torch.Tensor) -> torch.Tensor:
+        """Model space -> raw VAE latents (the inverse of prepare_batch's scaling)."""
+        if self.normalize == "channel":
+            return x * self.channel_std.to(x.device) + self.channel_mean.to(x.device)
+        return x / self.scale
+
+    def decode(self, x: torch.Tensor) -> torch.Tensor:
+        """Model-space latents -> images in [-1, 1] with the store's VAE, loaded on first use. When that VAE cannot
+        be loaded, training must not die at its first preview: warn once and show the first 3 latent channels."""
+        from .vae import decode_latents, env_vae, load_vae
+
+        z = self.unnormalize(x.float())
+        name = env_vae() or self.vae_name
+        if self._vae is None and name and not self._warned:
+            try:
+                self._vae = load_vae(name, device=z.device)
+            except DataError as e:
+                print(f"warning: previews show raw latent channels: {e}", file=sys.stderr, flush=True)
+                self._warned = True
+        if self._vae is None:
+            v = z[:, :3]
+            lo, hi = v.amin(dim=(1, 2, 3), keepdim=True), v.amax(dim=(1, 2, 3), keepdim=True)
+            return (v - lo) / (hi - lo).clamp_min(1e-6) * 2 - 1
+        self._vae.to(z.device)
+        return decode_latents(self._vae, z)
+
+    def __getstate__(self):  # DataLoader workers: never pickle the VAE or an open file
+        return {k: (None if k in ("_vae", "_fd", "_pool") else v) for k, v in self.__dict__.items()}
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The sra store: one contiguous float16 array, read with positioned reads
+# ----------------------------------------------------------------------------------------------------------------
+
+class LatentStore(LatentDataset):
+    """A complete store from `sra prepare`. `get_batch` reads a whole batch with positioned reads spread over a few
+    threads: one call per row, no page-cache readahead wasted on neighbours, and parallel I/O on cold data."""
+
+    def __init__(self, root, normalize: str | None = None, vae: str | None = None, threads: int = 8):
+        self.root = Path(root)
+        h = read_header(root)
+        try:
+            arr = np.load(self.root / MOMENTS, mmap_mode="r")
+            status = np.load(self.root / STATUS)
+            labels = np.load(self.root / LABELS)
+        except (OSError, ValueError) as e:
+            raise DataError(f"latent store {root} is damaged: {e}") from None
+        pending = int((status == PENDING).sum())
+        if pending:
+            raise DataError(f"latent store {root} is incomplete ({pending} of {len(status)} latents not encoded); "
+                            "run the same `sra prepare` command again to finish it")
+        self.rows = np.flatnonzero(status == DONE)
+        self.row_shape, self.dtype, self.offset = tuple(arr.shape[1:]), arr.dtype, arr.offset
+        self.row_bytes = int(np.prod(self.row_shape)) * arr.dtype.itemsize
+        del arr
+        vae_name = vae or h.get("vae", {}).get("name_or_path")
+        self._setup(self.row_shape, labels[self.rows], h["class_names"], h["vae"]["scaling_factor"],
+                    h.get("channel_stats"), normalize or h.get("normalize"), vae_name, f"store:{root}")
+        self.threads, self._fd, self._pool = threads, None, None
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def _file(self) -> int:
+        if self._fd is None:  # opened per process (DataLoader workers, torchrun ranks)
+            self._fd = os.open(self.root / MOMENTS, os.O_RDONLY)
+        return self._fd
+
+    def _read(self, rows: np.ndarray, out: np.ndarray) -> None:
+        fd = self._file()
+        for j, r in enumerate(rows):
+            view = memoryview(out[j]).cast("B")
+            if os.preadv(fd, [view], self.offset + int(r) * self.row_bytes) != self.row_bytes:
+                raise DataError(f"latent store {self.root} is truncated at row {r}")
+
+    def __getitem__(self, i):
+        out = np.empty((1, *self.row_shape), self.dtype)
+        self._read(self.rows[[int(i)]], out)
+        return torch.from_numpy(out[0]), self.labels[i]
+
+    def get_batch(self, indices: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        idx = torch.as_tensor(indices).long()
+        rows = self.rows[idx.numpy()]
+        out = np.empty((len(rows), *self.row_shape), self.dtype)
+        n = min(self.threads, max(1, len(rows) // 16))
+        if n == 1:
+            self._read(rows, out)
+        else:
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(self.threads)
+            bounds = np.linspace(0, len(rows), n + 1).astype(int)
+            list(self._pool.map(lambda k: self._read(rows[bounds[k]:bounds[k + 1]], out[bounds[k]:bounds[k + 1]]),
+                                range(n)))
+        return torch.from_numpy(out), self.labels[idx]
+
+    def __del__(self):
+        if getattr(self, "_fd", None) is not None:
+            os.close(self._fd)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The reference layout: one .npy per image (DataLoader path, no get_batch)
+# ----------------------------------------------------------------------------------------------------------------
+
+class ReferenceLatents(LatentDataset):
+    """REPA/SRA `vae-sd/` folders, read unchanged. File order and labels as their CustomDataset: sorted relative
+    paths, labels looked up by path in dataset.json."""
+
+    def __init__(self, root, normalize: str | None = None, vae: str | None = None):
+        self.dir = reference_dir(root)
+        try:
+            entries = json.loads((self.dir / REFERENCE_JSON).read_text())["labels"]
+        except (OSError, json.JSONDecodeError, KeyError, TypeError) as e:
+            raise DataError(f"cannot read labels from {self.dir / REFERENCE_JSON}: {e}") from None
+        if not entries:
+            raise DataError(f"{self.dir / REFERENCE_JSON} holds no labels (the reference layout needs class labels)")
+        by_name = {str(f).replace("\\", "/"): int(y) for f, y in entries}
+        self.files = sorted(str(p.relative_to(self.dir)).replace(os.sep, "/") for p in self.dir.rglob("*.npy"))
+        missing = [f for f in self.files if f not in by_name]
+        if missing:
+            raise DataError(f"{len(missing)} .npy files in {self.dir} have no label in dataset.json, e.g. {missing[0]}")
+        labels = np.array([by_name[f] for f in self.files], dtype=np.int64)
+        first = np.load(self.dir / self.files[0], mmap_mode="r")
+        if first.ndim != 3 or first.shape[0] % 2:
+            raise DataError(f"{self.dir / self.files[0]} has shape {first.shape}, not moments (2C, h, w)")
+        self._setup(first.shape, labels, [str(i) for i in range(int(labels.max()) + 1)], 0.18215, None, normalize,
+                    vae or DEFAULT_VAE, f"reference:{self.dir}")
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __getitem__(self, i):
+        return torch.from_numpy(np.load(self.dir / self.files[i])), self.labels[i]

@@ -1,0 +1,163 @@
+"""PCA maps of a diffusion transformer's tokens for one image, per block and per noise level (SRA paper, Fig. 2).
+
+Each cell (time t, block d) fits its own PCA to the T tokens of that image at that depth and time, projects them on
+the first three principal components and min-max scales each component to [0, 1] as R, G, B. A PCA per cell (not
+one joint basis) is what the paper's figure shows: it asks "is there spatial structure here?", not "are the features
+the same across blocks?"; colours are therefore not comparable between cells.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .probe import block_tokens, model_time, noisy_input, null_labels, per_image_noise
+
+PCA_SEED_INDEX = 0  # the image's index for per_image_noise: the noise is fixed by --seed alone
+SD_VAE_SCALE = 0.18215  # latent scale of the SD-VAE, as in SiT/DiT/SRA training
+
+
+def principal_components(tokens: torch.Tensor, k: int = 3) -> tuple[torch.Tensor, torch.Tensor]:
+    """Top-k principal directions (k, D) of tokens (T, D) and the centred projections (T, k), in float64.
+
+    Signs are fixed so that each direction's largest-magnitude coefficient is positive (deterministic colours)."""
+    x = tokens.double()
+    x = x - x.mean(dim=0, keepdim=True)
+    _, _, vh = torch.linalg.svd(x, full_matrices=False)  # rows of vh: directions by decreasing variance
+    v = vh[:k]
+    idx = v.abs().argmax(dim=1)
+    v = v * torch.sign(v[torch.arange(len(v)), idx])[:, None]
+    if len(v) < k:  # fewer tokens or dimensions than k: pad with zero components
+        v = torch.cat([v, v.new_zeros(k - len(v), v.shape[1])])
+    return v, x @ v.T
+
+
+def to_rgb(proj: torch.Tensor) -> torch.Tensor:
+    """(T, 3) projections -> colours in [0, 1], each component min-max scaled on its own."""
+    lo, hi = proj.min(dim=0).values, proj.max(dim=0).values
+    return ((proj - lo) / (hi - lo).clamp_min(1e-12)).float()
+
+
+@torch.no_grad()
+def pca_maps(model, family: str, x0: torch.Tensor, *, times, blocks, label: int | None = None,
+             path: str = "linear", seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """RGB maps (len(times), len(blocks), g, g, 3) in [0, 1] for one clean input x0 (1, C, H, W), g = H / patch,
+    and the noisy inputs (len(times), 1, C, H, W) the model saw. `label` None: the null label."""
+    device = next(model.parameters()).device
+    blocks = list(blocks)
+    grid = model.input_size // model.patch_size
+    x0 = x0.to(device).float()
+    noise = per_image_noise([PCA_SEED_INDEX], tuple(x0.shape[1:]), seed).to(device)
+    y = null_labels(model, 1, device) if label is None else torch.tensor([label], device=device)
+    if label is not None and not 0 <= label < model.num_classes:
+        raise ValueError(f"label {label} outside 0..{model.num_classes - 1}")
+    maps = np.zeros((len(times), len(blocks), grid, grid, 3), dtype=np.float32)
+    inputs = []
+    for i, t in enumerate(times):
+        xt = noisy_input(family, path, x0, noise, t)
+        inputs.append(xt.cpu())
+        tokens = block_tokens(model, xt, model_time(family, t), y, blocks)
+        for j, d in enumerate(blocks):
+            _, proj = principal_components(tokens[d][0])
+            maps[i, j] = to_rgb(proj).reshape(grid, grid, 3).cpu().numpy()
+    return maps, torch.stack(inputs).numpy()
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Inputs: an image file to the model's input space
+# ----------------------------------------------------------------------------------------------------------------
+
+def load_image(file: str | os.PathLike, size: int, channels: int) -> torch.Tensor:
+    """An image file -> (1, C, size, size) in [-1, 1]: converted to grey or RGB, centre-cropped square, resized."""
+    from PIL import Image
+
+    try:
+        with Image.open(file) as im:
+            im = im.convert("L" if channels == 1 else "RGB")
+    except OSError as e:
+        raise ValueError(f"cannot read image {file}: {e}") from None
+    w, h = im.size
+    s = min(w, h)
+    im = im.crop(((w - s) // 2, (h - s) // 2, (w - s) // 2 + s, (h - s) // 2 + s))
+    im = im.resize((size, size), Image.BICUBIC)
+    a = torch.from_numpy(np.asarray(im, dtype=np.float32).copy()) / 127.5 - 1.0
+    return (a[None, None] if a.ndim == 2 else a.permute(2, 0, 1)[None]).clamp(-1, 1)
+
+
+def model_input(model, file: str | os.PathLike, vae: str | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(model input (1, C, H, W), picture to show (1, 1|3, h, w) in [-1, 1]) for an image or latent file.
+
+    Pixel models (1 or 3 channels) take the image itself. Latent models take a saved latent (.pt / .npy, (C, H, W)
+    already scaled) or an image encoded with the VAE folder `vae` (posterior mean times 0.18215, the SD-VAE scale)."""
+    c, size = model.in_channels, model.input_size
+    suffix = Path(file).suffix.lower()
+    if suffix in (".pt", ".pth", ".npy"):
+        z = torch.load(file, weights_only=True) if suffix != ".npy" else torch.from_numpy(np.load(file))
+        z = torch.as_tensor(z).float()
+        z = z[None] if z.ndim == 3 else z
+        if tuple(z.shape[1:]) != (c, size, size):
+            raise ValueError(f"{file} holds a {tuple(z.shape[1:])} tensor but the model takes {(c, size, size)}")
+        return z[:1], None
+    if c in (1, 3):
+        x = load_image(file, size, c)
+        return x, x
+    if vae is None:
+        raise ValueError(f"this model works on {c}-channel latents: pass --vae FOLDER (a diffusers AutoencoderKL) to "
+                         "encode the image, or give a latent file (.pt/.npy) instead of an image")
+    try:
+        from diffusers.models import AutoencoderKL
+    except ImportError:
+        raise ValueError("encoding an image for a latent model needs diffusers: pip install 'sra[vae]'") from None
+    net = AutoencoderKL.from_pretrained(vae).eval()
+    factor = 2 ** (len(net.config.block_out_channels) - 1)
+    x = load_image(file, size * factor, 3)
+    with torch.no_grad():
+        z = net.encode(x).latent_dist.mean * SD_VAE_SCALE
+    if z.shape[1] != c:
+        raise ValueError(f"the VAE in {vae} makes {z.shape[1]}-channel latents but the model takes {c}")
+    return z, x
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Rendering
+# ----------------------------------------------------------------------------------------------------------------
+
+LEFT, TOP, PAD = 64, 22, 4  # label margins and gap between cells, pixels
+
+
+def grid_size(rows: int, cols: int, cell: int) -> tuple[int, int]:
+    """(width, height) of `render_grid`'s PNG."""
+    return LEFT + cols * (cell + PAD), TOP + rows * (cell + PAD)
+
+
+def render_grid(maps: np.ndarray, path: str | os.PathLike, *, row_labels, col_labels, cell: int = 96,
+                inputs: np.ndarray | None = None) -> tuple[int, int]:
+    """Write maps (rows, cols, g, g, 3) in [0, 1] as a labelled PNG, each map upscaled (nearest) to cell x cell.
+
+    `inputs` (rows, 1, C, H, W) in model range, if given, become an extra first column headed "x_t"."""
+    from PIL import Image, ImageDraw
+
+    rows, cols = maps.shape[:2]
+    cells = [[Image.fromarray((maps[i, j] * 255).round().astype(np.uint8)) for j in range(cols)] for i in range(rows)]
+    if inputs is not None:
+        col_labels = ["x_t", *col_labels]
+        for i in range(rows):
+            a = ((np.clip(inputs[i, 0], -1, 1) + 1) * 127.5).round().astype(np.uint8)  # (C, H, W)
+            a = a[0] if a.shape[0] == 1 else a[:3].transpose(1, 2, 0)
+            cells[i].insert(0, Image.fromarray(a).convert("RGB"))
+    width, height = grid_size(rows, len(cells[0]), cell)
+    canvas = Image.new("RGB", (width, height), "white")
+    draw = ImageDraw.Draw(canvas)
+    for j, text in enumerate(col_labels):
+        draw.text((LEFT + j * (cell + PAD) + cell // 2, TOP // 2), str(text), fill="black", anchor="mm")
+    for i, text in enumerate(row_labels):
+        y = TOP + i * (cell + PAD)
+        draw.text((LEFT // 2, y + cell // 2), str(text), fill="black", anchor="mm")
+        for j, im in enumerate(cells[i]):
+            canvas.paste(im.resize((cell, cell), Image.NEAREST), (LEFT + j * (cell + PAD), y))
+    tmp = f"{path}.tmp.png"
+    canvas.save(tmp)
+    os.replace(tmp, path)
+    return width, height

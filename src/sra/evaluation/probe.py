@@ -1,0 +1,253 @@
+"""Linear probes of a diffusion transformer's tokens, per block and per noise level (SRA paper, Fig. 3 / Table 5).
+
+For each timestep t and each block depth d, every image is noised with its own fixed noise (per-image seeds, so the
+result does not depend on the batch size), run through the first d blocks with the null label (so the probe cannot
+read the class off the label embedding), and its tokens are average-pooled to one D-vector. A linear classifier fitted
+on the training split's vectors is scored on the test split's.
+
+Times are always given on SiT's scale, t in [0, 1] with t = 0 data (see `sra.transport.path`). DiT models see the
+integer DDPM step round(1000 t), capped at 999, noised with the linear-beta schedule.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..transport.path import interpolate
+
+DEFAULT_TIMES = (0.0, 0.1, 0.3, 0.5, 0.7)
+CLASSIFIERS = ("logistic", "ridge")
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Noising and tokens (shared with sra.evaluation.pca)
+# ----------------------------------------------------------------------------------------------------------------
+
+def model_time(family: str, t: float) -> float | int:
+    """What the model's timestep embedder receives for t in [0, 1]: t itself (SiT) or a DDPM step (DiT)."""
+    if not 0.0 <= t <= 1.0:
+        raise ValueError(f"timestep {t} outside [0, 1] (t = 0 is data, t = 1 is noise)")
+    return t if family == "SiT" else min(int(round(1000 * t)), 999)
+
+
+def ddpm_alphas_cumprod(num_steps: int = 1000) -> torch.Tensor:
+    """alpha_bar_s of DiT's linear schedule, betas = linspace(1e-4, 0.02), in float64 as in ADM/DiT."""
+    betas = torch.linspace(1e-4, 0.02, num_steps, dtype=torch.float64)
+    return torch.cumprod(1.0 - betas, dim=0)
+
+
+def noisy_input(family: str, path: str, x0: torch.Tensor, noise: torch.Tensor, t: float) -> torch.Tensor:
+    """x_t for clean inputs x0 (N, C, H, W) at one time t in [0, 1], on the model family's own forward process."""
+    if family == "SiT":
+        return interpolate(path, x0, noise, torch.full((x0.shape[0],), float(t), device=x0.device))[0]
+    abar = ddpm_alphas_cumprod()[model_time(family, t)].item()
+    return math.sqrt(abar) * x0 + math.sqrt(1.0 - abar) * noise  # DDPM q_sample
+
+
+def per_image_noise(indices, shape: tuple[int, ...], seed: int) -> torch.Tensor:
+    """Standard normal noise (N, *shape), image i drawn from its own generator: independent of batching."""
+    out = torch.empty(len(indices), *shape)
+    g = torch.Generator()
+    for row, i in enumerate(indices):
+        g.manual_seed((int(seed) << 32) + int(i))
+        out[row] = torch.randn(shape, generator=g)
+    return out
+
+
+def null_labels(model, n: int, device=None) -> torch.Tensor:
+    """n copies of the null label `num_classes` (the unconditional row of the class table)."""
+    if model.y_embedder.embedding_table.num_embeddings <= model.num_classes:
+        raise ValueError("this model has no null-label row (trained without label dropout); cannot probe unconditionally")
+    return torch.full((n,), model.num_classes, dtype=torch.long, device=device)
+
+
+@torch.no_grad()
+def block_tokens(model, x: torch.Tensor, t, y: torch.Tensor, depths) -> dict[int, torch.Tensor]:
+    """Tokens (N, T, D) after each depth in `depths` (0 = embedded patches), from one pass through the blocks;
+    identical to `model.forward_features(x, t, y, d)` for each d, without re-running the shared prefix."""
+    depths = sorted(set(depths))
+    if depths and not 0 <= depths[0] <= depths[-1] <= model.depth:
+        raise ValueError(f"block depths {depths} outside 0..{model.depth}")
+    t = torch.as_tensor(t, dtype=torch.float32, device=x.device).expand(x.shape[0])
+    h, c = model.embed(x, t, y)  # (N, T, D), (N, D)
+    out = {0: h} if 0 in depths else {}
+    for i, block in enumerate(model.blocks[:depths[-1] if depths else 0]):
+        h = block(h, c)
+        if i + 1 in depths:
+            out[i + 1] = h
+    return out
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Pooled features of a dataset
+# ----------------------------------------------------------------------------------------------------------------
+
+def dataset_batch(dataset, indices: torch.Tensor, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Clean model inputs and labels for `indices`; latent stores sample their posterior with a seeded generator."""
+    if hasattr(dataset, "get_batch"):
+        x, y = dataset.get_batch(indices)
+    else:
+        items = [dataset[int(i)] for i in indices]
+        x, y = torch.stack([torch.as_tensor(a) for a, _ in items]), torch.as_tensor([int(b) for _, b in items])
+    g = torch.Generator().manual_seed((int(seed) << 32) + 0x5EED + int(indices[0]))
+    return dataset.prepare_batch(x, generator=g), torch.as_tensor(y).long()
+
+
+def sample_indices(n: int, limit: int | None, seed: int) -> torch.Tensor:
+    """All of 0..n-1, or a seeded random subset of `limit` of them (sorted); class-sorted folders stay balanced."""
+    if not limit or limit >= n:
+        return torch.arange(n)
+    return torch.randperm(n, generator=torch.Generator().manual_seed(seed))[:limit].sort().values
+
+
+@torch.no_grad()
+def pooled_features(model, family: str, dataset, indices: torch.Tensor, t: float, depths, *, path: str = "linear",
+                    seed: int = 0, batch_size: int = 256, device="cpu", bar=None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Average-pooled tokens (len(depths), N, D) in float32 on the CPU, and labels (N,), at one time t."""
+    depths = sorted(set(depths))
+    feats, labels = [], []
+    for start in range(0, len(indices), batch_size):
+        idx = indices[start:start + batch_size]
+        x0, y = dataset_batch(dataset, idx, seed)
+        noise = per_image_noise(idx.tolist(), tuple(x0.shape[1:]), seed)
+        xt = noisy_input(family, path, x0.to(device).float(), noise.to(device), t)
+        tokens = block_tokens(model, xt, model_time(family, t), null_labels(model, len(idx), device), depths)
+        feats.append(torch.stack([tokens[d].float().mean(dim=1).cpu() for d in depths]))  # (B, N, D)
+        labels.append(y)
+        if bar is not None:
+            bar.update(len(idx))
+    return torch.cat(feats, dim=1), torch.cat(labels)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Linear classifiers
+# ----------------------------------------------------------------------------------------------------------------
+
+def fit_linear_classifier(x: torch.Tensor, y: torch.Tensor, num_classes: int, method: str = "logistic",
+                          l2: float = 1e-4) -> callable:
+    """Fit on features x (N, D), labels y (N,); returns a function features -> predicted labels.
+
+    Features are standardised with the training mean and std. `ridge`: closed-form least squares on one-hot targets
+    with penalty l2 * N; `logistic`: softmax regression, full batch, L-BFGS, penalty l2 * |W|^2. Both in float64.
+    """
+    if method not in CLASSIFIERS:
+        raise ValueError(f"unknown classifier {method!r}; choices: {', '.join(CLASSIFIERS)}")
+    x = x.double()
+    mean, std = x.mean(0), x.std(0).clamp_min(1e-6)
+
+    def design(f: torch.Tensor) -> torch.Tensor:
+        f = (f.double().to(mean.device) - mean) / std
+        return torch.cat([f, torch.ones(len(f), 1, dtype=f.dtype, device=f.device)], dim=1)  # bias column
+
+    a = design(x)
+    n, d = a.shape
+    if method == "ridge":
+        reg = l2 * n * torch.eye(d, dtype=a.dtype, device=a.device)
+        reg[-1, -1] = 0.0  # the bias is not penalised
+        w = torch.linalg.solve(a.T @ a + reg, a.T @ F.one_hot(y, num_classes).to(a))
+    else:
+        w = torch.zeros(d, num_classes, dtype=a.dtype, device=a.device, requires_grad=True)
+        opt = torch.optim.LBFGS([w], lr=1.0, max_iter=200, tolerance_grad=1e-9, tolerance_change=1e-12,
+                                history_size=20, line_search_fn="strong_wolfe")
+
+        def closure():
+            opt.zero_grad()
+            loss = F.cross_entropy(a @ w, y) + l2 * (w[:-1] ** 2).sum()
+            loss.backward()
+            return loss
+
+        with torch.enable_grad():
+            opt.step(closure)
+        w = w.detach()
+    return lambda f: (design(f) @ w).argmax(dim=1)
+
+
+def probe_accuracy(train_x, train_y, test_x, test_y, num_classes: int, method: str = "logistic") -> float:
+    predict = fit_linear_classifier(train_x, train_y, num_classes, method)
+    return (predict(test_x).cpu() == test_y.cpu()).double().mean().item()
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The probe grid and its figure
+# ----------------------------------------------------------------------------------------------------------------
+
+@dataclass
+class ProbeResult:
+    blocks: list[int]                     # token depths probed (0 = embedded patches, d = after block d)
+    times: list[float]                    # t in [0, 1] (SiT scale; 0 = data)
+    model_times: list                     # what the model saw: t (SiT) or the DDPM step (DiT)
+    accuracy: list[list[float]]           # [block][time] test accuracy in [0, 1]
+    family: str                           # "SiT" or "DiT"
+    classifier: str                       # "logistic" or "ridge"
+    num_train: int
+    num_test: int
+    num_classes: int
+    chance: float                         # frequency of the commonest test class
+    seed: int
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def linear_probe(model, family: str, train_set, test_set, *, train_indices: torch.Tensor, test_indices: torch.Tensor,
+                 blocks, times=DEFAULT_TIMES, path: str = "linear", classifier: str = "logistic", seed: int = 0,
+                 batch_size: int = 256, device="cpu", progress: bool = True) -> ProbeResult:
+    """Test accuracy of a linear classifier on pooled tokens, for every (block, time) pair. Timesteps are the outer
+    loop, so memory holds one timestep's features: (len(blocks), N, D) floats per split."""
+    from tqdm.auto import tqdm
+
+    blocks = sorted(set(blocks))
+    acc = np.zeros((len(blocks), len(times)))
+    total = len(times) * (len(train_indices) + len(test_indices))
+    num_classes = None
+    with tqdm(total=total, desc="probe", unit="img", disable=not progress) as bar:
+        for j, t in enumerate(times):
+            kw = dict(path=path, seed=seed, batch_size=batch_size, device=device, bar=bar)
+            ftr, ytr = pooled_features(model, family, train_set, train_indices, t, blocks, **kw)
+            fte, yte = pooled_features(model, family, test_set, test_indices, t, blocks, **kw)
+            num_classes = int(max(ytr.max(), yte.max())) + 1
+            for i in range(len(blocks)):
+                acc[i, j] = probe_accuracy(ftr[i], ytr, fte[i], yte, num_classes, classifier)
+            bar.set_postfix(t=t, best=f"{acc[:, j].max():.3f}")
+    chance = torch.bincount(yte, minlength=num_classes).max().item() / len(yte)
+    return ProbeResult(blocks=blocks, times=[float(t) for t in times],
+                       model_times=[model_time(family, t) for t in times], accuracy=acc.round(6).tolist(),
+                       family=family, classifier=classifier, num_train=len(train_indices),
+                       num_test=len(test_indices), num_classes=num_classes, chance=chance, seed=seed)
+
+
+def plot_probe(result: ProbeResult, path: str | os.PathLike, title: str = "") -> tuple[int, int]:
+    """Heat map, rows = blocks, columns = timesteps, each cell annotated with its accuracy in %. Returns the PNG's
+    (width, height) in pixels: 220 + 80 per timestep by 110 + 34 per block, at 100 dpi."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    acc = np.asarray(result.accuracy) * 100
+    size = (220 + 80 * len(result.times), 110 + 34 * len(result.blocks))
+    fig = plt.figure(figsize=(size[0] / 100, size[1] / 100), dpi=100)
+    ax = fig.add_axes((130 / size[0], 50 / size[1], 1 - 210 / size[0], 1 - 90 / size[1]))
+    im = ax.imshow(acc, cmap="viridis", vmin=100 * result.chance, vmax=100, aspect="auto")
+    for i in range(acc.shape[0]):
+        for j in range(acc.shape[1]):
+            dark = acc[i, j] < 100 * result.chance + 0.6 * (100 - 100 * result.chance)
+            ax.text(j, i, f"{acc[i, j]:.1f}", ha="center", va="center", fontsize=8, color="white" if dark else "black")
+    step = (lambda t: f"{t:g}") if result.family == "SiT" else (lambda s: f"{s}")
+    ax.set_xticks(range(len(result.times)), [step(m) for m in result.model_times], fontsize=8)
+    ax.set_yticks(range(len(result.blocks)), ["embed" if b == 0 else f"block {b}" for b in result.blocks],
+                  fontsize=8)
+    ax.set_xlabel("t (0 = data)" if result.family == "SiT" else "DDPM step (0 = data)", fontsize=8)
+    ax.set_title(title or f"linear probe, test accuracy % ({result.classifier})", fontsize=9)
+    cax = fig.add_axes((1 - 70 / size[0], 50 / size[1], 12 / size[0], 1 - 90 / size[1]))
+    fig.colorbar(im, cax=cax).ax.tick_params(labelsize=7)
+    tmp = f"{path}.tmp.png"
+    fig.savefig(tmp, dpi=100)
+    plt.close(fig)
+    os.replace(tmp, path)
+    return size

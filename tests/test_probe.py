@@ -1,0 +1,155 @@
+"""Linear probes and PCA maps (issue 10): the math on known structure, the pictures' sizes, the CLI end to end."""
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from sra.cli import main
+from sra.data import TensorImageDataset
+from sra.evaluation.pca import grid_size, model_input, pca_maps, principal_components, render_grid, to_rgb
+from sra.evaluation.probe import (block_tokens, ddpm_alphas_cumprod, linear_probe, model_time, noisy_input,
+                                  null_labels, per_image_noise, plot_probe, probe_accuracy)
+from sra.models import build_model
+
+
+def tiny_model(**kw):
+    torch.manual_seed(0)
+    return build_model("SiT-T/4", input_size=8, in_channels=1, num_classes=3, depth=2, **kw).eval()
+
+
+def test_block_tokens_match_forward_features():
+    model = tiny_model()
+    for b in model.blocks:  # non-zero adaLN so that the blocks do something
+        torch.nn.init.normal_(b.adaLN_modulation[-1].weight, std=0.02)
+    x, t, y = torch.randn(4, 1, 8, 8), torch.tensor(0.3), null_labels(model, 4)
+    tokens = block_tokens(model, x, t, y, [0, 1, 2])
+    for d in (0, 1, 2):
+        torch.testing.assert_close(tokens[d], model.forward_features(x, t.expand(4), y, d))
+
+
+def test_noising_conventions():
+    x0, noise = torch.randn(3, 1, 8, 8), torch.randn(3, 1, 8, 8)
+    torch.testing.assert_close(noisy_input("SiT", "linear", x0, noise, 0.0), x0)
+    torch.testing.assert_close(noisy_input("SiT", "linear", x0, noise, 0.25), 0.75 * x0 + 0.25 * noise)
+    abar = np.cumprod(1 - np.linspace(1e-4, 0.02, 1000))
+    assert model_time("DiT", 0.5) == 500 and model_time("DiT", 1.0) == 999 and model_time("SiT", 0.3) == 0.3
+    torch.testing.assert_close(noisy_input("DiT", "linear", x0, noise, 0.5),
+                               float(np.sqrt(abar[500])) * x0 + float(np.sqrt(1 - abar[500])) * noise)
+    torch.testing.assert_close(ddpm_alphas_cumprod(), torch.from_numpy(abar))
+    # per-image seeds: an image's noise does not depend on which batch it is in
+    torch.testing.assert_close(per_image_noise([3, 5], (1, 4, 4), 7), per_image_noise([1, 3, 5], (1, 4, 4), 7)[1:])
+
+
+def linear_classes(n: int, seed: int) -> TensorImageDataset:
+    """Images whose class is argmax of a fixed linear map of the input (through its average 4x4 patch)."""
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, 1, 8, 8, generator=g)
+    a = torch.randn(3, 16, generator=torch.Generator().manual_seed(123))
+    mean_patch = x.reshape(n, 2, 4, 2, 4).mean(dim=(1, 3)).reshape(n, 16)
+    return TensorImageDataset(x, (mean_patch @ a.T).argmax(1), ["a", "b", "c"], "linear")
+
+
+@pytest.mark.parametrize("classifier", ["logistic", "ridge"])
+def test_probe_reads_linear_classes_from_block_0(classifier):
+    model = tiny_model()
+    train, test = linear_classes(600, 1), linear_classes(300, 2)
+    r = linear_probe(model, "SiT", train, test, train_indices=torch.arange(600), test_indices=torch.arange(300),
+                     blocks=[0], times=[0.0, 0.9], classifier=classifier, progress=False)
+    assert r.blocks == [0] and len(r.accuracy) == 1 and len(r.accuracy[0]) == 2
+    assert r.accuracy[0][0] > 0.9, r.accuracy  # clean inputs: the class is linear in the pooled embedding
+    assert r.accuracy[0][1] < r.accuracy[0][0]  # t = 0.9 is mostly noise
+    assert r.num_classes == 3 and 0.33 < r.chance < 0.6
+
+
+def test_probe_at_chance_on_random_labels():
+    x = torch.randn(400, 8)
+    y = torch.randint(0, 4, (400,), generator=torch.Generator().manual_seed(0))
+    assert probe_accuracy(x[:300], y[:300], x[300:], y[300:], 4, "ridge") < 0.45
+
+
+def test_pca_recovers_rank_3_structure():
+    g = torch.Generator().manual_seed(0)
+    basis = torch.linalg.qr(torch.randn(64, 3, generator=g, dtype=torch.float64))[0]  # (D, 3) orthonormal
+    coords = torch.randn(100, 3, generator=g, dtype=torch.float64) * torch.tensor([5.0, 3.0, 2.0], dtype=torch.float64)
+    tokens = coords @ basis.T + torch.randn(64, generator=g, dtype=torch.float64)  # rank 3 plus a common offset
+    v, proj = principal_components(tokens.float())
+    torch.testing.assert_close(v.T @ v, basis @ basis.T, atol=1e-5, rtol=0)  # same subspace: same projector
+    torch.testing.assert_close(v @ v.T, torch.eye(3, dtype=torch.float64), atol=1e-6, rtol=0)
+    assert proj.var(0)[0] > proj.var(0)[1] > proj.var(0)[2]  # ordered by variance
+    rgb = to_rgb(proj)
+    assert rgb.shape == (100, 3) and rgb.min() == 0 and torch.allclose(rgb.max(0).values, torch.ones(3))
+
+
+def test_pca_maps_and_grid_size(tmp_path):
+    model = tiny_model(patch_size=2)  # 4x4 tokens
+    maps, inputs = pca_maps(model, "SiT", torch.rand(1, 1, 8, 8) * 2 - 1, times=[0.0, 0.5], blocks=[0, 2])
+    assert maps.shape == (2, 2, 4, 4, 3) and maps.min() >= 0 and maps.max() <= 1
+    assert inputs.shape == (2, 1, 1, 8, 8)
+    size = render_grid(maps, tmp_path / "g.png", row_labels=["a", "b"], col_labels=["c", "d"], cell=20, inputs=inputs)
+    assert size == grid_size(2, 3, 20)
+    assert Image.open(tmp_path / "g.png").size == size
+
+
+def test_latent_model_without_vae_is_a_clear_error(tmp_path):
+    Image.new("RGB", (16, 16)).save(tmp_path / "a.png")
+    model = build_model("SiT-T/4", input_size=8, in_channels=4, num_classes=3, depth=1)
+    with pytest.raises(ValueError, match="--vae"):
+        model_input(model, tmp_path / "a.png")
+    torch.save(torch.randn(4, 8, 8), tmp_path / "z.pt")  # a latent file goes straight in
+    assert model_input(model, tmp_path / "z.pt")[0].shape == (1, 4, 8, 8)
+
+
+def test_probe_heat_map_size(tmp_path):
+    from sra.evaluation.probe import ProbeResult
+
+    r = ProbeResult(blocks=[0, 1, 2], times=[0.0, 0.5], model_times=[0.0, 0.5], accuracy=[[0.9, 0.5]] * 3,
+                    family="SiT", classifier="ridge", num_train=10, num_test=10, num_classes=2, chance=0.5, seed=0)
+    size = plot_probe(r, tmp_path / "p.png")
+    assert Image.open(tmp_path / "p.png").size == size == (220 + 80 * 2, 110 + 34 * 3)
+
+
+@pytest.fixture
+def saved_model(tmp_path):
+    model = tiny_model()
+    torch.save({"ema": model.state_dict()}, tmp_path / "model.pt")
+    return tmp_path / "model.pt"
+
+
+def test_cli_probe_end_to_end(tmp_path, saved_model, capsys):
+    out = tmp_path / "out"
+    rc = main(["probe", str(saved_model), "--data-dir", "digits", "--max-train", "200", "--max-test", "100",
+               "--blocks", "0,2", "--times", "0,0.5", "--output-dir", str(out), "--no-progress"])
+    assert rc == 0
+    record = json.loads((out / "probe.json").read_text())
+    assert record["blocks"] == [0, 2] and record["times"] == [0.0, 0.5] and record["num_train"] == 200
+    assert np.array(record["accuracy"]).shape == (2, 2) and record["accuracy"][0][0] > 0.5  # digits, clean, 10 way
+    assert Image.open(out / "probe.png").size == (220 + 80 * 2, 110 + 34 * 2)
+    assert "embed" in capsys.readouterr().out
+
+
+def test_cli_probe_image_folder_and_pca(tmp_path, saved_model, capsys):
+    rng = np.random.default_rng(0)
+    for c in range(3):  # class = brightness: separable, and no test split -> held-out 20 %
+        (tmp_path / "data" / f"c{c}").mkdir(parents=True)
+        for i in range(8):
+            a = np.clip(rng.normal(60 + 60 * c, 20, (8, 8)), 0, 255).astype(np.uint8)
+            Image.fromarray(a).save(tmp_path / "data" / f"c{c}" / f"{i}.png")
+    out = tmp_path / "out"
+    assert main(["probe", str(saved_model), "--data-dir", str(tmp_path / "data"), "--times", "0",
+                 "--classifier", "ridge", "--output-dir", str(out), "--no-progress"]) == 0
+    record = json.loads((out / "probe.json").read_text())
+    assert record["num_train"] + record["num_test"] == 24 and record["blocks"] == [0, 1, 2]
+    assert "holding out" in capsys.readouterr().out
+
+    Image.fromarray(rng.integers(0, 255, (20, 30, 3), dtype=np.uint8)).save(tmp_path / "photo.png")
+    assert main(["pca", str(saved_model), "--image", str(tmp_path / "photo.png"), "--output-dir", str(out),
+                 "--cell-size", "16", "--label", "1"]) == 0
+    assert Image.open(out / "pca_photo.png").size == grid_size(5, 1 + 3, 16)  # 5 times; x_t + 3 depths
+
+
+def test_cli_bad_flags_are_one_line_errors(saved_model, capsys):
+    assert main(["pca", str(saved_model), "--image", "x.png", "--blocks", "7"]) == 2
+    assert "depths 0..2" in capsys.readouterr().err
+    assert main(["probe", str(saved_model), "--times", "0,2"]) == 2

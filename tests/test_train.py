@@ -1,0 +1,132 @@
+"""Training loop and `sra train`: end to end, resume, bad input."""
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from sra.cli import main
+from sra.train import load_checkpoint
+
+FAST = ["--model", "SiT-T/2", "--data-dir", "digits", "--batch-size", "16", "--log-every", "2",
+        "--sample-every", "1000", "--sample-steps", "2", "--no-progress"]
+
+
+def run_cli(*args):
+    return main(["train", *FAST, *args])
+
+
+def test_cli_end_to_end(tmp_path):
+    out = subprocess.run([sys.executable, "-m", "sra", "train", *FAST, "--output-dir", str(tmp_path),
+                          "--exp-name", "e2e", "--max-train-steps", "4", "--checkpoint-every", "2"],
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    run = tmp_path / "e2e"
+    cfg = json.loads((run / "config.json").read_text())
+    assert cfg["align"]["block_out_s"] == 2 and cfg["align"]["block_out_t"] == 4 and cfg["in_channels"] == 1
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [2, 4] and all(np.isfinite(r["align"]) for r in rows)
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["0000002.pt", "0000004.pt"]
+    assert [p.name for p in (run / "samples").iterdir()] == ["0000004.png"]  # the last step always samples
+    ck = load_checkpoint(run / "checkpoints" / "0000004.pt")
+    assert ck["step"] == 4 and {"model", "ema", "opt", "scaler", "config"} <= set(ck)
+
+
+def test_resume_is_bit_identical(tmp_path):
+    assert run_cli("--output-dir", str(tmp_path), "--exp-name", "straight", "--max-train-steps", "6") == 0
+    assert run_cli("--output-dir", str(tmp_path), "--exp-name", "resumed", "--max-train-steps", "3") == 0
+    assert run_cli("--output-dir", str(tmp_path), "--exp-name", "resumed", "--max-train-steps", "6") == 0
+    a = load_checkpoint(tmp_path / "straight" / "checkpoints" / "0000006.pt")
+    b = load_checkpoint(tmp_path / "resumed" / "checkpoints" / "0000006.pt")
+    for part in ("model", "ema"):
+        for k in a[part]:
+            assert torch.equal(a[part][k], b[part][k]), (part, k)
+    ra = [json.loads(x) for x in (tmp_path / "straight" / "metrics.jsonl").read_text().splitlines()]
+    rb = [json.loads(x) for x in (tmp_path / "resumed" / "metrics.jsonl").read_text().splitlines()]
+    # The last logged interval (steps 5-6) is the same in both runs.
+    assert ra[-1]["step"] == rb[-1]["step"] == 6 and ra[-1]["denoise"] == rb[-1]["denoise"]
+
+
+def test_plain_training_lowers_the_loss(tmp_path):
+    assert run_cli("--output-dir", str(tmp_path), "--exp-name", "p", "--max-train-steps", "30", "--sra-weight", "0",
+                   "--batch-size", "64", "--log-every", "10") == 0
+    rows = [json.loads(x) for x in (tmp_path / "p" / "metrics.jsonl").read_text().splitlines()]
+    assert "align" not in rows[0]
+    assert rows[-1]["denoise"] < rows[0]["denoise"]
+
+
+def snapshot(folder):
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--model", "SiT-Q/2"], "unknown model"),
+    (["--block-out-s", "3", "--block-out-t", "9"], "outside"),
+    (["--block-out-s", "5", "--block-out-t", "3"], "after teacher"),
+    (["--mixed-precision", "fp8"], None),  # argparse rejects it
+])
+def test_bad_flags(tmp_path, capsys, args, message):
+    if message is None:
+        with pytest.raises(SystemExit):
+            run_cli("--output-dir", str(tmp_path), *args)
+        return
+    assert run_cli("--output-dir", str(tmp_path), *args) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and message in err[0]
+
+
+def test_bad_data(tmp_path, capsys):
+    from PIL import Image
+
+    assert main(["train", "--data-dir", str(tmp_path / "missing"), "--output-dir", str(tmp_path)]) == 2
+    assert "does not exist" in capsys.readouterr().err
+    (tmp_path / "empty" / "a").mkdir(parents=True)
+    assert main(["train", "--data-dir", str(tmp_path / "empty"), "--output-dir", str(tmp_path)]) == 2
+    assert "no images" in capsys.readouterr().err
+    folder = tmp_path / "imgs"
+    for c in ("cat", "dog"):
+        (folder / c).mkdir(parents=True)
+        for i in range(3):
+            Image.fromarray(np.full((8, 8), 40 * i, np.uint8)).save(folder / c / f"{i}.png")
+    Image.fromarray(np.zeros((9, 8), np.uint8)).save(folder / "dog" / "odd.png")
+    assert main(["train", "--data-dir", str(folder), "--output-dir", str(tmp_path)]) == 2
+    assert "first image" in capsys.readouterr().err
+
+
+def test_run_folder_is_never_clobbered(tmp_path, capsys):
+    assert run_cli("--output-dir", str(tmp_path), "--exp-name", "r", "--max-train-steps", "2") == 0
+    run = tmp_path / "r"
+    before = snapshot(run)
+    # Another configuration in the same folder: refused.
+    assert run_cli("--output-dir", str(tmp_path), "--exp-name", "r", "--max-train-steps", "4", "--t-max", "0.3") == 2
+    assert "different run" in capsys.readouterr().err
+    assert snapshot(run) == before
+    # A checkpoint of another model in the folder: refused with one line.
+    other = tmp_path / "o"
+    assert run_cli("--output-dir", str(tmp_path), "--exp-name", "o", "--max-train-steps", "2",
+                   "--model", "SiT-T/4") == 0
+    shutil.copy(other / "checkpoints" / "0000002.pt", run / "checkpoints" / "0000003.pt")
+    before = snapshot(run)
+    assert run_cli("--output-dir", str(tmp_path), "--exp-name", "r", "--max-train-steps", "4") == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "does not fit" in err[0]
+    assert snapshot(run) == before
+    # A truncated checkpoint: refused with one line, nothing changed.
+    ck = run / "checkpoints" / "0000003.pt"
+    ck.write_bytes(ck.read_bytes()[: 1000])
+    before = snapshot(run)
+    assert run_cli("--output-dir", str(tmp_path), "--exp-name", "r", "--max-train-steps", "4") == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "cannot read checkpoint" in err[0]
+    assert snapshot(run) == before
+
+
+def test_dry_run_prints_resolved_config(capsys):
+    assert main(["train", "--data-dir", "digits", "--model", "SiT-B/2", "--dry-run"]) == 0
+    cfg = json.loads(capsys.readouterr().out)
+    assert cfg["lr"] == 1e-4 and cfg["ema_decay"] == 0.9999 and cfg["align"]["block_out_s"] == 3
+    assert cfg["align"]["block_out_t"] == 8 and cfg["align"]["teacher_bf16"] is True and cfg["input_size"] == 8
