@@ -106,15 +106,28 @@ def test_inception_layout_matches_pytorch_fid(inception):
 
 def test_inception_feature_shapes_and_strict_reload(inception, tmp_path):
     out = inception.features(torch.rand(2, 3, 32, 32))
-    assert out["pool"].shape == (2, 2048) and out["spatial"].shape == (2, 7 * 17 * 17) and out["logits"].shape == (2, 1008)
+    assert out["pool"].shape == (2, 2048) and out["spatial"].shape == (2, 7 * 17 * 17)
+    assert out["logits"].shape == (2, 1008)
     assert torch.isfinite(out["pool"]).all()
-    x = InceptionV3Features.preprocess(torch.rand(1, 1, 16, 16))  # grey repeated; bilinear to 299; [0, 1] -> [-1, 1]
+    x = inception.preprocess(torch.rand(1, 1, 16, 16))  # grey repeated; bilinear to 299; [0, 1] -> [-1, 1]
     assert x.shape == (1, 3, 299, 299) and x.min() >= -1 and x.max() <= 1
     path = tmp_path / "pt_inception.pth"
     torch.save({k: v for k, v in inception.state_dict().items() if not k.endswith("num_batches_tracked")}, path)
     reloaded = InceptionV3Features(path)
     for k, v in inception.state_dict().items():
         assert torch.equal(reloaded.state_dict()[k], v), k
+
+
+def test_adm_preprocessing_resizes_like_tensorflow_1():
+    from sra.evaluation.inception import resize_bilinear_tf1
+
+    x = torch.tensor([[[[0.0, 8.0], [16.0, 24.0]]]])
+    # TF 1.x (align_corners=False, no half-pixel centres) samples output i at input i * 2 / 4: 0, 0.5, 1, 1 (clamped)
+    expected = torch.tensor([[0.0, 4.0, 8.0, 8.0], [8.0, 12.0, 16.0, 16.0], [16.0, 20.0, 24.0, 24.0],
+                             [16.0, 20.0, 24.0, 24.0]])
+    torch.testing.assert_close(resize_bilinear_tf1(x, 4)[0, 0], expected)
+    y = torch.rand(1, 3, 5, 5)
+    torch.testing.assert_close(resize_bilinear_tf1(y, 5), y)
 
 
 def test_inception_weights_of_the_wrong_shape_or_missing_are_one_clear_error(inception, tmp_path):
@@ -140,7 +153,8 @@ def test_npz_images_stream_in_batches(tmp_path):
 
 
 @pytest.mark.parametrize("case, message", [
-    ("no_arr_0", "has no arr_0"), ("float", "expected uint8"), ("mixed_sizes", "mixed sizes"), ("no_weights", "pytorch-fid"),
+    ("no_arr_0", "has no arr_0"), ("float", "expected uint8"), ("mixed_sizes", "mixed sizes"),
+    ("no_weights", "pytorch-fid"),
 ])
 def test_sra_eval_bad_input_is_one_line_and_nonzero(tmp_path, capsys, case, message):
     from PIL import Image
@@ -224,7 +238,8 @@ def test_sra_eval_fmnist_on_an_npz_with_labels(small_blob, tmp_path, monkeypatch
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     monkeypatch.setattr(fmnist, "_LOADED", {})
     (tmp_path / "cache" / "sra").mkdir(parents=True)
-    torch.save(blob, tmp_path / "cache" / "sra" / f"fmnist-classifier-{fmnist.recipe_key(fmnist.ClassifierRecipe())}.pt")
+    key = fmnist.recipe_key(fmnist.ClassifierRecipe())
+    torch.save(blob, tmp_path / "cache" / "sra" / f"fmnist-classifier-{key}.pt")
     np.savez(tmp_path / "s.npz", arr_0=np.repeat(vx[:300, :, :, None], 3, -1), labels=vy[:300])
     assert main(["eval", "--metric", "fmnist", str(tmp_path / "s.npz"), "--no-progress"]) == 0
     out = capsys.readouterr().out

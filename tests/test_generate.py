@@ -44,8 +44,12 @@ def ckpt(tmp_path_factory) -> Path:
 def reference(ckpt, tmp_path_factory) -> np.ndarray:
     """Five images from one process in one batch of 5 (odd, so that two ranks get unequal shares)."""
     out = tmp_path_factory.mktemp("ref") / "out"
-    torch.set_num_threads(1)
-    result = generate(ckpt, out, num_images=5, seed=3, batch_size=5, **FAST)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # module fixtures run before the autouse one
+    try:
+        result = generate(ckpt, out, num_images=5, seed=3, batch_size=5, **FAST)
+    finally:
+        torch.set_num_threads(threads)
     assert result.generated == 5 and result.npz == out / "samples.npz"
     with np.load(result.npz) as f:
         assert list(f.keys()) == ["arr_0"]
@@ -132,15 +136,51 @@ def test_dit_models_dispatch_to_sra_diffusion(tmp_path, monkeypatch):
     """DiT checkpoints go to sra.diffusion.sample with the DiT protocol (stubbed: another module implements it)."""
     seen = {}
 
-    def sample(model, noise, y, *, method="ddpm", num_steps=250, cfg_scale=1.0, guidance_low=0.0, guidance_high=1.0):
-        seen.update(method=method, num_steps=num_steps, cfg_scale=cfg_scale, shape=tuple(noise.shape))
+    def sample(model, noise, y, *, method="ddpm", num_steps=250, cfg_scale=1.0, guidance_low=0.0, guidance_high=1.0,
+               generator=None):
+        seen.update(method=method, num_steps=num_steps, cfg_scale=cfg_scale, shape=tuple(noise.shape),
+                    generators=len(generator))
         return torch.zeros_like(noise)
 
     monkeypatch.setitem(sys.modules, "sra.diffusion", types.SimpleNamespace(sample=sample))
     m = sra.build_model("DiT-T/4", input_size=8, in_channels=1, num_classes=3, depth=1)
     torch.save({"ema": m.state_dict()}, tmp_path / "dit.pt")
     result = generate(tmp_path / "dit.pt", tmp_path / "out", num_images=2, batch_size=2, progress=False)
-    assert seen == dict(method="ddpm", num_steps=250, cfg_scale=1.5, shape=(2, 1, 8, 8))
+    assert seen == dict(method="ddpm", num_steps=250, cfg_scale=1.5, shape=(2, 1, 8, 8), generators=2)
     assert json.loads((tmp_path / "out" / "manifest.json").read_text())["sampler"]["mode"] == "ddpm"
     with np.load(result.npz) as f:
         assert (f["arr_0"] == 128).all()  # zeros in [-1, 1] -> mid grey
+
+
+def test_latent_models_need_a_store_and_decode_through_its_vae(tmp_path, monkeypatch, capsys):
+    m = sra.build_model("SiT-T/4", input_size=8, in_channels=4, num_classes=3, depth=1)
+    torch.save({"ema": m.state_dict()}, tmp_path / "latent.pt")
+    rc = main(["sample", str(tmp_path / "latent.pt"), "--steps", "2", "--output", str(tmp_path / "g.png")])
+    assert rc == 2 and "--latent-store" in capsys.readouterr().err and not (tmp_path / "g.png").exists()
+
+    # Stubbed store and VAE (the real ones need diffusers weights): unnormalise x / 0.5, decode = first 3 channels.
+    store = types.SimpleNamespace(vae_name="stub-vae", unnormalize=lambda x: x / 0.5)
+    latents = types.SimpleNamespace(is_latent_store=lambda p: True, open_latent_store=lambda p: store)
+    monkeypatch.setitem(sys.modules, "sra.data.latents", latents)
+    monkeypatch.setattr("sra.data.vae.load_vae", lambda name, device="cpu": name)
+    monkeypatch.setattr("sra.data.vae.decode_latents", lambda vae, z: (z[:, :3] * 0.0 + 0.5))
+    result = generate(tmp_path / "latent.pt", tmp_path / "out", num_images=2, batch_size=2, latent_store="store",
+                      options=SamplerOptions(num_steps=2), progress=False)
+    with np.load(result.npz) as f:
+        assert f["arr_0"].shape == (2, 8, 8, 3) and (f["arr_0"] == 191).all()  # 0.5 in [-1, 1] -> 191
+
+
+def test_dit_ddpm_per_image_seeds(tmp_path):
+    """The real sra.diffusion DDPM gets one generator per image: batch 1 and batch 3 give the same images."""
+    torch.manual_seed(0)
+    m = sra.build_model("DiT-T/4", input_size=8, in_channels=1, num_classes=3, depth=1)
+    nn.init.normal_(m.final_layer.linear.weight, std=0.1)
+    torch.save({"ema": m.state_dict()}, tmp_path / "dit.pt")
+    arrays = []
+    for b in (1, 3):
+        opts = SamplerOptions(num_steps=4, cfg_scale=2.0)
+        r = generate(tmp_path / "dit.pt", tmp_path / f"b{b}", num_images=3, batch_size=b, options=opts, progress=False)
+        with np.load(r.npz) as f:
+            arrays.append(f["arr_0"])
+    np.testing.assert_array_equal(arrays[0], arrays[1])
+    assert arrays[0].std() > 5

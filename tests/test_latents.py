@@ -189,3 +189,17 @@ def test_cli_prepare_then_train_on_latents(tmp_path, images, vae_dir):
     cfg = json.loads((tmp_path / "runs" / "demo" / "config.json").read_text())
     assert (cfg["in_channels"], cfg["input_size"]) == (4, RES // 2)
     assert os.path.exists(tmp_path / "runs" / "demo" / "samples" / "0000002.png")
+
+
+def test_list_file_source(tmp_path, images):
+    from sra.data.prepare import list_images
+
+    lst = tmp_path / "train.txt"
+    lst.write_text(f"{images}/ant/1.png 7\n# a comment\n{images}/bee/2.png 3\n")
+    paths, labels, names = list_images(lst)
+    assert paths == [f"{images}/ant/1.png", f"{images}/bee/2.png"] and labels.tolist() == [7, 3] and len(names) == 8
+    lst.write_text(f"{images}/ant/1.png\n{images}/bee/2.png\n")  # no labels: the parent folder is the class
+    assert list_images(lst)[1].tolist() == [0, 1] and list_images(lst)[2] == ["ant", "bee"]
+    lst.write_text(f"{images}/ant/1.png 7\n{images}/bee/2.png\n")
+    with pytest.raises(DataError, match="every line"):
+        list_images(lst)

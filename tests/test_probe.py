@@ -9,7 +9,7 @@ from PIL import Image
 from sra.cli import main
 from sra.data import TensorImageDataset
 from sra.evaluation.pca import grid_size, model_input, pca_maps, principal_components, render_grid, to_rgb
-from sra.evaluation.probe import (block_tokens, ddpm_alphas_cumprod, linear_probe, model_time, noisy_input,
+from sra.evaluation.probe import (block_tokens, linear_probe, model_time, noisy_input,
                                   null_labels, per_image_noise, plot_probe, probe_accuracy)
 from sra.models import build_model
 
@@ -37,7 +37,6 @@ def test_noising_conventions():
     assert model_time("DiT", 0.5) == 500 and model_time("DiT", 1.0) == 999 and model_time("SiT", 0.3) == 0.3
     torch.testing.assert_close(noisy_input("DiT", "linear", x0, noise, 0.5),
                                float(np.sqrt(abar[500])) * x0 + float(np.sqrt(1 - abar[500])) * noise)
-    torch.testing.assert_close(ddpm_alphas_cumprod(), torch.from_numpy(abar))
     # per-image seeds: an image's noise does not depend on which batch it is in
     torch.testing.assert_close(per_image_noise([3, 5], (1, 4, 4), 7), per_image_noise([1, 3, 5], (1, 4, 4), 7)[1:])
 
@@ -61,6 +60,18 @@ def test_probe_reads_linear_classes_from_block_0(classifier):
     assert r.accuracy[0][0] > 0.9, r.accuracy  # clean inputs: the class is linear in the pooled embedding
     assert r.accuracy[0][1] < r.accuracy[0][0]  # t = 0.9 is mostly noise
     assert r.num_classes == 3 and 0.33 < r.chance < 0.6
+
+
+def test_softmax_regression_matches_scikit_learn():
+    from sklearn.datasets import load_digits
+    from sklearn.linear_model import LogisticRegression
+
+    d = load_digits()
+    x, y = torch.tensor(d.data).float(), torch.tensor(d.target)
+    ours = probe_accuracy(x[:1000], y[:1000], x[1000:], y[1000:], 10, "logistic")
+    m, s = x[:1000].mean(0), x[:1000].std(0).clamp_min(1e-6)  # same standardisation, same penalty (C = 1 / (2 l2 N))
+    ref = LogisticRegression(C=1 / (2 * 1e-4 * 1000), max_iter=2000).fit(((x[:1000] - m) / s).numpy(), y[:1000].numpy())
+    assert abs(ours - ref.score(((x[1000:] - m) / s).numpy(), y[1000:].numpy())) < 0.02
 
 
 def test_probe_at_chance_on_random_labels():
@@ -99,6 +110,21 @@ def test_latent_model_without_vae_is_a_clear_error(tmp_path):
         model_input(model, tmp_path / "a.png")
     torch.save(torch.randn(4, 8, 8), tmp_path / "z.pt")  # a latent file goes straight in
     assert model_input(model, tmp_path / "z.pt")[0].shape == (1, 4, 8, 8)
+
+
+def test_cli_pca_on_a_latent_model_encodes_with_the_vae(tmp_path):
+    diffusers = pytest.importorskip("diffusers")
+    torch.manual_seed(0)
+    vae = diffusers.AutoencoderKL(in_channels=3, out_channels=3, down_block_types=("DownEncoderBlock2D",) * 2,
+                                  up_block_types=("UpDecoderBlock2D",) * 2, block_out_channels=(8, 16),
+                                  latent_channels=4, norm_num_groups=4, sample_size=16, layers_per_block=1)
+    vae.save_pretrained(tmp_path / "vae")
+    model = build_model("DiT-T/4", input_size=8, in_channels=4, num_classes=3, depth=2)  # latents 4x8x8 <- 16 px
+    torch.save({"ema": model.state_dict()}, tmp_path / "dit.pt")
+    Image.new("RGB", (40, 30), "orange").save(tmp_path / "a.jpg")
+    assert main(["pca", str(tmp_path / "dit.pt"), "--image", str(tmp_path / "a.jpg"), "--vae", str(tmp_path / "vae"),
+                 "--times", "0,1", "--output-dir", str(tmp_path), "--cell-size", "16"]) == 0
+    assert Image.open(tmp_path / "pca_a.png").size == grid_size(2, 3, 16)  # no x_t column for latents
 
 
 def test_probe_heat_map_size(tmp_path):

@@ -80,6 +80,8 @@ class BenchConfig:
     mixed_precision: str = "no"           # student autocast: no | bf16 (fp16 is not benchmarked)
     teacher_bf16: bool | None = None      # teacher under bf16 autocast; None: as `sra train` resolves it
     compile: bool = False                 # torch.compile the trained model (the teacher stays eager, as in training)
+    adamw: str = "default"                # AdamW implementation: default (as the loop: foreach on CUDA, per-tensor on
+                                          # CPU), foreach, or fused
     block_out_s: int = 0                  # student block; 0: the paper's per-size default
     block_out_t: int = 0                  # teacher block; 0: the paper's per-size default
     sra_weight: float = 0.5               # alignment weight of the SRA step (any value > 0 costs the same)
@@ -148,6 +150,8 @@ def run_benchmark(cfg: BenchConfig, log=print) -> dict:
 
     if cfg.mixed_precision not in ("no", "bf16"):
         raise ValueError(f"--mixed-precision must be no or bf16 (got {cfg.mixed_precision!r})")
+    if cfg.adamw not in ("default", "foreach", "fused"):
+        raise ValueError(f"--adamw must be default, foreach or fused (got {cfg.adamw!r})")
     if cfg.steps < 1 or cfg.warmup < 0:
         raise ValueError("steps must be >= 1 and warmup >= 0")
     device = torch.device(cfg.device or ("cuda" if torch.cuda.is_available() else "cpu"))
@@ -167,7 +171,9 @@ def run_benchmark(cfg: BenchConfig, log=print) -> dict:
     model = build_model(cfg.model, input_size=cfg.input_size, in_channels=cfg.in_channels,
                         num_classes=cfg.num_classes).to(device)
     ema = copy.deepcopy(model).requires_grad_(False).eval()
-    opt = torch.optim.AdamW(list(model.parameters()), lr=tc.lr, betas=tc.adam_betas, weight_decay=tc.weight_decay)
+    impl = {"default": {}, "foreach": {"foreach": True}, "fused": {"fused": True}}[cfg.adamw]
+    opt = torch.optim.AdamW(list(model.parameters()), lr=tc.lr, betas=tc.adam_betas, weight_decay=tc.weight_decay,
+                            **impl)
     train_model = torch.compile(model) if cfg.compile else model
     amp_dtype = torch.bfloat16 if cfg.mixed_precision == "bf16" else None
     teacher = ema if tc.align.teacher == "ema" else model
@@ -236,6 +242,7 @@ def run_benchmark(cfg: BenchConfig, log=print) -> dict:
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu ({os.cpu_count()} cores)",
         "torch": torch.__version__, "threads": torch.get_num_threads(),
         "mixed_precision": cfg.mixed_precision, "teacher_bf16": bool(teacher_bf16), "compile": cfg.compile,
+        "adamw": cfg.adamw,
         "block_out_s": s, "block_out_t": m, "warmup": cfg.warmup, "steps": cfg.steps,
         "step_s_plain": med["plain"], "step_s_sra": med["sra"],
         "images_per_s_plain": n / med["plain"], "images_per_s_sra": n / med["sra"],
@@ -244,6 +251,8 @@ def run_benchmark(cfg: BenchConfig, log=print) -> dict:
         "peak_mem_plain_mb": mem["plain"], "peak_mem_sra_mb": mem["sra"],
         "peak_mem_kind": "cuda_max_memory_allocated" if device.type == "cuda" else "process_max_rss",
         "sra_over_plain": med["sra"] / med["plain"], "flop_ratio": flops["sra"] / flops["plain"],
+        # per-round ratios, medianed: robust to load that drifts between rounds on a shared machine
+        "sra_over_plain_paired": statistics.median(a / b for a, b in zip(times["sra"], times["plain"])),
         "teacher_s": med["teacher"], "ema_s": med["ema"],
         "teacher_fraction": med["teacher"] / med["sra"], "ema_fraction": med["ema"] / med["sra"],
         "load_avg_start": load_start, "load_avg_end": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,

@@ -8,7 +8,6 @@ processes and resumption do not change it (edm2's per-image seeding).
 from __future__ import annotations
 
 import dataclasses
-import inspect
 import json
 import math
 import os
@@ -129,20 +128,27 @@ def image_labels(seed: int, indices: Sequence[int], num_classes: int, classes: S
 
 
 def make_decoder(loaded: LoadedModel, latent_store: str | None = None) -> Callable[[torch.Tensor], torch.Tensor]:
-    """Model-space samples -> images in [-1, 1]. Pixel models (1 or 3 channels) pass through; latent models decode
-    through the VAE of their latent store (`latent_store`, else the run's data_dir; see sra.data.latents)."""
+    """Model-space samples -> images in [-1, 1]. Latent models (the run's data_dir is a latent store, or
+    `latent_store` is given) decode through the store's VAE, loaded here so that a missing VAE is refused before
+    anything is written (LatentDataset.decode would fall back to raw latent channels, fine for a training preview but
+    not for evaluation images). Pixel models (1 or 3 channels) pass through."""
+    from .data.latents import is_latent_store, open_latent_store
+    from .data.vae import decode_latents, env_vae, load_vae
+
     c = loaded.model.in_channels
-    if latent_store is None and c in (1, 3):
-        return lambda x: x
-    store = latent_store or (loaded.config or {}).get("data_dir")
-    if not store:
+    data_dir = (loaded.config or {}).get("data_dir")
+    if latent_store is None and not (data_dir and is_latent_store(data_dir)):
+        if c in (1, 3):
+            return lambda x: x
         raise ValueError(f"the model works on {c}-channel latents and no latent store is known to decode them; "
                          "pass the `sra prepare` folder it was trained on as --latent-store")
-    try:
-        from .data.latents import open_latent_store
-    except ImportError as e:
-        raise ValueError(f"decoding latents needs sra.data.latents, which this installation lacks ({e})") from None
-    return open_latent_store(store).decode
+
+    store = open_latent_store(latent_store or data_dir)
+    name = env_vae() or store.vae_name
+    if not name:
+        raise ValueError(f"latent store {latent_store or data_dir} names no VAE; set SRA_VAE to its folder or name")
+    vae = load_vae(name, device=next(loaded.model.parameters()).device)
+    return lambda x: decode_latents(vae, store.unnormalize(x.float()))
 
 
 def sample_model_space(loaded: LoadedModel, opts: SamplerOptions, y: torch.Tensor,
@@ -159,13 +165,9 @@ def sample_model_space(loaded: LoadedModel, opts: SamplerOptions, y: torch.Tenso
 
         sampler = euler_maruyama_sampler if opts.mode == "sde" else euler_sampler
         return sampler(m, noise, y, heun=opts.heun, path_type=opts.path_type, generator=generators, **kwargs)
-    try:
-        from .diffusion import sample
-    except ImportError as e:
-        raise ValueError(f"DiT sampling needs sra.diffusion, which this installation lacks ({e})") from None
-    if "generator" in inspect.signature(sample).parameters:  # per-image DDPM noise when supported
-        kwargs["generator"] = generators
-    return sample(m, noise, y, method=opts.mode, **kwargs)
+    from .diffusion import sample
+
+    return sample(m, noise, y, method=opts.mode, generator=generators, **kwargs)  # generators: DDPM noise
 
 
 def sample_images(loaded: LoadedModel, opts: SamplerOptions, seed: int, indices: Sequence[int],
@@ -187,6 +189,8 @@ def image_path(out: Path, i: int) -> Path:
 def check_manifest(out: Path, manifest: dict) -> None:
     """Refuse an output folder that holds another run's images (nothing is written here)."""
     file = out / MANIFEST
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"output folder {out} is a file; use another output folder")
     if file.exists():
         try:
             old = json.loads(file.read_text())
@@ -280,7 +284,7 @@ def generate(checkpoint, out_dir, *, num_images: int = 50_000, seed: int = 0, ba
         y = image_labels(seed, idx, loaded.model.num_classes, classes)
         for i, img in zip(idx, to_uint8(sample_images(loaded, opts, seed, idx, y, decode))):
             save_png(img, image_path(out, i))
-        bar.update(len(idx) * ctx.world_size)  # rank 0's progress stands for all ranks'
+        bar.update(min(len(idx) * ctx.world_size, bar.total - bar.n))  # rank 0's progress stands for all ranks'
     seconds = time.perf_counter() - start
     bar.close()
     distributed.barrier()

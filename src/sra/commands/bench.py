@@ -24,6 +24,8 @@ def add_parser(sub) -> argparse.ArgumentParser:
     p.add_argument("--teacher-bf16", action=argparse.BooleanOptionalAction, default=None,
                    help="run the teacher under bf16 autocast (default: as `sra train` resolves it for the preset)")
     p.add_argument("--compile", action="store_true", help="torch.compile the trained model (the teacher stays eager)")
+    p.add_argument("--adamw", default="default", choices=["default", "foreach", "fused"],
+                   help="AdamW implementation (default: torch's choice, as `sra train`: per-tensor on CPU)")
     p.add_argument("--block-out-s", type=int, default=0, help="student block (1-indexed; 0: the paper's default)")
     p.add_argument("--block-out-t", type=int, default=0, help="teacher block (1-indexed; 0: the paper's default)")
     p.add_argument("--warmup", type=int, default=2, help="untimed warm-up steps per mode (compilation happens here)")
@@ -41,9 +43,9 @@ def run(args) -> int:
 
     cfg = BenchConfig(model=args.model, input_size=args.input_size, in_channels=args.in_channels,
                       num_classes=args.num_classes, batch_size=args.batch_size, mixed_precision=args.mixed_precision,
-                      teacher_bf16=args.teacher_bf16, compile=args.compile, block_out_s=args.block_out_s,
-                      block_out_t=args.block_out_t, warmup=args.warmup, steps=args.steps, device=args.device,
-                      seed=args.seed)
+                      teacher_bf16=args.teacher_bf16, compile=args.compile, adamw=args.adamw,
+                      block_out_s=args.block_out_s, block_out_t=args.block_out_t, warmup=args.warmup,
+                      steps=args.steps, device=args.device, seed=args.seed)
     if args.dry_run:
         print(json.dumps(dataclasses.asdict(cfg)))
         return 0

@@ -14,16 +14,16 @@ def add_parser(sub) -> argparse.ArgumentParser:
                     "sigma_s, arr_0) or statistics from --save-stats. Needs pytorch-fid's Inception weights file "
                     "(nothing is downloaded). --metric fmnist: SAMPLES is a run folder or checkpoint (samples are "
                     "generated) or an .npz (labels from its `labels` or `arr_1` array, if any); no REFERENCE, the "
-                    "Fashion-MNIST test split is the reference. Prints a table and writes JSON.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                    "Fashion-MNIST test split is the reference. Prints a table and writes JSON.")
     p.add_argument("samples", metavar="SAMPLES", help="images to score (.npz or folder), or for fmnist a run folder, "
                    "checkpoint or .npz")
     p.add_argument("reference", metavar="REFERENCE", nargs="?", default=None,
                    help="reference images or statistics (inception metric; omit with --save-stats to only save)")
-    p.add_argument("--metric", default="inception", choices=("inception", "fmnist"), help="which suite")
+    p.add_argument("--metric", default="inception", choices=("inception", "fmnist"),
+                   help="which suite (default: inception)")
     p.add_argument("--output", default=None, help="JSON file for the results (default: beside SAMPLES, "
                    "<name>_eval.json; for a run folder RUN/eval_fmnist_step<N>.json)")
-    p.add_argument("--batch-size", type=int, default=50, help="images per forward pass")
+    p.add_argument("--batch-size", type=int, default=50, help="images per forward pass (default: 50)")
     p.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
     p.add_argument("--no-progress", dest="progress", action="store_false", help="hide the progress bar")
     g = p.add_argument_group("inception metric")
@@ -32,13 +32,18 @@ def add_parser(sub) -> argparse.ArgumentParser:
     g.add_argument("--save-stats", default=None, metavar="NPZ",
                    help="also save the statistics of SAMPLES (mu, sigma, mu_s, sigma_s, pool features) for reuse "
                         "as a REFERENCE")
+    g.add_argument("--preprocess", default="pytorch-fid", choices=("pytorch-fid", "adm"),
+                   help="resize/normalisation before the network: pytorch-fid's (default; PyTorch bilinear, 2x - 1) or "
+                        "the ADM graph's (TF 1.x bilinear, (x - 128) / 128); see docs/EVALUATION.md")
     g.add_argument("--recompute-reference", action="store_true",
                    help="ignore mu/sigma stored in an ADM reference batch and run our network on its arr_0")
     g = p.add_argument_group("fmnist metric (run folder or checkpoint)")
-    g.add_argument("--num-samples", type=int, default=1000, help="samples to generate (classes balanced)")
-    g.add_argument("--seed", type=int, default=0, help="noise seed")
-    g.add_argument("--sample-steps", type=int, default=30, help="Euler ODE steps (DDIM steps for DiT)")
-    g.add_argument("--weights", default="ema", choices=("ema", "model"), help="which weights of a checkpoint")
+    g.add_argument("--num-samples", type=int, default=1000,
+                   help="samples to generate, classes balanced (default: 1000)")
+    g.add_argument("--seed", type=int, default=0, help="noise seed (default: 0)")
+    g.add_argument("--sample-steps", type=int, default=30, help="Euler ODE steps, DDIM steps for DiT (default: 30)")
+    g.add_argument("--weights", default="ema", choices=("ema", "model"),
+                   help="which weights of a checkpoint (default: ema)")
     return p
 
 
@@ -97,7 +102,8 @@ def run(args) -> int:
         if args.reference is None and args.save_stats is None:
             raise ValueError("give a REFERENCE to compare with, or --save-stats NPZ to only save statistics")
         result = evaluate_inception(args.samples, args.reference, args.inception_weights, args.batch_size,
-                                    args.device, args.progress, args.recompute_reference, args.save_stats)
+                                    args.device, args.progress, args.recompute_reference, args.save_stats,
+                                    args.preprocess)
         out = default_output(args)
         rows = [(name, result.get(key)) for name, key in
                 (("FID", "fid"), ("sFID", "sfid"), ("Inception Score", "inception_score"),

@@ -27,9 +27,12 @@ def add_parser(sub) -> argparse.ArgumentParser:
 
 
 def run(args) -> int:
+    import torch
+
     from .. import distributed
     from ..generate import generate
 
+    torch.backends.cuda.matmul.allow_tf32 = args.tf32
     try:
         result = generate(args.checkpoint, args.output_dir, num_images=args.num_images, seed=args.seed,
                           batch_size=args.batch_size, options=options_from_args(args), classes=args.classes,

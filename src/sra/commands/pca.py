@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from .probe import add_common, load_for_analysis, parse_blocks, parse_times
+from .probe import HelpFormatter, add_common, load_for_analysis, parse_blocks, parse_times
 
 
 def add_parser(sub) -> argparse.ArgumentParser:
@@ -13,7 +13,7 @@ def add_parser(sub) -> argparse.ArgumentParser:
         description="Noise one image, run it through the model, and show each block's tokens projected on their first "
                     "three principal components as RGB (one PCA per cell; colours are not comparable across cells). "
                     "Rows = timesteps, columns = blocks; the first column shows the noisy input of pixel models.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        formatter_class=HelpFormatter)
     add_common(p)
     p.add_argument("--image", required=True, help="image file (converted to the model's channels, centre-cropped, "
                    "resized to its input size), or for latent models a latent .pt/.npy of shape (C, H, W)")

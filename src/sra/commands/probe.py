@@ -10,6 +10,13 @@ TIMES_HELP = ("comma-separated times t in [0, 1] on SiT's scale (0 = data, 1 = n
               "round(1000 t), at most 999")
 
 
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows defaults, except None ones: their help text says what None means."""
+
+    def _get_help_string(self, action):
+        return action.help if action.default is None else super()._get_help_string(action)
+
+
 def add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("run", help="run folder (its latest checkpoint), one of our checkpoints, or an authors' released "
                    "SiT/DiT(+SRA) checkpoint")
@@ -68,7 +75,7 @@ def add_parser(sub) -> argparse.ArgumentParser:
         description="Noise each image (fixed per-image seeds), run the first d blocks with the null label, average the "
                     "tokens, fit a linear classifier on the training split and report test accuracy, for every chosen "
                     "block d and time t. Writes probe.png (block x timestep heat map) and probe.json.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        formatter_class=HelpFormatter)
     add_common(p)
     p.add_argument("--data-dir", default=None, help="labelled data as for `sra train` (IDX folder, image folder, "
                    "latent store, 'digits'; default: the run's data, else Fashion-MNIST/digits). Data without a test "
@@ -77,7 +84,7 @@ def add_parser(sub) -> argparse.ArgumentParser:
                    "random subset (0 = all)")
     p.add_argument("--max-test", type=int, default=5000, help="test images, a seeded random subset (0 = all)")
     p.add_argument("--classifier", default="logistic", choices=("logistic", "ridge"),
-                   help="softmax regression (L-BFGS, full batch) or closed-form ridge on one-hot targets; both on "
+                   help="softmax regression (full batch, accelerated gradient) or closed-form ridge on one-hot targets; both on "
                         "standardised features")
     p.add_argument("--batch-size", type=int, default=256, help="images per forward pass")
     p.add_argument("--no-progress", dest="progress", action="store_false", help="hide the progress bar")

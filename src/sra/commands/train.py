@@ -33,6 +33,10 @@ def add_parser(sub) -> argparse.ArgumentParser:
     g.add_argument("--max-grad-norm", type=float, default=1.0, help="gradient clipping threshold (L2 norm)")
     g.add_argument("--mixed-precision", default="no", choices=["no", "bf16", "fp16"], help="autocast precision")
     g.add_argument("--compile", action="store_true", help="torch.compile the trained model")
+    g.add_argument("--fsdp", action="store_true",
+                   help="shard the model with FSDP2 under torchrun (for L/XL); default is DDP when world size > 1")
+    g.add_argument("--activation-checkpointing", action="store_true",
+                   help="recompute block activations during backward to save memory")
     g = p.add_argument_group("EMA (sampling model and SRA teacher)")
     g.add_argument("--ema-decay", type=float, default=None, help="per-step decay (default 0.9999; 0.999 for *-T)")
     g.add_argument("--ema-half-life-kimg", type=float, default=None,
@@ -77,7 +81,8 @@ def config_from_args(args):
         exp_name=args.exp_name, batch_size=args.batch_size, grad_accum=args.grad_accum,
         max_train_steps=args.max_train_steps, lr=args.lr, lr_warmup_steps=args.lr_warmup_steps,
         weight_decay=args.weight_decay, max_grad_norm=args.max_grad_norm, mixed_precision=args.mixed_precision,
-        compile=args.compile, ema_decay=args.ema_decay, ema_half_life_kimg=args.ema_half_life_kimg,
+        compile=args.compile, fsdp=args.fsdp, activation_checkpointing=args.activation_checkpointing,
+        ema_decay=args.ema_decay, ema_half_life_kimg=args.ema_half_life_kimg,
         ema_warmup=args.ema_warmup, flow=FlowConfig(path=args.path_type, time_sampling=args.weighting),
         align=AlignConfig(weight=args.sra_weight, distance=args.loss_type, block_out_s=args.block_out_s,
                           block_out_t=args.block_out_t, t_max=args.t_max, interval=args.t_interval,
@@ -97,5 +102,6 @@ def run(args) -> int:
         print(json.dumps(cfg.resolve(ds.shape, ds.num_classes).to_dict(), indent=2))
         return 0
     run_dir = train(cfg)
-    print(f"run folder: {run_dir}")
+    from ..distributed import print0
+    print0(f"run folder: {run_dir}")
     return 0

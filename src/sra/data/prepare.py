@@ -136,13 +136,17 @@ def check_resume(out: Path, want: dict) -> dict | None:
     old = read_header(out)
     if old is None:
         ours = {HEADER, MOMENTS, LABELS, STATUS, FILES, SKIPPED}
-        others = [p.name for p in out.iterdir() if p.name not in ours] if out.is_dir() else []
+        others = [p.name for p in out.iterdir() if p.name not in ours and ".tmp" not in p.name] \
+            if out.is_dir() else []
         if out.exists() and not out.is_dir():
             raise DataError(f"output {out} is a file, not a folder")
         if others:
             raise DataError(f"output folder {out} is not empty and holds no latent store; choose another folder")
         return None  # empty, or an interrupted creation (our files, no header yet): create afresh
-    keys = ("resolution", "flip", "chunk_size", "source_digest", "count")
+    if old.get("source_digest") != want["source_digest"] and old.get("flip") == want["flip"]:
+        raise DataError(f"the source changed since {out} was started ({old.get('images')} images then, "
+                        f"{want['images']} now); nothing was changed, choose another output folder")
+    keys = ("resolution", "flip", "count")  # not chunk_size: status is per row
     diffs = [f"{k}={old.get(k)} (asked: {want[k]})" for k in keys if old.get(k) != want[k]]
     if old.get("vae", {}).get("name_or_path") != want["vae"]["name_or_path"]:
         diffs.append(f"vae={old.get('vae', {}).get('name_or_path')} (asked: {want['vae']['name_or_path']})")
@@ -156,7 +160,8 @@ def create_store(out: Path, header: dict, paths: list[str], labels: np.ndarray, 
     """Allocate (sparse) arrays, then write the header last: a store without a header is not a store."""
     out.mkdir(parents=True, exist_ok=True)
     n = header["count"]
-    np.lib.format.open_memmap(out / MOMENTS, mode="w+", dtype=np.float16, shape=(n, *row_shape))._mmap.close()
+    mm = np.lib.format.open_memmap(out / MOMENTS, mode="w+", dtype=np.float16, shape=(n, *row_shape))
+    del mm  # the header and the sparse file are written; rows come by positioned writes
     np.save(out / STATUS, np.zeros(n, dtype=np.uint8))
     np.save(out / LABELS, labels)
     (out / FILES).write_text("".join(p + "\n" for p in paths))
@@ -168,6 +173,13 @@ def write_json(path: Path, obj: dict) -> None:
     tmp = path.with_suffix(f".tmp{os.getpid()}")
     tmp.write_text(json.dumps(obj, indent=1) + "\n")
     os.replace(tmp, path)
+
+
+def pwrite_all(fd: int, data: bytes, offset: int) -> None:
+    view = memoryview(data)
+    while view:
+        n = os.pwrite(fd, view, offset)
+        view, offset = view[n:], offset + n
 
 
 def npy_offset(path: Path) -> int:
@@ -188,12 +200,12 @@ class StoreWriter:
 
     def commit(self, first_row: int, rows: np.ndarray, status: np.ndarray, skipped: list[str]) -> None:
         data = np.ascontiguousarray(rows, dtype=np.float16)
-        os.pwrite(self.moments, data.tobytes(), self.m_off + first_row * (data.nbytes // len(data)))
+        pwrite_all(self.moments, data.tobytes(), self.m_off + first_row * (data.nbytes // len(data)))
         os.fdatasync(self.moments)
         if skipped:
             with open(self.out / SKIPPED, "a") as f:
                 f.write("".join(s + "\n" for s in skipped))
-        os.pwrite(self.status, np.ascontiguousarray(status, dtype=np.uint8).tobytes(), self.s_off + first_row)
+        pwrite_all(self.status, np.ascontiguousarray(status, dtype=np.uint8).tobytes(), self.s_off + first_row)
         os.fdatasync(self.status)
 
     def close(self):

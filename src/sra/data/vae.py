@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import warnings
 from pathlib import Path
 
 import torch
@@ -50,8 +51,10 @@ def load_vae(name_or_path: str, device: torch.device | str = "cpu", dtype: torch
     source, sub = resolve_vae(name_or_path)
     kwargs = {"subfolder": sub} if sub else {}
     try:
-        vae = AutoencoderKL.from_pretrained(source, local_files_only=True, torch_dtype=dtype,
-                                            low_cpu_mem_usage=False, **kwargs)
+        with warnings.catch_warnings():  # huggingface_hub's deprecation noise on a cache miss
+            warnings.filterwarnings("ignore", message=".*local_dir_use_symlinks.*")
+            vae = AutoencoderKL.from_pretrained(source, local_files_only=True, torch_dtype=dtype,
+                                                low_cpu_mem_usage=False, **kwargs)
     except (OSError, ValueError, RuntimeError) as e:
         if Path(source).exists():
             first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__

@@ -1,9 +1,14 @@
 """DDPM ancestral sampling and DDIM (eta = 0) for learned-sigma epsilon models, on a respaced grid, with
-classifier-free guidance on the epsilon half of the output inside a guidance interval. State kept in float64."""
+classifier-free guidance on the epsilon half of the output inside a guidance interval. State kept in float64.
+
+Per-image randomness (DDPM): `generator` may be one torch.Generator, or a sequence with one generator per image, as
+for the SiT samplers (`sra.transport.samplers.randn_per_image`).
+"""
 from __future__ import annotations
 
 import torch
 
+from ..transport.samplers import check_sampler_args, randn_per_image
 from .schedule import NUM_TIMESTEPS, Diffusion, get_diffusion
 
 METHODS = ("ddpm", "ddim")
@@ -27,43 +32,43 @@ def guided_output(model, x: torch.Tensor, step: int, y: torch.Tensor, cfg_scale:
     return out[:, :c], out[:, c:]
 
 
-def ddim_step(diffusion: Diffusion, x: torch.Tensor, t: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
-    """DDIM with eta = 0 (Song et al. 2021, Eq. 12): x_prev = sqrt(abar_prev) x0_pred + sqrt(1 - abar_prev) eps."""
+def ddim_step(diffusion: Diffusion, x: torch.Tensor, i: int, eps: torch.Tensor) -> torch.Tensor:
+    """DDIM with eta = 0 (Song et al. 2021, Eq. 12) from step i of `diffusion`:
+    x_prev = sqrt(abar_prev) x0_pred + sqrt(1 - abar_prev) eps."""
+    t = torch.full((x.shape[0],), i, device=x.device, dtype=torch.long)
     x0 = diffusion.predict_x0(x, t, eps)
     abar_prev = diffusion.extract("alphas_cumprod_prev", t, x)
     return abar_prev.sqrt() * x0 + (1 - abar_prev).sqrt() * eps
 
 
-def ddpm_step(diffusion: Diffusion, x: torch.Tensor, t: torch.Tensor, eps: torch.Tensor, v: torch.Tensor,
-              generator: torch.Generator | None) -> torch.Tensor:
-    """Ancestral step x_prev ~ N(posterior mean at x0_pred, learned variance); no noise at the last step t = 0."""
+def ddpm_step(diffusion: Diffusion, x: torch.Tensor, i: int, eps: torch.Tensor, v: torch.Tensor,
+              generator=None) -> torch.Tensor:
+    """Ancestral step from step i: x_prev ~ N(posterior mean at x0_pred, learned variance); no noise at i = 0."""
     if v.shape[1] != x.shape[1]:
         raise ValueError("DDPM sampling needs a learned-sigma model (2C output channels: eps, then v)")
+    t = torch.full((x.shape[0],), i, device=x.device, dtype=torch.long)
     mean, logvar, _ = diffusion.p_mean_variance(torch.cat([eps, v], dim=1), x, t)
-    if int(t[0]) == 0:
+    if i == 0:
         return mean
-    dev = generator.device if generator is not None else x.device
-    z = torch.randn(x.shape, generator=generator, device=dev, dtype=x.dtype).to(x.device)
-    return mean + torch.exp(0.5 * logvar) * z
+    return mean + torch.exp(0.5 * logvar) * randn_per_image(x, generator).to(x.dtype)
 
 
 @torch.no_grad()
 def sample(model, noise: torch.Tensor, y: torch.Tensor, *, method: str = "ddpm", num_steps: int = 250,
            cfg_scale: float = 1.0, guidance_low: float = 0.0, guidance_high: float = 1.0,
-           generator: torch.Generator | None = None) -> torch.Tensor:
+           generator=None) -> torch.Tensor:
     """x_0 from noise (N, C, H, W) and labels y (N,) by DDPM or DDIM on `num_steps` of the 1000 steps (ADM's even
-    respacing, e.g. 250). `generator` drives the DDPM noise (DDIM is deterministic). Returns noise's dtype."""
+    respacing, e.g. 250). `generator` (one, or one per image) drives the DDPM noise; DDIM is deterministic.
+    Returns noise's dtype."""
     if method not in METHODS:
         raise ValueError(f"unknown sampling method {method!r}; choices: {', '.join(METHODS)}")
-    if cfg_scale < 1.0:
-        raise ValueError(f"cfg_scale must be >= 1 (got {cfg_scale})")
-    if not 1 <= num_steps <= NUM_TIMESTEPS:
-        raise ValueError(f"num_steps must be in 1..{NUM_TIMESTEPS} (got {num_steps})")
+    check_sampler_args(num_steps, cfg_scale, guidance_low, guidance_high)
+    if num_steps > NUM_TIMESTEPS:
+        raise ValueError(f"num_steps must be at most {NUM_TIMESTEPS} (got {num_steps})")
     diffusion = get_diffusion(int(num_steps))
     x = noise.double()
     guide = (cfg_scale, guidance_low, guidance_high)
     for i in reversed(range(diffusion.num_timesteps)):
-        t = torch.full((x.shape[0],), i, device=x.device, dtype=torch.long)
         eps, v = guided_output(model, x, int(diffusion.timestep_map[i]), y, *guide)
-        x = ddim_step(diffusion, x, t, eps) if method == "ddim" else ddpm_step(diffusion, x, t, eps, v, generator)
+        x = ddim_step(diffusion, x, i, eps) if method == "ddim" else ddpm_step(diffusion, x, i, eps, v, generator)
     return x.to(noise.dtype)

@@ -109,7 +109,8 @@ class Diffusion:
 
     def q_sample(self, x0: torch.Tensor, t: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
         """x_t = sqrt(abar_t) x_0 + sqrt(1 - abar_t) noise."""
-        return self.extract("sqrt_alphas_cumprod", t, x0) * x0 + self.extract("sqrt_one_minus_alphas_cumprod", t, x0) * noise
+        a, b = self.extract("sqrt_alphas_cumprod", t, x0), self.extract("sqrt_one_minus_alphas_cumprod", t, x0)
+        return a * x0 + b * noise
 
     def q_posterior(self, x0: torch.Tensor, xt: torch.Tensor, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Mean and clipped log-variance of q(x_{t-1} | x_t, x_0)."""
@@ -118,13 +119,15 @@ class Diffusion:
 
     def predict_x0(self, xt: torch.Tensor, t: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
         """x_0 = (x_t - sqrt(1 - abar_t) eps) / sqrt(abar_t)."""
-        return self.extract("sqrt_recip_alphas_cumprod", t, xt) * xt - self.extract("sqrt_recipm1_alphas_cumprod", t, xt) * eps
+        a, b = self.extract("sqrt_recip_alphas_cumprod", t, xt), self.extract("sqrt_recipm1_alphas_cumprod", t, xt)
+        return a * xt - b * eps
 
     def model_log_variance(self, v: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         """Learned range (Nichol & Dhariwal, Eq. 15): v in [-1, 1] interpolates log posterior variance (v = -1) and
         log beta (v = +1)."""
         frac = (v + 1) / 2
-        return frac * self.extract("log_betas", t, v) + (1 - frac) * self.extract("posterior_log_variance_clipped", t, v)
+        max_log, min_log = self.extract("log_betas", t, v), self.extract("posterior_log_variance_clipped", t, v)
+        return frac * max_log + (1 - frac) * min_log
 
     def p_mean_variance(self, out: torch.Tensor, xt: torch.Tensor, t: torch.Tensor):
         """Mean, log-variance of p(x_{t-1} | x_t) and the x_0 prediction from a model output (N, 2C, ...) = (eps, v)."""

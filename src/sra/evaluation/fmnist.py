@@ -43,8 +43,8 @@ class FMNISTClassifier(nn.Module):
     def __init__(self, num_classes: int = 10):
         super().__init__()
         self.body = nn.Sequential(
-            nn.Conv2d(1, 32, 5, padding=2, bias=False), nn.BatchNorm2d(32), nn.ReLU(), nn.MaxPool2d(2),   # (N, 32, 14, 14)
-            nn.Conv2d(32, 64, 3, padding=1, bias=False), nn.BatchNorm2d(64), nn.ReLU(), nn.MaxPool2d(2),  # (N, 64, 7, 7)
+            nn.Conv2d(1, 32, 5, padding=2, bias=False), nn.BatchNorm2d(32), nn.ReLU(), nn.MaxPool2d(2),  # 32x14x14
+            nn.Conv2d(32, 64, 3, padding=1, bias=False), nn.BatchNorm2d(64), nn.ReLU(), nn.MaxPool2d(2),  # 64x7x7
             nn.Flatten(), nn.Linear(64 * 7 * 7, FEATURE_DIM), nn.ReLU())                                   # (N, 128)
         self.dropout = nn.Dropout(0.3)
         self.head = nn.Linear(FEATURE_DIM, num_classes)
@@ -74,7 +74,8 @@ def to_classifier_input(images) -> torch.Tensor:
     elif x.ndim == 4 and x.shape[-1] in (1, 3) and x.shape[1] not in (1, 3):
         x = x.permute(0, 3, 1, 2)
     if x.ndim != 4 or x.shape[1] not in (1, 3):
-        raise ValueError(f"samples must be (N, H, W), (N, H, W, C) or (N, C, H, W) with C = 1 or 3; got {tuple(x.shape)}")
+        raise ValueError(f"samples must be (N, H, W), (N, H, W, C) or (N, C, H, W) with C = 1 or 3; "
+                         f"got {tuple(x.shape)}")
     x = x.float()
     x = x / 127.5 - 1.0 if is_uint8 else ((x.clamp(-1, 1) + 1) * 127.5).round() / 127.5 - 1.0
     x = x.mean(1, keepdim=True)

@@ -21,7 +21,8 @@ class NpzImages:
         with zipfile.ZipFile(path) as zf:
             if "arr_0.npy" not in zf.namelist():
                 keys = ", ".join(n[:-4] for n in zf.namelist() if n.endswith(".npy")) or "none"
-                raise ValueError(f"{path} has no arr_0 (arrays: {keys}); expected ADM format: arr_0 uint8 N x H x W x 3")
+                raise ValueError(f"{path} has no arr_0 (arrays: {keys}); expected ADM format: "
+                                 "arr_0 uint8 N x H x W x 3")
             with zf.open("arr_0.npy") as f:
                 shape, dtype, self._offset = read_npy_header(f, path)
         if dtype != np.uint8:
@@ -41,7 +42,7 @@ class NpzImages:
                 buf = f.read(n * row)
                 if len(buf) != n * row:
                     raise ValueError(f"{self.path}: arr_0 is truncated at image {start}")
-                yield np.frombuffer(buf, np.uint8).reshape(n, *self.image_shape)
+                yield np.frombuffer(bytearray(buf), np.uint8).reshape(n, *self.image_shape)  # writable for torch
 
 
 def read_npy_header(f, path) -> tuple[tuple, np.dtype, int]:

@@ -5,8 +5,9 @@ The TF graph differs from torchvision's Inception-v3 in three places, reproduced
 - the 3x3 average pools inside the A, C and first E blocks exclude the zero padding (count_include_pad=False);
 - the last E block (Mixed_7c) pools with a 3x3 *max* pool in its pool branch;
 - the classifier is 1008-way (fc: 2048 -> 1008).
-Module and parameter names follow torchvision's Inception3 (Conv2d_1a_3x3.conv.weight, Mixed_7c.branch_pool.bn.running_var,
-fc.weight ...), the names of pytorch-fid's file. Nothing is downloaded: the file must be on disk.
+Module and parameter names follow torchvision's Inception3 (Conv2d_1a_3x3.conv.weight,
+Mixed_7c.branch_pool.bn.running_var, fc.weight ...), the names of pytorch-fid's file. Nothing is downloaded: the
+file must be on disk.
 """
 from __future__ import annotations
 
@@ -42,6 +43,20 @@ class BasicConv2d(nn.Module):
 
     def forward(self, x):
         return F.relu(self.bn(self.conv(x)))
+
+
+def resize_bilinear_tf1(x: torch.Tensor, size: int) -> torch.Tensor:
+    """TF 1.x ResizeBilinear with align_corners=False and no half-pixel centres (the op inside the 2015 graph, which
+    ADM's evaluator feeds): output pixel i samples the input at i * in / out, clamped at the last row/column."""
+    def axis(n_in):
+        src = torch.arange(size, dtype=torch.float64, device=x.device) * (n_in / size)
+        lo = src.floor().long().clamp_(max=n_in - 1)
+        return lo, (lo + 1).clamp_(max=n_in - 1), (src - lo).to(x.dtype)
+
+    y0, y1, fy = axis(x.shape[-2])
+    x0, x1, fx = axis(x.shape[-1])
+    rows = x[..., y0, :] + (x[..., y1, :] - x[..., y0, :]) * fy[:, None]          # (N, C, size, W)
+    return rows[..., x0] + (rows[..., x1] - rows[..., x0]) * fx                    # (N, C, size, size)
 
 
 def tf_avg_pool(x):
@@ -158,10 +173,18 @@ class InceptionV3Features(nn.Module):
     to 299x299 (align_corners=False, no antialiasing), then 2x - 1 to [-1, 1].
     weights_path: pytorch-fid's file; None looks in $TORCH_HOME/hub/checkpoints/. pretrained=False keeps the random
     initialisation (tests only).
+    preprocess: "pytorch-fid" (default) or "adm": the input path of the TF graph that ADM's evaluator feeds (TF 1.x
+    bilinear resize without half-pixel centres on [0, 255] values, then (x - 128) / 128). See docs/EVALUATION.md.
     """
 
-    def __init__(self, weights_path: str | os.PathLike | None = None, *, pretrained: bool = True):
+    PREPROCESSING = ("pytorch-fid", "adm")
+
+    def __init__(self, weights_path: str | os.PathLike | None = None, *, pretrained: bool = True,
+                 preprocess: str = "pytorch-fid"):
         super().__init__()
+        if preprocess not in self.PREPROCESSING:
+            raise ValueError(f"preprocess must be one of {', '.join(self.PREPROCESSING)}, got {preprocess!r}")
+        self.preprocessing = preprocess
         self.Conv2d_1a_3x3 = BasicConv2d(3, 32, kernel_size=3, stride=2)
         self.Conv2d_2a_3x3 = BasicConv2d(32, 32, kernel_size=3)
         self.Conv2d_2b_3x3 = BasicConv2d(32, 64, kernel_size=3, padding=1)
@@ -212,14 +235,15 @@ class InceptionV3Features(nn.Module):
                                  "(not the FID Inception weights)")
         self.load_state_dict({k: state.get(k, own[k]) for k in own}, strict=True)
 
-    @staticmethod
-    def preprocess(images: torch.Tensor) -> torch.Tensor:
-        """[0, 1] (N, C, H, W) -> [-1, 1] (N, 3, 299, 299), exactly as pytorch-fid."""
+    def preprocess(self, images: torch.Tensor) -> torch.Tensor:
+        """[0, 1] (N, C, H, W) -> about [-1, 1] (N, 3, 299, 299), as pytorch-fid (or the ADM graph) does."""
         if images.ndim != 4 or images.shape[1] not in (1, 3):
             raise ValueError(f"expected images (N, 3, H, W) or (N, 1, H, W), got {tuple(images.shape)}")
         x = images.float()
         if x.shape[1] == 1:
             x = x.expand(-1, 3, -1, -1)
+        if self.preprocessing == "adm":
+            return (resize_bilinear_tf1(x * 255, 299) - 128) / 128
         x = F.interpolate(x, size=(299, 299), mode="bilinear", align_corners=False)
         return 2 * x - 1
 

@@ -16,7 +16,6 @@ import torch
 from .probe import block_tokens, model_time, noisy_input, null_labels, per_image_noise
 
 PCA_SEED_INDEX = 0  # the image's index for per_image_noise: the noise is fixed by --seed alone
-SD_VAE_SCALE = 0.18215  # latent scale of the SD-VAE, as in SiT/DiT/SRA training
 
 
 def principal_components(tokens: torch.Tensor, k: int = 3) -> tuple[torch.Tensor, torch.Tensor]:
@@ -86,11 +85,14 @@ def load_image(file: str | os.PathLike, size: int, channels: int) -> torch.Tenso
     return (a[None, None] if a.ndim == 2 else a.permute(2, 0, 1)[None]).clamp(-1, 1)
 
 
-def model_input(model, file: str | os.PathLike, vae: str | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """(model input (1, C, H, W), picture to show (1, 1|3, h, w) in [-1, 1]) for an image or latent file.
+def model_input(model, file: str | os.PathLike, vae: str | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """(model input (1, C, H, W), picture the model saw or None) for an image or latent file.
 
-    Pixel models (1 or 3 channels) take the image itself. Latent models take a saved latent (.pt / .npy, (C, H, W)
-    already scaled) or an image encoded with the VAE folder `vae` (posterior mean times 0.18215, the SD-VAE scale)."""
+    Pixel models (1 or 3 channels) take the image itself. Latent models take a saved latent (.pt / .npy, (C, H, W),
+    already scaled) or an image encoded with the VAE `vae` (default $SRA_VAE): the posterior mean times the VAE's
+    scaling factor (0.18215 for the SD-VAE), as latent stores with normalize="scale" feed training."""
+    from ..data.vae import encode_moments, env_vae, load_vae, vae_info
+
     c, size = model.in_channels, model.input_size
     suffix = Path(file).suffix.lower()
     if suffix in (".pt", ".pth", ".npy"):
@@ -103,20 +105,17 @@ def model_input(model, file: str | os.PathLike, vae: str | None = None) -> tuple
     if c in (1, 3):
         x = load_image(file, size, c)
         return x, x
+    vae = vae or env_vae()
     if vae is None:
-        raise ValueError(f"this model works on {c}-channel latents: pass --vae FOLDER (a diffusers AutoencoderKL) to "
-                         "encode the image, or give a latent file (.pt/.npy) instead of an image")
-    try:
-        from diffusers.models import AutoencoderKL
-    except ImportError:
-        raise ValueError("encoding an image for a latent model needs diffusers: pip install 'sra[vae]'") from None
-    net = AutoencoderKL.from_pretrained(vae).eval()
-    factor = 2 ** (len(net.config.block_out_channels) - 1)
-    x = load_image(file, size * factor, 3)
-    with torch.no_grad():
-        z = net.encode(x).latent_dist.mean * SD_VAE_SCALE
+        raise ValueError(f"this model works on {c}-channel latents: pass --vae FOLDER (a diffusers AutoencoderKL; or set "
+                         "$SRA_VAE) to encode the image, or give a latent file (.pt/.npy) instead of an image")
+    net = load_vae(vae)
+    info = vae_info(net, vae)
+    x = load_image(file, size * info["downsample"], 3)  # (1, 3, H, W) in [-1, 1]
+    pixels = ((x[0].permute(1, 2, 0) + 1) * 127.5).round().to(torch.uint8)[None]  # (1, H, W, 3)
+    z = encode_moments(net, pixels)[:, :info["latent_channels"]] * info["scaling_factor"]  # posterior mean
     if z.shape[1] != c:
-        raise ValueError(f"the VAE in {vae} makes {z.shape[1]}-channel latents but the model takes {c}")
+        raise ValueError(f"the VAE {vae} makes {z.shape[1]}-channel latents but the model takes {c}")
     return z, x
 
 

@@ -36,18 +36,14 @@ def model_time(family: str, t: float) -> float | int:
     return t if family == "SiT" else min(int(round(1000 * t)), 999)
 
 
-def ddpm_alphas_cumprod(num_steps: int = 1000) -> torch.Tensor:
-    """alpha_bar_s of DiT's linear schedule, betas = linspace(1e-4, 0.02), in float64 as in ADM/DiT."""
-    betas = torch.linspace(1e-4, 0.02, num_steps, dtype=torch.float64)
-    return torch.cumprod(1.0 - betas, dim=0)
-
-
 def noisy_input(family: str, path: str, x0: torch.Tensor, noise: torch.Tensor, t: float) -> torch.Tensor:
     """x_t for clean inputs x0 (N, C, H, W) at one time t in [0, 1], on the model family's own forward process."""
     if family == "SiT":
         return interpolate(path, x0, noise, torch.full((x0.shape[0],), float(t), device=x0.device))[0]
-    abar = ddpm_alphas_cumprod()[model_time(family, t)].item()
-    return math.sqrt(abar) * x0 + math.sqrt(1.0 - abar) * noise  # DDPM q_sample
+    from ..diffusion import get_diffusion
+
+    steps = torch.full((x0.shape[0],), model_time(family, t), dtype=torch.long, device=x0.device)
+    return get_diffusion().q_sample(x0, steps, noise)  # DiT's linear-beta DDPM
 
 
 def per_image_noise(indices, shape: tuple[int, ...], seed: int) -> torch.Tensor:
@@ -130,11 +126,12 @@ def pooled_features(model, family: str, dataset, indices: torch.Tensor, t: float
 # ----------------------------------------------------------------------------------------------------------------
 
 def fit_linear_classifier(x: torch.Tensor, y: torch.Tensor, num_classes: int, method: str = "logistic",
-                          l2: float = 1e-4) -> callable:
+                          l2: float = 1e-4, max_iter: int = 300) -> callable:
     """Fit on features x (N, D), labels y (N,); returns a function features -> predicted labels.
 
     Features are standardised with the training mean and std. `ridge`: closed-form least squares on one-hot targets
-    with penalty l2 * N; `logistic`: softmax regression, full batch, L-BFGS, penalty l2 * |W|^2. Both in float64.
+    with penalty l2 * N; `logistic`: softmax regression, full batch, accelerated gradient (at most
+    `max_iter` steps), mean cross-entropy + l2 * |W|^2. Both in float64, on the features' device.
     """
     if method not in CLASSIFIERS:
         raise ValueError(f"unknown classifier {method!r}; choices: {', '.join(CLASSIFIERS)}")
@@ -150,22 +147,42 @@ def fit_linear_classifier(x: torch.Tensor, y: torch.Tensor, num_classes: int, me
     if method == "ridge":
         reg = l2 * n * torch.eye(d, dtype=a.dtype, device=a.device)
         reg[-1, -1] = 0.0  # the bias is not penalised
-        w = torch.linalg.solve(a.T @ a + reg, a.T @ F.one_hot(y, num_classes).to(a))
+        w = torch.linalg.solve(a.T @ a + reg, a.T @ F.one_hot(y.to(a.device), num_classes).to(a))
     else:
-        w = torch.zeros(d, num_classes, dtype=a.dtype, device=a.device, requires_grad=True)
-        opt = torch.optim.LBFGS([w], lr=1.0, max_iter=200, tolerance_grad=1e-9, tolerance_change=1e-12,
-                                history_size=20, line_search_fn="strong_wolfe")
-
-        def closure():
-            opt.zero_grad()
-            loss = F.cross_entropy(a @ w, y) + l2 * (w[:-1] ** 2).sum()
-            loss.backward()
-            return loss
-
-        with torch.enable_grad():
-            opt.step(closure)
-        w = w.detach()
+        w = softmax_regression(a, y.to(a.device), num_classes, l2, max_iter)
     return lambda f: (design(f) @ w).argmax(dim=1)
+
+
+def softmax_regression(a: torch.Tensor, y: torch.Tensor, num_classes: int, l2: float, max_iter: int) -> torch.Tensor:
+    """Weights (D, K) minimising mean cross-entropy(a @ w, y) + l2 |w[:-1]|^2 (the last row, the bias, is free).
+
+    Nesterov's accelerated gradient with step 1/L and adaptive restart (O'Donoghue & Candes 2015), in plain tensor ops:
+    no autograd and no second thread pool, which keeps many small fits fast on a busy CPU and runs on a GPU as is.
+    L = 0.5 lambda_max(A^T A / N) + 2 l2 bounds the Hessian (the softmax Jacobian has norm <= 1/2)."""
+    n, d = a.shape
+    onehot = F.one_hot(y, num_classes).to(a)
+    mask = torch.ones(d, 1, dtype=a.dtype, device=a.device)
+    mask[-1] = 0.0
+
+    def grad(w: torch.Tensor) -> torch.Tensor:
+        return a.T @ ((a @ w).softmax(dim=1) - onehot) / n + 2 * l2 * mask * w
+
+    lipschitz = 0.5 * torch.linalg.eigvalsh(a.T @ a / n)[-1].item() + 2 * l2
+    w = torch.zeros(d, num_classes, dtype=a.dtype, device=a.device)
+    v, momentum = w, 1.0
+    for _ in range(max_iter):
+        g = grad(v)
+        w_next = v - g / lipschitz
+        if (g * (w_next - w)).sum() > 0:  # moving uphill: restart the momentum
+            momentum, v = 1.0, w_next
+        else:
+            m_next = (1 + math.sqrt(1 + 4 * momentum ** 2)) / 2
+            v = w_next + ((momentum - 1) / m_next) * (w_next - w)
+            momentum = m_next
+        w = w_next
+        if g.abs().max() < 1e-6:
+            break
+    return w
 
 
 def probe_accuracy(train_x, train_y, test_x, test_y, num_classes: int, method: str = "logistic") -> float:
@@ -213,7 +230,8 @@ def linear_probe(model, family: str, train_set, test_set, *, train_indices: torc
             fte, yte = pooled_features(model, family, test_set, test_indices, t, blocks, **kw)
             num_classes = int(max(ytr.max(), yte.max())) + 1
             for i in range(len(blocks)):
-                acc[i, j] = probe_accuracy(ftr[i], ytr, fte[i], yte, num_classes, classifier)
+                acc[i, j] = probe_accuracy(ftr[i].to(device), ytr.to(device), fte[i].to(device), yte, num_classes,
+                                           classifier)
             bar.set_postfix(t=t, best=f"{acc[:, j].max():.3f}")
     chance = torch.bincount(yte, minlength=num_classes).max().item() / len(yte)
     return ProbeResult(blocks=blocks, times=[float(t) for t in times],

@@ -45,7 +45,7 @@ def inception_activations(images, net: InceptionV3Features, batch_size: int = 50
     mu, sigma = pool_stats.mean_cov()
     mu_s, sigma_s = spatial_stats.mean_cov()
     return dict(mu=mu, sigma=sigma, mu_s=mu_s, sigma_s=sigma_s, pool=np.concatenate(pools),
-                logits=np.concatenate(logits))
+                logits=np.concatenate(logits), preprocess=net.preprocessing)
 
 
 def save_stats(path: str | os.PathLike, acts: dict[str, np.ndarray]) -> Path:
@@ -55,7 +55,8 @@ def save_stats(path: str | os.PathLike, acts: dict[str, np.ndarray]) -> Path:
         path = path.with_name(path.name + ".npz")
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp.npz")
-    np.savez(tmp, format=np.array(STATS_FORMAT), **{k: acts[k] for k in ("mu", "sigma", "mu_s", "sigma_s", "pool")})
+    np.savez(tmp, format=np.array(STATS_FORMAT), preprocess=np.array(acts["preprocess"]),
+             **{k: acts[k] for k in ("mu", "sigma", "mu_s", "sigma_s", "pool")})
     os.replace(tmp, path)
     return path
 
@@ -65,7 +66,10 @@ def reference_statistics(path, net: InceptionV3Features, batch_size: int = 50, p
     """(statistics, where they came from). recompute=True ignores stored mu/sigma and runs our network on arr_0."""
     keys = npz_keys(path)
     if not recompute and {"mu", "sigma"} <= keys:
-        stats = load_arrays(path, ("mu", "sigma", "mu_s", "sigma_s", "pool"))
+        stats = load_arrays(path, ("mu", "sigma", "mu_s", "sigma_s", "pool", "preprocess"))
+        if "preprocess" in stats and str(stats["preprocess"]) != net.preprocessing:
+            raise ValueError(f"{path} was computed with --preprocess {stats['preprocess']}; evaluate the samples the "
+                             "same way")
         if stats["mu"].shape != (POOL_DIM,) or stats["sigma"].shape != (POOL_DIM, POOL_DIM):
             raise ValueError(f"{path}: mu/sigma have shapes {stats['mu'].shape}/{stats['sigma'].shape}, "
                              f"expected ({POOL_DIM},)/({POOL_DIM}, {POOL_DIM}) Inception pool statistics")
@@ -83,7 +87,8 @@ def reference_statistics(path, net: InceptionV3Features, batch_size: int = 50, p
 
 def compare(sample_acts: dict, ref: dict, k: int = 3) -> dict[str, float | None]:
     """FID, sFID, precision, recall; None where the reference lacks what a metric needs."""
-    out: dict[str, float | None] = {"fid": frechet_distance(sample_acts["mu"], sample_acts["sigma"], ref["mu"], ref["sigma"])}
+    out: dict[str, float | None] = {
+        "fid": frechet_distance(sample_acts["mu"], sample_acts["sigma"], ref["mu"], ref["sigma"])}
     has_spatial = "mu_s" in ref and "sigma_s" in ref
     out["sfid"] = frechet_distance(sample_acts["mu_s"], sample_acts["sigma_s"], ref["mu_s"], ref["sigma_s"]) \
         if has_spatial else None
@@ -95,18 +100,20 @@ def compare(sample_acts: dict, ref: dict, k: int = 3) -> dict[str, float | None]
 
 
 def evaluate_inception(samples, reference, weights_path=None, batch_size: int = 50, device=None,
-                       progress: bool = True, recompute_reference: bool = False, save_stats_to=None) -> dict:
+                       progress: bool = True, recompute_reference: bool = False, save_stats_to=None,
+                       preprocess: str = "pytorch-fid") -> dict:
     """Score an image set against a reference; with reference None, only compute (and save) the sample statistics."""
     images = open_images(samples)  # bad samples fail before the network loads or the reference pass runs
     if reference is not None and not npz_keys(reference):
         open_images(reference)
-    net = InceptionV3Features(weights_path).to(device or default_device())
+    net = InceptionV3Features(weights_path, preprocess=preprocess).to(device or default_device())
     ref, source = (None, None)
     if reference is not None:
         ref, source = reference_statistics(reference, net, batch_size, progress, recompute_reference)
     acts = inception_activations(images, net, batch_size, progress, desc="samples")
     result = {"samples": str(samples), "num_samples": int(images.num_images),
-              "image_size": list(images.image_shape), "inception_weights": str(net.weights_path)}
+              "image_size": list(images.image_shape), "inception_weights": str(net.weights_path),
+              "preprocess": preprocess}
     result["inception_score"], result["inception_score_std"] = inception_score(acts["logits"])
     if save_stats_to is not None:
         result["saved_stats"] = str(save_stats(save_stats_to, acts))

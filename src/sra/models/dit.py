@@ -12,6 +12,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+import torch.utils.checkpoint
 
 
 def modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
@@ -182,6 +183,7 @@ class DiffusionTransformer(nn.Module):
         self.hidden_size, self.depth, self.num_heads = hidden_size, depth, num_heads
         self.num_classes, self.learn_sigma = num_classes, learn_sigma
         self.out_channels = in_channels * 2 if learn_sigma else in_channels
+        self.grad_checkpointing = False  # recompute block activations in backward (set by the trainer)
 
         self.x_embedder = PatchEmbed(input_size, patch_size, in_channels, hidden_size)
         self.t_embedder = TimestepEmbedder(hidden_size)
@@ -250,8 +252,9 @@ class DiffusionTransformer(nn.Module):
         """
         h, c = self.embed(x, t, y)
         feats = h if feature_depth == 0 else None
+        ckpt = self.grad_checkpointing and torch.is_grad_enabled()
         for i, block in enumerate(self.blocks):
-            h = block(h, c)  # (N, T, D)
+            h = torch.utils.checkpoint.checkpoint(block, h, c, use_reentrant=False) if ckpt else block(h, c)  # (N, T, D)
             if i + 1 == feature_depth:
                 feats = h
         out = self.unpatchify(self.final_layer(h, c))  # (N, C_out, H, W)

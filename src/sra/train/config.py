@@ -36,6 +36,8 @@ class TrainConfig:
     max_grad_norm: float = 1.0            # gradient clipping (global L2 norm)
     mixed_precision: str = "no"           # no | bf16 | fp16 (fp16 uses loss scaling)
     compile: bool = False                 # torch.compile the trained model (the EMA/teacher stays eager)
+    fsdp: bool = False                    # shard parameters, gradients and optimizer state with FSDP2 (L/XL models)
+    activation_checkpointing: bool = False  # recompute block activations in backward (saves memory, ~30 % slower)
     # -- EMA (sampling model and SRA teacher)
     ema_decay: float | None = None        # per-step decay; None: 0.9999 (paper), 0.999 for the tiny preset
     ema_half_life_kimg: float | None = None  # half-life in thousands of images; overrides ema_decay
@@ -95,6 +97,8 @@ class TrainConfig:
             raise ValueError("batch size and accumulation must be >= 1 and max steps >= 0")
         if self.family == "SiT":
             self.flow.validate()
+        if self.fsdp and self.align.teacher == "online":
+            raise ValueError("--teacher online is not supported with --fsdp (the teacher must be an unsharded copy)")
         self.align.validate(depth)
 
     def to_dict(self) -> dict:

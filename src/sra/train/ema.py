@@ -15,9 +15,11 @@ def ema_decay(step: int, *, decay: float, half_life_kimg: float | None, batch_si
 
 
 @torch.no_grad()
-def update_ema(ema: torch.nn.Module, model: torch.nn.Module, decay: float) -> None:
-    """ema <- decay * ema + (1 - decay) * model, as one multi-tensor lerp over all trainable parameters."""
-    pairs = [(e, p) for e, p in zip(ema.parameters(), model.parameters()) if p.requires_grad]
+def update_ema(ema: torch.nn.Module, model: torch.nn.Module | list[torch.Tensor], decay: float) -> None:
+    """ema <- decay * ema + (1 - decay) * model, as one multi-tensor lerp over all trainable parameters.
+    `model` may also be the list of its (unsharded) parameters, in `parameters()` order."""
+    source = list(model.parameters()) if isinstance(model, torch.nn.Module) else model
+    pairs = [(e, p) for e, p in zip(ema.parameters(), source) if p.requires_grad]
     if not pairs:
         return
     e, p = zip(*pairs)

@@ -17,6 +17,7 @@ from ..models import build_model
 from ..objectives import combine, slice_draws, unwrap
 from .checkpoint import CheckpointError, checkpoint_path, latest_checkpoint, load_checkpoint, save_checkpoint
 from .config import TrainConfig, config_differences
+from . import parallel
 from .ema import ema_decay, update_ema
 
 
@@ -152,7 +153,12 @@ def train(cfg: TrainConfig) -> Path:
                         num_classes=cfg.num_classes).to(ctx.device)
     if not (cfg.align.active and cfg.align.use_head):
         model.ap_head.requires_grad_(False)  # unused head: no gradient, no optimizer state, no DDP complaints
-    ema = copy.deepcopy(model).requires_grad_(False).eval()
+    model.grad_checkpointing = cfg.activation_checkpointing
+    ema = copy.deepcopy(model).requires_grad_(False).eval()  # unsharded on every rank, also under FSDP
+    # Wrappers from outside the model: FSDP shards `model` in place, DDP wraps it, compile wraps the result.
+    train_model = parallel.wrap(model, ctx, cfg.fsdp, cfg.mixed_precision)
+    if cfg.compile:
+        train_model = torch.compile(train_model)
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=cfg.lr,
                             betas=cfg.adam_betas, weight_decay=cfg.weight_decay)
     fp16 = cfg.mixed_precision == "fp16"
@@ -165,9 +171,8 @@ def train(cfg: TrainConfig) -> Path:
     if ckpt_file is not None:
         ck = load_checkpoint(ckpt_file)
         try:
-            model.load_state_dict(ck["model"])
+            parallel.load_model_and_optimizer_state(model, opt, ck["model"], ck["opt"])
             ema.load_state_dict(ck["ema"])
-            opt.load_state_dict(ck["opt"])
             scaler.load_state_dict(ck["scaler"])
         except (KeyError, RuntimeError, ValueError) as e:
             raise CheckpointError(f"{ckpt_file} does not fit this run: {str(e).splitlines()[0]}") from None
@@ -175,15 +180,9 @@ def train(cfg: TrainConfig) -> Path:
         distributed.print0(f"resuming {run} from step {start}")
     write_run_dir(run, cfg, ctx)
 
-    # 4. Wrappers from outside the model: DDP, compile. `model` stays the plain module for EMA and saving.
-    train_model = model
-    if ctx.distributed:
-        train_model = torch.nn.parallel.DistributedDataParallel(
-            model, device_ids=[ctx.device.index] if ctx.device.type == "cuda" else None)
-    if cfg.compile:
-        train_model = torch.compile(train_model)
+    # 4. Objective, teacher, data order.
     objective = build_objective(cfg)
-    teacher = ema if cfg.align.teacher == "ema" else model
+    teacher = ema if cfg.align.teacher == "ema" else model  # "online": the trained weights, no gradient
     schedule = BatchSchedule(len(dataset), cfg.batch_size, cfg.seed)
     params = [p for p in model.parameters() if p.requires_grad]
     sample_shape = dataset.shape
@@ -219,11 +218,11 @@ def train(cfg: TrainConfig) -> Path:
 
         # 7. Clip, skip non-finite steps (never written into weights), update, EMA.
         scaler.unscale_(opt)
-        grad_norm = torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
+        grad_norm = parallel.full_value(torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm))
         if torch.isfinite(grad_norm) or fp16:  # fp16: the scaler skips the step itself
             scaler.step(opt)
             scaler.update()
-            update_ema(ema, model, ema_decay(step, decay=cfg.ema_decay, half_life_kimg=cfg.ema_half_life_kimg,
+            update_ema(ema, parallel.full_params(model), ema_decay(step, decay=cfg.ema_decay, half_life_kimg=cfg.ema_half_life_kimg,
                                              batch_size=cfg.batch_size, warmup=cfg.ema_warmup))
         else:
             skipped += 1
@@ -257,8 +256,9 @@ def train(cfg: TrainConfig) -> Path:
             x = sample_grid(cfg, ema, dataset, sample_shape, ctx.device)
             save_grid(x, run / "samples" / f"{done:07d}.png", nrow=8, scale=max(1, 128 // x.shape[-1]))
         if done % cfg.checkpoint_every == 0 or last:
+            model_state, opt_state = parallel.model_and_optimizer_state(model, opt)  # collective under FSDP
             if ctx.is_main:
-                save_checkpoint({"model": model.state_dict(), "ema": ema.state_dict(), "opt": opt.state_dict(),
+                save_checkpoint({"model": model_state, "ema": ema.state_dict(), "opt": opt_state,
                                  "scaler": scaler.state_dict(), "step": done, "config": cfg.to_dict()},
                                 checkpoint_path(run, done))
             distributed.barrier()

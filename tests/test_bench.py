@@ -1,0 +1,93 @@
+"""The analytic FLOP count against torch's operator-level counter, and `sra bench` end to end on a tiny preset."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch.utils.flop_counter import FlopCounterMode
+
+import sra
+from sra.bench import forward_flops, step_flops
+from sra.cli import main
+
+
+def explicit_attention(q, k, v, *args, **kwargs):
+    """Attention as two batched matmuls, so that FlopCounterMode sees them on every backend (it does not count the
+    CPU flash kernel behind scaled_dot_product_attention)."""
+    a = (q @ k.transpose(-2, -1) / q.shape[-1] ** 0.5).softmax(-1)
+    return a @ v
+
+
+@pytest.fixture
+def counted(monkeypatch):
+    monkeypatch.setattr(F, "scaled_dot_product_attention", explicit_attention)
+
+    def count(fn) -> int:
+        with FlopCounterMode(display=False) as fc:
+            fn()
+        return fc.get_total_flops()
+
+    return count
+
+
+def tiny(**kw):
+    torch.manual_seed(0)
+    return sra.build_model("SiT-T/4", input_size=16, in_channels=3, num_classes=10, **kw)
+
+
+def inputs(model, n=3):
+    x = torch.randn(n, model.in_channels, model.input_size, model.input_size)
+    return x, torch.rand(n), torch.randint(0, 10, (n,))
+
+
+@pytest.mark.parametrize("kw", [{}, {"patch_size": 2, "mlp_ratio": 2.0}])
+def test_forward_flops_match_torch_counter(counted, kw):
+    model = tiny(**kw)
+    x, t, y = inputs(model)
+    expected = counted(lambda: model(x, t, y))
+    assert forward_flops(model, 3) == pytest.approx(expected, rel=0.01)
+
+
+def test_teacher_and_head_flops_match_torch_counter(counted):
+    model = tiny()
+    x, t, y = inputs(model)
+    teacher = counted(lambda: model.forward_features(x, t, y, depth=4))
+    assert forward_flops(model, 3, depth=4, final=False) == pytest.approx(teacher, rel=0.01)
+    h = model.forward_features(x, t, y, depth=2)
+    head = counted(lambda: model.ap_head(h))
+    assert forward_flops(model, 3, head=True) - forward_flops(model, 3) == pytest.approx(head, rel=0.01)
+
+
+def test_training_step_is_three_forwards(counted):
+    """Forward + backward measured by the counter is within a few % of the 3x-forward convention of step_flops."""
+    model = tiny()
+    x, t, y = inputs(model)
+    measured = counted(lambda: model(x, t, y).square().mean().backward())
+    assert step_flops(model, 3, sra=False) == pytest.approx(measured, rel=0.05)
+    assert step_flops(model, 3, sra=True, block_out_t=4) > step_flops(model, 3, sra=False)
+
+
+KEYS = {"step_s_plain", "step_s_sra", "images_per_s_plain", "images_per_s_sra", "tflops_plain", "tflops_sra",
+        "flops_plain", "flops_sra", "peak_mem_plain_mb", "peak_mem_sra_mb", "sra_over_plain", "ema_fraction",
+        "teacher_fraction", "teacher_bf16", "block_out_s", "block_out_t", "device", "torch"}
+
+
+def test_bench_cli_prints_json_last_line(capsys):
+    rc = main(["bench", "--model", "SiT-T/4", "--input-size", "16", "--in-channels", "1", "--num-classes", "10",
+               "--batch-size", "2", "--warmup", "1", "--steps", "2", "--device", "cpu"])
+    assert rc == 0
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert KEYS <= set(result)
+    assert (result["block_out_s"], result["block_out_t"]) == (2, 4)  # the tiny preset's SRA layers
+    assert result["step_s_plain"] > 0 and result["step_s_sra"] > 0 and result["sra_over_plain"] > 0
+    assert 0 < result["ema_fraction"] and 0 < result["teacher_fraction"]
+    assert result["flops_sra"] > result["flops_plain"] > 0 and result["peak_mem_sra_mb"] > 0
+
+
+def test_bench_rejects_fp16_with_a_user_error(capsys):
+    from sra.bench import BenchConfig, run_benchmark
+
+    with pytest.raises(ValueError, match="mixed-precision"):
+        run_benchmark(BenchConfig(model="SiT-T/4", mixed_precision="fp16", device="cpu"))
