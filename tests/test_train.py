@@ -130,3 +130,8 @@ def test_dry_run_prints_resolved_config(capsys):
     cfg = json.loads(capsys.readouterr().out)
     assert cfg["lr"] == 1e-4 and cfg["ema_decay"] == 0.9999 and cfg["align"]["block_out_s"] == 3
     assert cfg["align"]["block_out_t"] == 8 and cfg["align"]["teacher_bf16"] is True and cfg["input_size"] == 8
+
+
+def test_in_training_evaluation_needs_fashion_mnist(tmp_path, capsys):
+    assert run_cli("--output-dir", str(tmp_path), "--eval-every", "2", "--max-train-steps", "2") == 2
+    assert "Fashion-MNIST" in capsys.readouterr().err

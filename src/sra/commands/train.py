@@ -64,8 +64,11 @@ def add_parser(sub) -> argparse.ArgumentParser:
     g.add_argument("--seed", type=int, default=0, help="global seed")
     g.add_argument("--log-every", type=int, default=50, help="steps between metrics.jsonl lines")
     g.add_argument("--sample-every", type=int, default=500, help="steps between sample grids")
-    g.add_argument("--sample-steps", type=int, default=30, help="Euler steps for the sample grids")
+    g.add_argument("--sample-steps", type=int, default=30, help="sampler steps for the sample grids (Euler ODE for SiT, DDIM for DiT)")
     g.add_argument("--checkpoint-every", type=int, default=500, help="steps between checkpoints")
+    g.add_argument("--eval-every", type=int, default=0,
+                   help="steps between FD-FMNIST evaluations of the EMA, logged to metrics.jsonl (Fashion-MNIST; 0: off)")
+    g.add_argument("--eval-samples", type=int, default=1000, help="samples per in-training evaluation")
     g.add_argument("--num-workers", type=int, default=0, help="DataLoader workers (datasets not held in memory)")
     g.add_argument("--no-progress", dest="progress", action="store_false", help="hide the progress bar")
     g.add_argument("--dry-run", action="store_true", help="print the resolved config and exit")
@@ -89,7 +92,8 @@ def config_from_args(args):
                           use_head=args.use_head, teacher=args.teacher, teacher_bf16=args.teacher_bf16,
                           legacy_epoch_decay=args.legacy_epoch_decay),
         seed=args.seed, log_every=args.log_every, sample_every=args.sample_every, sample_steps=args.sample_steps,
-        checkpoint_every=args.checkpoint_every, num_workers=args.num_workers, progress=args.progress)
+        checkpoint_every=args.checkpoint_every, eval_every=args.eval_every, eval_samples=args.eval_samples,
+        num_workers=args.num_workers, progress=args.progress)
 
 
 def run(args) -> int:

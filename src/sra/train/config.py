@@ -11,7 +11,7 @@ from ..objectives import AlignConfig, FlowConfig
 
 # Fields that may change between a run and its resumption (they do not change the math).
 RESUMABLE_CHANGES = {"max_train_steps", "log_every", "sample_every", "checkpoint_every", "num_workers", "compile",
-                     "data_dir", "progress"}
+                     "data_dir", "progress", "eval_every", "eval_samples"}
 
 
 @dataclass(kw_only=True)
@@ -50,8 +50,10 @@ class TrainConfig:
     seed: int = 0                         # global seed: data order, noise, time draws (per step, rank-independent)
     log_every: int = 50                   # steps between metrics.jsonl lines
     sample_every: int = 500               # steps between sample grids (and the last step)
-    sample_steps: int = 30                # Euler steps for the sample grid
+    sample_steps: int = 30                # sampler steps for the sample grid (Euler for SiT, DDIM for DiT)
     checkpoint_every: int = 500           # steps between checkpoints (and the last step)
+    eval_every: int = 0                   # steps between FD-FMNIST evaluations of the EMA (Fashion-MNIST only; 0: off)
+    eval_samples: int = 1000              # samples per in-training evaluation
     num_workers: int = 0                  # DataLoader workers for datasets that are not held in memory
     progress: bool = True                 # show a progress bar
 

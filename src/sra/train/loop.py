@@ -187,6 +187,12 @@ def train(cfg: TrainConfig) -> Path:
     params = [p for p in model.parameters() if p.requires_grad]
     sample_shape = dataset.shape
     metrics = open(run / "metrics.jsonl", "a") if ctx.is_main else None
+    if cfg.eval_every:
+        if getattr(dataset, "name", "") != "fashion-mnist":
+            raise ValueError("--eval-every needs Fashion-MNIST data (FD-FMNIST is its metric)")
+        from ..evaluation.fmnist import evaluate_fmnist_for_training, fmnist_scorer
+        if ctx.is_main:
+            fmnist_scorer(ctx.device)  # train/cache the classifier now, not in the middle of the run
     stats, t_log, skipped = {}, time.perf_counter(), 0
 
     from tqdm.auto import tqdm
@@ -199,13 +205,14 @@ def train(cfg: TrainConfig) -> Path:
             group["lr"] = lr
         gen = distributed.generator(distributed.step_seed(cfg.seed, step), ctx.device)
         draws = objective.draw(cfg.batch_size, sample_shape, ctx.device, gen)
+        posterior_gen = distributed.generator(distributed.step_seed(cfg.seed, step, 2 + ctx.rank), ctx.device)
         weight = cfg.align.effective_weight(schedule.epoch(step))
 
         # 6. Forward/backward over the micro-batches; gradients sync on the last one only.
         micro = cfg.batch_size // (ctx.world_size * cfg.grad_accum)
         for a, (x, y) in enumerate(micro_batches):
             x, y = x.to(ctx.device, non_blocking=True), y.to(ctx.device, non_blocking=True)
-            x = dataset.prepare_batch(x, gen)
+            x = dataset.prepare_batch(x, posterior_gen)  # latents: sample the VAE posterior; pixels: identity
             lo = a * (cfg.batch_size // cfg.grad_accum) + ctx.rank * micro
             sync = a == cfg.grad_accum - 1 or not ctx.distributed
             with (contextlib.nullcontext() if sync else train_model.no_sync()), \
@@ -235,11 +242,19 @@ def train(cfg: TrainConfig) -> Path:
 
         # 8. Log (the only place loss values are read back), sample, checkpoint.
         last = done == cfg.max_train_steps
+        evaluation, t_extra = {}, time.perf_counter()  # time spent outside training steps is not in images/s
+        if cfg.eval_every and (done % cfg.eval_every == 0 or last) and ctx.is_main:
+            evaluation = evaluate_fmnist_for_training(ema, cfg.eval_samples, ctx.device, cfg.seed)
+            evaluation.pop("num_samples", None)
+        t_log += time.perf_counter() - t_extra
+        if evaluation and not (done % cfg.log_every == 0 or last) and metrics:
+            metrics.write(json.dumps({"step": done, **evaluation}) + "\n")  # off the logging grid: its own row
         if done % cfg.log_every == 0 or last:
             n = stats.pop("n")
             row = {k: float(distributed.all_reduce_mean(torch.as_tensor(v, device=ctx.device).float())) / n
                    for k, v in sorted(stats.items())}
             elapsed = time.perf_counter() - t_log
+            row.update(evaluation)
             row.update(step=done, lr=lr, align_weight=weight, skipped_steps=skipped,
                        images_per_s=n * cfg.batch_size / max(elapsed, 1e-9))
             if weight > 0 and "align" in row:
@@ -252,6 +267,7 @@ def train(cfg: TrainConfig) -> Path:
             bar.set_postfix({k: f"{row[k]:.4f}" for k in ("denoise", "align") if k in row} |
                             {"img/s": f"{row['images_per_s']:.0f}"})
             stats, t_log = {}, time.perf_counter()
+        t_extra = time.perf_counter()
         if ctx.is_main and (done % cfg.sample_every == 0 or last):
             x = sample_grid(cfg, ema, dataset, sample_shape, ctx.device)
             save_grid(x, run / "samples" / f"{done:07d}.png", nrow=8, scale=max(1, 128 // x.shape[-1]))
@@ -262,6 +278,7 @@ def train(cfg: TrainConfig) -> Path:
                                  "scaler": scaler.state_dict(), "step": done, "config": cfg.to_dict()},
                                 checkpoint_path(run, done))
             distributed.barrier()
+        t_log += time.perf_counter() - t_extra
     bar.close()
     if metrics:
         metrics.close()
