@@ -14,7 +14,8 @@ import torch.nn as nn
 
 import sra
 from sra.cli import main
-from sra.generate import SamplerOptions, generate
+from sra.distributed import step_seed
+from sra.generate import LABEL_STREAM, SamplerOptions, generate
 
 FAST = dict(options=SamplerOptions(num_steps=6), progress=False)  # SDE, CFG 1.8 in [0, 0.7]: the protocol, shortened
 FAST_FLAGS = ["--steps", "6", "--no-progress"]
@@ -52,7 +53,11 @@ def reference(ckpt, tmp_path_factory) -> np.ndarray:
         torch.set_num_threads(threads)
     assert result.generated == 5 and result.npz == out / "samples.npz"
     with np.load(result.npz) as f:
-        assert list(f.keys()) == ["arr_0"]
+        assert list(f.keys()) == ["arr_0", "arr_1"]
+        # arr_1: the labels the images were conditioned on, as ADM writes them.
+        want = [int(torch.randint(3, (1,), generator=torch.Generator().manual_seed(step_seed(3, i, LABEL_STREAM))))
+                for i in range(5)]
+        assert f["arr_1"].tolist() == want
         return f["arr_0"]
 
 

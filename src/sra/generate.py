@@ -213,9 +213,10 @@ def save_png(image: np.ndarray, path: Path) -> None:
     os.replace(tmp, path)
 
 
-def write_npz(out: Path, num_images: int, path: Path) -> tuple[int, ...]:
-    """Stream PNGs 0..num_images-1 into an ADM-format .npz (arr_0: uint8 N x H x W x 3; grey repeated to 3 channels)
-    without holding all images in memory (50K at 256 px would be 9.8 GB)."""
+def write_npz(out: Path, num_images: int, path: Path, labels: np.ndarray | None = None) -> tuple[int, ...]:
+    """Stream PNGs 0..num_images-1 into an ADM-format .npz (arr_0: uint8 N x H x W x 3; grey repeated to 3 channels;
+    arr_1: int64 class labels, as ADM's class-conditional sampler writes them) without holding all images in memory
+    (50K at 256 px would be 9.8 GB)."""
     from PIL import Image
 
     first = np.asarray(Image.open(image_path(out, 0)))
@@ -231,6 +232,9 @@ def write_npz(out: Path, num_images: int, path: Path) -> tuple[int, ...]:
                 if img.shape != shape[1:]:
                     raise ValueError(f"{image_path(out, i)} is {img.shape}, expected {shape[1:]}")
                 f.write(np.ascontiguousarray(img, dtype=np.uint8).tobytes())
+        if labels is not None:
+            with zf.open("arr_1.npy", "w", force_zip64=True) as f:
+                np.lib.format.write_array(f, np.asarray(labels, dtype=np.int64))
     os.replace(tmp, path)
     return shape
 
@@ -290,7 +294,8 @@ def generate(checkpoint, out_dir, *, num_images: int = 50_000, seed: int = 0, ba
     distributed.barrier()
     npz_path = out / NPZ if npz else None
     if npz_path is not None and ctx.is_main:
-        shape = write_npz(out, num_images, npz_path)
+        labels = image_labels(seed, range(num_images), loaded.model.num_classes, classes).numpy()
+        shape = write_npz(out, num_images, npz_path, labels)
         distributed.print0(f"wrote {npz_path} (arr_0 {'x'.join(map(str, shape))} uint8)")
     distributed.barrier()
     return GenerateResult(out, npz_path, len(missing), seconds)
