@@ -2,6 +2,16 @@ import pytest
 import torch
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _one_thread():
+    """One intra-op thread for the whole session (module fixtures included): the tensors here are tiny, and on a
+    shared 2-core machine OpenMP threads only contend (measured up to 17x slower with 2 threads under load)."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 @pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(0)

@@ -19,14 +19,6 @@ T = 1000
 F64 = torch.float64
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny tensors: one intra-op thread is faster, and avoids OpenMP spinning on a shared CPU (measured 17x)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
 
 def closed_form_betas() -> torch.Tensor:
     return 1e-4 + torch.arange(T, dtype=F64) * (0.02 - 1e-4) / (T - 1)

@@ -21,13 +21,6 @@ FAST = dict(options=SamplerOptions(num_steps=6), progress=False)  # SDE, CFG 1.8
 FAST_FLAGS = ["--steps", "6", "--no-progress"]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
 
 @pytest.fixture(scope="module")
 def ckpt(tmp_path_factory) -> Path:
@@ -45,12 +38,7 @@ def ckpt(tmp_path_factory) -> Path:
 def reference(ckpt, tmp_path_factory) -> np.ndarray:
     """Five images from one process in one batch of 5 (odd, so that two ranks get unequal shares)."""
     out = tmp_path_factory.mktemp("ref") / "out"
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # module fixtures run before the autouse one
-    try:
-        result = generate(ckpt, out, num_images=5, seed=3, batch_size=5, **FAST)
-    finally:
-        torch.set_num_threads(threads)
+    result = generate(ckpt, out, num_images=5, seed=3, batch_size=5, **FAST)
     assert result.generated == 5 and result.npz == out / "samples.npz"
     with np.load(result.npz) as f:
         assert list(f.keys()) == ["arr_0", "arr_1"]

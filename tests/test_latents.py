@@ -19,16 +19,6 @@ from sra.data.vae import encode_moments, load_vae  # noqa: E402
 RES = 16  # image side; the tiny VAE halves it -> latents 4 x 8 x 8
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """The models here are tiny: a second intra-op thread only adds synchronisation (10x slower on a busy 2-core
-    machine)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 @pytest.fixture(scope="module")
 def vae_dir(tmp_path_factory):
     from diffusers import AutoencoderKL

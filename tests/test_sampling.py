@@ -13,14 +13,6 @@ from sra.transport.path import path_coefficients
 from sra.transport.samplers import score_from_velocity
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """The test machine's 2 cores are shared: many threads on tiny tensors only contend."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
 
 class Field(nn.Module):
     """A fake velocity model with the real call signature: v = fn(x, t, y), t (N,) float32, y (N,) long."""
