@@ -148,7 +148,7 @@ def run_one(run: Run, opts) -> None:
         train(train_config(run, opts))
     print(f"{run.name}: trained ({time.perf_counter() - t0:.0f} s this call)", flush=True)
     results = Path(opts.results)
-    for step in run.eval_steps:
+    for step in sorted(run.eval_steps, reverse=True):  # the final checkpoint first: it matters most
         if (run.name, step) in done_pairs(results):
             continue
         ckpt = checkpoint_path(run_dir, step)
@@ -207,8 +207,274 @@ def schedule(runs: list[Run], opts, argv: list[str]) -> None:
 # The report
 # ----------------------------------------------------------------------------------------------------------------
 
+def latest_rows(path: Path) -> dict[tuple[str, int], dict]:
+    """The last evaluation of each (run, step) (a redone evaluation replaces an earlier one)."""
+    return {(r["run"], int(r["step"])): r for r in read_results(path)}
+
+
+def mean_spread(values: list[float]) -> tuple[float, float]:
+    """Mean and half the range (with 2 seeds: the distance of each seed from the mean)."""
+    return sum(values) / len(values), (max(values) - min(values)) / 2
+
+
+def fmt(values: list[float], digits: int = 1, scale: float = 1.0) -> str:
+    if not values:
+        return "—"
+    m, h = mean_spread([v * scale for v in values])
+    return f"{m:.{digits}f} ± {h:.{digits}f} (n={len(values)})" if len(values) > 1 else f"{m:.{digits}f} (n=1)"
+
+
+def by_method(rows: dict, method: str, step: int, key: str) -> list[float]:
+    return [r[key] for (name, s), r in sorted(rows.items()) if s == step and r["group"] == "main"
+            and name.startswith(method + "-s")]
+
+
+def plot_fd(rows: dict, out: Path, num_samples: int) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
+    for method, color in (("plain", "tab:blue"), ("sra", "tab:orange")):
+        runs = sorted({n for (n, _), r in rows.items() if r["group"] == "main" and n.startswith(method + "-s")})
+        for ax, key, scale in ((axes[0], "fd_fmnist", 1.0), (axes[1], "class_acc", 100.0)):
+            for n in runs:
+                pts = sorted((s, r[key] * scale) for (m, s), r in rows.items() if m == n)
+                ax.plot(*zip(*pts), color=color, alpha=0.45, lw=1, ls="--", marker=".")
+            steps = sorted({s for (n, s), r in rows.items() if n in runs})
+            means = [(s, mean_spread([v * scale for v in by_method(rows, method, s, key)])[0]) for s in steps]
+            label = "plain" if method == "plain" else "SRA (2→4, cos, λ=0.5)"
+            if means:
+                ax.plot(*zip(*means), color=color, lw=2.2, marker="o", label=f"{label}: mean (dashed: seeds)")
+    axes[0].set(xlabel="training step", ylabel="FD-FMNIST (lower is better)", yscale="log",
+                title=f"FD-FMNIST of the EMA, {num_samples} samples")
+    axes[1].set(xlabel="training step", ylabel="classifier accuracy on samples (%)",
+                title="samples labelled as their class")
+    for ax in axes:
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=8)
+    fig.tight_layout()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+
+
+def compose_grids(opts, step: int, out: Path) -> bool:
+    """Final sample grids of plain and SRA seed 0 side by side (same noise, rows = classes 0..9)."""
+    from PIL import Image, ImageDraw, ImageFont
+
+    files = [Path(opts.runs_dir) / n / "samples" / f"{step:07d}.png" for n in ("plain-s0", "sra-s0")]
+    if not all(f.exists() for f in files):
+        return False
+    imgs = [Image.open(f).convert("L") for f in files]
+    w, h, gap, top = imgs[0].width, imgs[0].height, 24, 28
+    canvas = Image.new("L", (2 * w + gap, h + top), 255)
+    draw = ImageDraw.Draw(canvas)
+    try:
+        font = ImageFont.load_default(size=18)
+    except TypeError:  # Pillow < 10.1: the fixed bitmap font
+        font = ImageFont.load_default()
+    for i, (img, title) in enumerate(zip(imgs, ("plain, seed 0", "SRA, seed 0"))):
+        canvas.paste(img, (i * (w + gap), top))
+        draw.text((i * (w + gap) + 4, 4), f"{title}, step {step}", fill=0, font=font)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    canvas.save(out)
+    return True
+
+
+def conclusion(rows: dict, opts) -> list[str]:
+    main_steps = sorted({s for (n, s), r in rows.items() if r["group"] == "main"})
+    if not main_steps:
+        return ["No main-comparison results yet."]
+    lines = []
+    final = main_steps[-1]
+    p, q = by_method(rows, "plain", final, "fd_fmnist"), by_method(rows, "sra", final, "fd_fmnist")
+    pa, qa = by_method(rows, "plain", final, "class_acc"), by_method(rows, "sra", final, "class_acc")
+    if p and q:
+        d = mean_spread(q)[0] - mean_spread(p)[0]
+        if min(len(p), len(q)) > 1:
+            noise = max(max(v) - min(v) for v in (p, q))
+            verdict = ("the difference is within the seed-to-seed spread, i.e. not evidence either way"
+                       if abs(d) <= noise else ("SRA is lower (better) by more than the seed spread" if d < 0
+                                                else "SRA is higher (worse) by more than the seed spread"))
+            spread = f"the largest difference between two seeds of the same method is {noise:.1f}: **{verdict}**"
+        else:
+            spread = "**one seed per method: no statement about noise is possible**"
+        lines.append(f"- **Main comparison at step {final}** ({len(p)} plain and {len(q)} SRA seeds): FD-FMNIST "
+                     f"{mean_spread(p)[0]:.1f} (plain) vs {mean_spread(q)[0]:.1f} (SRA), difference {d:+.1f}; {spread}. "
+                     f"Classifier accuracy on samples: {100 * mean_spread(pa)[0]:.1f} % vs {100 * mean_spread(qa)[0]:.1f} %.")
+        per_step = []
+        for s in main_steps:
+            a, b = by_method(rows, "plain", s, "fd_fmnist"), by_method(rows, "sra", s, "fd_fmnist")
+            if len(a) > 1 and len(b) > 1:
+                dd, nn = mean_spread(b)[0] - mean_spread(a)[0], max(max(a) - min(a), max(b) - min(b))
+                word = "within spread" if abs(dd) <= nn else ("SRA better" if dd < 0 else "SRA worse")
+                per_step.append(f"step {s}: {dd:+.1f} vs seed spread {nn:.1f} ({word})")
+        if per_step:
+            lines.append("- Step by step (Δ FD = SRA − plain against the largest same-method seed difference): "
+                         + "; ".join(per_step) + "."
+                         + ("" if per_step[-1].endswith("(SRA better)") else " No lasting, beyond-the-spread gain "
+                            "for SRA: nothing like the training speed-up the paper reports at ImageNet scale."))
+    first = main_steps[0]
+    p0 = by_method(rows, "plain", first, "fd_fmnist")
+    if p0 and p and first != final and mean_spread(p)[0] < 0.8 * mean_spread(p0)[0]:
+        lines.append(f"- **What does help at this scale: training longer.** Plain FD-FMNIST falls from "
+                     f"{mean_spread(p0)[0]:.1f} at step {first} to {mean_spread(p)[0]:.1f} at step {final} "
+                     f"(×{mean_spread(p0)[0] / max(mean_spread(p)[0], 1e-9):.1f}); compare with the SRA − plain "
+                     "differences in the table.")
+    tp, tq = by_method(rows, "plain", final, "train_seconds"), by_method(rows, "sra", final, "train_seconds")
+    if tp and tq and all(tp + tq):
+        ratio = mean_spread(tq)[0] / mean_spread(tp)[0]
+        lines.append(f"- Cost: an SRA step took {ratio:.2f}× a plain step in these runs (shared machine, so only "
+                     f"indicative); at equal compute plain would have trained about {final * ratio:.0f} steps, which "
+                     "would favour plain further while FD is still falling this fast with steps.")
+    ref_step = opts.ablation_steps
+    abl = {n: r for (n, s), r in rows.items() if r["group"] == "ablation" and s == ref_step}
+    ref = rows.get(("sra-s0", ref_step))
+    if abl and ref:
+        spreads = []
+        for m in ("plain", "sra"):
+            v = by_method(rows, m, ref_step, "fd_fmnist")
+            if len(v) > 1:
+                spreads.append(max(v) - min(v))
+        noise = max(spreads) if spreads else None
+        best = min(abl.values(), key=lambda r: r["fd_fmnist"])
+        lines.append(f"- **Ablations at step {ref_step}** (one seed each): SRA reference {ref['fd_fmnist']:.1f}; "
+                     + (f"the best of {len(abl)} ablation rows" if len(abl) > 1 else "the one ablation row run")
+                     + f" is '{best['label']}' at {best['fd_fmnist']:.1f}. "
+                     + (f"Two seeds of the same setting differ by up to {noise:.1f} at this step, so ablation "
+                        f"differences smaller than that are not evidence." if noise is not None else ""))
+    elif ref:
+        lines.append("- No ablation run finished within the budget (see the ablation section).")
+    return lines
+
+
 def report(opts) -> None:
-    pass
+    """docs/RESULTS.md, the FD plot and the sample grids, from the results file (and the run folders' grids)."""
+    rows = latest_rows(Path(opts.results))
+    docs = Path(opts.docs_dir)
+    docs.mkdir(parents=True, exist_ok=True)
+    main_steps = sorted({s for (n, s), r in rows.items() if r["group"] == "main"})
+    plot = docs / "fmnist_fd_vs_steps.png"
+    if main_steps:
+        plot_fd(rows, plot, opts.eval_samples)
+    grids = docs / "fmnist_samples_plain_vs_sra.png"
+    compose_grids(opts, opts.steps, grids)
+    rel = os.path.relpath
+    L = ["# Does SRA help? A small controlled study on Fashion-MNIST (CPU)", "",
+         f"*Generated by `python benchmarks/fmnist_study.py --report` from `{rel(opts.results, docs)}` "
+         f"({len(rows)} evaluations); do not edit by hand.*", "",
+         "## Setup", "",
+         f"- Model and data: the default `sra train` config: {opts.model} (depth 6, width 128, 4 heads, patch 4, "
+         "1.9 M parameters) on 32×32×1 Fashion-MNIST (28×28 padded), batch 64, AdamW lr 1e-3 with a 200-step linear "
+         "warm-up then constant, gradient clipping 1.0, uniform t, linear path, class dropout 0.1.",
+         "- EMA (sampling model and SRA teacher): decay min(0.999, (1+n)/(10+n)) at step n. At these run lengths the "
+         "warm-up cap is always the smaller one, so the effective decay is 1 − 9/(10+n): a half-life of about "
+         "0.077·n steps (≈ 46 steps at n = 600, ≈ 93 steps ≈ 6 kimg at n = 1200) that grows with the run, so the "
+         "teacher is a recent average of the student at every point of a short run.",
+         "- SRA (main setting, the tiny preset's default): student block 2 → teacher block 4 (teacher runs 4 of 6 "
+         "blocks, fp32), per-token cosine distance, λ = 0.5, teacher time t' = t − k with k ~ U(0, 0.2), projection "
+         "head. Plain = the same config with λ = 0. Same seed ⇒ same initialisation, data order, noise and t draws.",
+         f"- Evaluation: each checkpoint's EMA generates {opts.eval_samples} class-balanced samples (label i mod 10) "
+         f"with the Euler ODE, {opts.sample_steps} steps, no guidance, noise seed {SAMPLING_SEED} (identical for every "
+         "row); FD-FMNIST is the Fréchet distance in the cached Fashion-MNIST classifier's 128-d features against the "
+         "10 000 test images, and accuracy is the share of samples that classifier labels as their conditioning class.",
+         f"- Compute: 2 shared CPU cores; {opts.jobs} runs at a time, {opts.threads} torch thread each. "
+         "Wall-clock numbers below are from a machine shared with other work and are only indicative.", "",
+         "## Main comparison: plain vs SRA", "",
+         "Mean ± half the range over seeds (with 2 seeds: each seed lies exactly that far from the mean).", "",
+         "| step | FD-FMNIST plain | FD-FMNIST SRA | Δ FD (SRA − plain) | accuracy plain (%) | accuracy SRA (%) |",
+         "|---:|---|---|---:|---|---|"]
+    for s in main_steps:
+        p, q = by_method(rows, "plain", s, "fd_fmnist"), by_method(rows, "sra", s, "fd_fmnist")
+        d = f"{mean_spread(q)[0] - mean_spread(p)[0]:+.1f}" if p and q else "—"
+        L.append(f"| {s} | {fmt(p)} | {fmt(q)} | {d} | {fmt(by_method(rows, 'plain', s, 'class_acc'), 1, 100)} | "
+                 f"{fmt(by_method(rows, 'sra', s, 'class_acc'), 1, 100)} |")
+    L += ["", "Per seed (FD-FMNIST / accuracy %):", "", "| run | " + " | ".join(map(str, main_steps)) + " |",
+          "|---|" + "---|" * len(main_steps)]
+    for name in sorted({n for (n, s), r in rows.items() if r["group"] == "main"}):
+        cells = [f"{rows[(name, s)]['fd_fmnist']:.1f} / {100 * rows[(name, s)]['class_acc']:.1f}"
+                 if (name, s) in rows else "—" for s in main_steps]
+        L.append(f"| {name} | " + " | ".join(cells) + " |")
+    if main_steps:
+        L += ["", f"![FD-FMNIST against training steps]({rel(plot, docs)})"]
+    if not opts.quick:
+        L += ablation_section(rows, opts)
+    L += wallclock_section(rows)
+    if grids.exists():
+        L += ["", "## Samples", "", f"Final EMA sample grids of seed 0 (rows: classes 0–9, i.e. T-shirt, trouser, "
+              "pullover, dress, coat, sandal, shirt, sneaker, bag, ankle boot; same noise for both runs):", "",
+              f"![plain vs SRA samples]({rel(grids, docs)})"]
+    notes = Path(opts.results).with_name(Path(opts.results).stem + "_notes.md")
+    if notes.exists():
+        L += ["", notes.read_text().strip()]
+    L += ["", "## Conclusion (computed from the numbers above)", ""] + conclusion(rows, opts)
+    L += ["", "## Commands", "", "```",
+          "# everything (resumable: re-running continues the runs and skips finished evaluations), then this report",
+          "python benchmarks/fmnist_study.py --jobs 2 --threads 1",
+          "# parts of it (each resumable; the exact sequence behind this report is in the notes above)",
+          "python benchmarks/fmnist_study.py --only main                    # 2 seeds x {plain, SRA}, 1200 steps",
+          "python benchmarks/fmnist_study.py --only main --eval-every 600   # the same, evaluating 600/1200 only",
+          "python benchmarks/fmnist_study.py --runs sra-interval-none-s0     # one ablation row, 600 steps",
+          "python benchmarks/fmnist_study.py --report                       # rewrite this file",
+          "# one run by hand, e.g. the SRA seed-0 run (what the script runs in each subprocess)",
+          "OMP_NUM_THREADS=1 sra train --output-dir runs/study --exp-name sra-s0 --max-train-steps 1200 --seed 0 \\",
+          "    --checkpoint-every 300 --sample-every 1200 --block-out-s 2 --block-out-t 4 --sra-weight 0.5",
+          "# smoke test (~2 min when the machine is free)",
+          "python benchmarks/fmnist_study.py --quick --runs-dir /tmp/q/runs --results /tmp/q/r.jsonl --docs-dir /tmp/q/docs",
+          "```", ""]
+    (docs / "RESULTS.md").write_text("\n".join(L))
+    print(f"wrote {docs / 'RESULTS.md'}", flush=True)
+
+
+def s_per_step(r: dict) -> str:
+    return f"{r['train_seconds'] / r['step']:.2f}" if r.get("train_seconds") else "—"
+
+
+def ablation_section(rows: dict, opts) -> list[str]:
+    L = ["", f"## Ablations at step {opts.ablation_steps} (one seed each: seed 0)", "",
+          f"Each row changes one thing from the SRA main setting and trains {opts.ablation_steps} steps with seed 0. "
+          f"The reference rows are the {opts.ablation_steps}-step checkpoints of the main seed-0 runs (the learning "
+          "rate is constant after warm-up and the EMA schedule does not depend on the run length, so those "
+          "checkpoints are exactly what a shorter run gives). One seed per row: compare differences with the "
+          "seed-to-seed spread of the main runs at the same step.", "",
+          "| row | FD-FMNIST | Δ vs SRA ref | accuracy (%) | s/step |", "|---|---:|---:|---:|---:|"]
+    ref = rows.get(("sra-s0", opts.ablation_steps))
+    for name, label in (("plain-s0", "plain (λ = 0)"), ("sra-s0", "SRA main: 2→4, cos, λ 0.5, U(0, 0.2), head, EMA teacher")):
+        r = rows.get((name, opts.ablation_steps))
+        if r:
+            dd = f"{r['fd_fmnist'] - ref['fd_fmnist']:+.1f}" if ref else "—"
+            L.append(f"| **reference:** {label} | {r['fd_fmnist']:.1f} | {dd} | {100 * r['class_acc']:.1f} | {s_per_step(r)} |")
+    cut = []
+    for name, label, _ in ABLATIONS:
+        r = rows.get((f"{name}-s0", opts.ablation_steps))
+        if r is None:
+            cut.append(label)
+            continue
+        dd = f"{r['fd_fmnist'] - ref['fd_fmnist']:+.1f}" if ref else "—"
+        L.append(f"| {label} | {r['fd_fmnist']:.1f} | {dd} | {100 * r['class_acc']:.1f} | {s_per_step(r)} |")
+    for s in (opts.ablation_steps,):
+        for m in ("plain", "sra"):
+            v = by_method(rows, m, s, "fd_fmnist")
+            if len(v) > 1:
+                L.append(f"\nSeed-to-seed spread at step {s}, {m}: FD {min(v):.1f} … {max(v):.1f}.")
+    if cut:
+        L += ["", "**Not run (cut for the compute budget; listed in priority order, highest first):** "
+              + "; ".join(cut) + "."]
+    return L
+
+
+def wallclock_section(rows: dict) -> list[str]:
+    L = ["", "## Wall-clock per run", "",
+          "Training time is the sum of the logged intervals (excludes evaluation); evaluation is per checkpoint.", "",
+          "| run | steps | training (min) | s/step | evaluation (s per checkpoint) |", "|---|---:|---:|---:|---:|"]
+    for name in sorted({n for n, _ in rows}):
+        rs = [r for (n, _), r in rows.items() if n == name]
+        last = max(rs, key=lambda r: r["step"])
+        ev = sum(r["eval_seconds"] for r in rs) / len(rs)
+        tm = f"{last['train_seconds'] / 60:.1f}" if last.get("train_seconds") else "—"
+        L.append(f"| {name} | {last['step']} | {tm} | {s_per_step(last)} | {ev:.0f} |")
+    return L
 
 
 def parse(argv: list[str] | None = None):

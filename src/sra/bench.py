@@ -97,7 +97,8 @@ def fast_bf16(device: torch.device) -> bool:
     if device.type == "cuda":
         return True
     if device.type == "cpu":
-        return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
+        probes = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")  # private, hence the getattr
+        return any(getattr(torch.cpu, name, lambda: False)() for name in probes)
     return False
 
 

@@ -84,8 +84,8 @@ def add_parser(sub) -> argparse.ArgumentParser:
                    "random subset (0 = all)")
     p.add_argument("--max-test", type=int, default=5000, help="test images, a seeded random subset (0 = all)")
     p.add_argument("--classifier", default="logistic", choices=("logistic", "ridge"),
-                   help="softmax regression (full batch, accelerated gradient) or closed-form ridge on one-hot targets; both on "
-                        "standardised features")
+                   help="softmax regression (full batch, accelerated gradient, 100 steps) or closed-form ridge on "
+                        "one-hot targets; both on PCA-whitened features")
     p.add_argument("--batch-size", type=int, default=256, help="images per forward pass")
     p.add_argument("--no-progress", dest="progress", action="store_false", help="hide the progress bar")
     return p
