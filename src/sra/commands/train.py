@@ -57,7 +57,7 @@ def add_parser(sub) -> argparse.ArgumentParser:
     g.add_argument("--no-head", dest="use_head", action="store_false", help="align raw student tokens (ablation)")
     g.add_argument("--teacher", default="ema", choices=TEACHERS, help="teacher network: the EMA or the online model")
     g.add_argument("--teacher-bf16", action=argparse.BooleanOptionalAction, default=None,
-                   help="run the teacher under bf16 autocast (default: on, off for *-T presets where it is slower)")
+                   help="run the teacher under bf16 autocast (default: on where bf16 is native: CUDA, AVX512-BF16/AMX CPUs)")
     g.add_argument("--legacy-epoch-decay", action="store_true",
                    help="the authors' smooth-L1 schedule: weight decays x0.1 per 1000 epochs after epoch 149")
     g = p.add_argument_group("logging")
@@ -97,13 +97,16 @@ def config_from_args(args):
 
 
 def run(args) -> int:
+    import torch
+
     from ..data import load_dataset
     from ..train import train
 
     cfg = config_from_args(args)
     if args.dry_run:
         ds = load_dataset(cfg.data_dir)
-        print(json.dumps(cfg.resolve(ds.shape, ds.num_classes).to_dict(), indent=2))
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+        print(json.dumps(cfg.resolve(ds.shape, ds.num_classes, device).to_dict(), indent=2))
         return 0
     run_dir = train(cfg)
     from ..distributed import print0

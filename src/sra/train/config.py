@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
+
+import torch
 from dataclasses import dataclass, field
 
 from ..models.presets import default_sra_layers, parse_name
@@ -65,7 +67,7 @@ class TrainConfig:
     def tiny(self) -> bool:
         return parse_name(self.model)[1] == "T"
 
-    def resolve(self, shape: tuple[int, int, int], num_classes: int) -> "TrainConfig":
+    def resolve(self, shape: tuple[int, int, int], num_classes: int, device: str = "cpu") -> "TrainConfig":
         """Fill the None/0 defaults from the data and the preset; validate everything. Returns a new config."""
         c = dataclasses.replace(self, flow=dataclasses.replace(self.flow), align=dataclasses.replace(self.align))
         family, size, _ = parse_name(c.model)
@@ -81,8 +83,10 @@ class TrainConfig:
         c.ema_decay = c.ema_decay if c.ema_decay is not None else (0.999 if tiny else 0.9999)
         c.ema_warmup = c.ema_warmup if c.ema_warmup is not None else tiny
         if c.align.teacher_bf16 is None:
-            # Measured on a 2-core CPU: bf16 autocast at width 128 makes the teacher 2.3x slower than fp32.
-            c.align.teacher_bf16 = not tiny
+            # bf16 only where it is native (CUDA, AVX512-BF16/AMX CPUs); on an AVX2 CPU bf16 autocast made the
+            # teacher 2.3x (width 128) to 4x (width 768) slower than fp32 (docs/PERFORMANCE.md).
+            from ..bench import fast_bf16
+            c.align.teacher_bf16 = fast_bf16(torch.device(device))
         s, t = default_sra_layers(c.model)
         c.align.block_out_s = c.align.block_out_s or s
         c.align.block_out_t = c.align.block_out_t or t

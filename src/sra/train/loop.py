@@ -141,7 +141,7 @@ def train(cfg: TrainConfig) -> Path:
     ctx = distributed.init()
     # 1. Data and the resolved config.
     dataset = load_dataset(cfg.data_dir)
-    cfg = cfg.resolve(dataset.shape, dataset.num_classes)
+    cfg = cfg.resolve(dataset.shape, dataset.num_classes, ctx.device.type)
     if cfg.batch_size % (ctx.world_size * cfg.grad_accum):
         raise ValueError(f"global batch {cfg.batch_size} is not divisible by world size {ctx.world_size} x "
                          f"accumulation {cfg.grad_accum}")
@@ -159,8 +159,9 @@ def train(cfg: TrainConfig) -> Path:
     train_model = parallel.wrap(model, ctx, cfg.fsdp, cfg.mixed_precision)
     if cfg.compile:
         train_model = torch.compile(train_model)
+    # Fused AdamW: one kernel for all parameters (4.5x faster than the default on CPU, docs/PERFORMANCE.md).
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=cfg.lr,
-                            betas=cfg.adam_betas, weight_decay=cfg.weight_decay)
+                            betas=cfg.adam_betas, weight_decay=cfg.weight_decay, fused=not parallel.is_sharded(model))
     fp16 = cfg.mixed_precision == "fp16"
     scaler = torch.amp.GradScaler(ctx.device.type, enabled=fp16)
     amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(cfg.mixed_precision)
