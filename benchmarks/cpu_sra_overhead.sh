@@ -8,7 +8,7 @@ out=${1:-runs/bench}; steps=${2:-5}
 mkdir -p "$out"
 common=(--model SiT-B/4 --input-size 32 --in-channels 4 --batch-size 8 --block-out-s 3 --block-out-t 8
         --device cpu --warmup 1 --steps "$steps")
-for variant in "teacher-bf16:--teacher-bf16" "teacher-fp32:--no-teacher-bf16" \
+for variant in "teacher-bf16:--teacher-bf16 --adamw default" "teacher-fp32:--no-teacher-bf16 --adamw default" \
                "teacher-fp32-fused-adamw:--no-teacher-bf16 --adamw fused"; do
   name=${variant%%:*}; flags=${variant#*:}
   echo "== $name: $(uptime)" | tee -a "$out/uptime.log"

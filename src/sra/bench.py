@@ -80,8 +80,8 @@ class BenchConfig:
     mixed_precision: str = "no"           # student autocast: no | bf16 (fp16 is not benchmarked)
     teacher_bf16: bool | None = None      # teacher under bf16 autocast; None: as `sra train` resolves it
     compile: bool = False                 # torch.compile the trained model (the teacher stays eager, as in training)
-    adamw: str = "default"                # AdamW implementation: default (as the loop: foreach on CUDA, per-tensor on
-                                          # CPU), foreach, or fused
+    adamw: str = "fused"                  # AdamW implementation: fused (as `sra train`), foreach, or default
+                                          # (torch's choice: foreach on CUDA, per-tensor on CPU)
     block_out_s: int = 0                  # student block; 0: the paper's per-size default
     block_out_t: int = 0                  # teacher block; 0: the paper's per-size default
     sra_weight: float = 0.5               # alignment weight of the SRA step (any value > 0 costs the same)
@@ -126,7 +126,7 @@ def _peak_memory_mb(device: torch.device) -> float:
     return rss / 2**20 if platform.system() == "Darwin" else rss / 2**10  # bytes on macOS, KiB on Linux
 
 
-def _train_config(cfg: BenchConfig):
+def _train_config(cfg: BenchConfig, device: torch.device):
     """The TrainConfig `sra train` would resolve for these settings (layers, teacher precision, EMA decay)."""
     from .objectives import AlignConfig
     from .train import TrainConfig
@@ -135,7 +135,7 @@ def _train_config(cfg: BenchConfig):
                         teacher_bf16=cfg.teacher_bf16)
     tc = TrainConfig(model=cfg.model, batch_size=cfg.batch_size, mixed_precision=cfg.mixed_precision,
                      compile=cfg.compile, align=align, seed=cfg.seed)
-    return tc.resolve((cfg.in_channels, cfg.input_size, cfg.input_size), cfg.num_classes)
+    return tc.resolve((cfg.in_channels, cfg.input_size, cfg.input_size), cfg.num_classes, device.type)
 
 
 def run_benchmark(cfg: BenchConfig, log=print) -> dict:
@@ -146,7 +146,7 @@ def run_benchmark(cfg: BenchConfig, log=print) -> dict:
     from .objectives import apply_label_drop, combine, unwrap
     from .objectives.align import teacher_tokens
     from .train.ema import ema_decay, update_ema
-    from .train.loop import build_objective
+    from .train.loop import build_objective, optimizer_update
     from .transport.path import interpolate
 
     if cfg.mixed_precision not in ("no", "bf16"):
@@ -158,7 +158,7 @@ def run_benchmark(cfg: BenchConfig, log=print) -> dict:
     device = torch.device(cfg.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ValueError("--device cuda asked for but CUDA is not available")
-    tc = _train_config(cfg)
+    tc = _train_config(cfg, device)
     if not tc.align.active:
         raise ValueError("the SRA step needs --sra-weight > 0")
     sra_objective = build_objective(tc)
@@ -183,6 +183,7 @@ def run_benchmark(cfg: BenchConfig, log=print) -> dict:
     x0 = torch.randn((n, *shape), generator=gen, device=device)
     y = torch.randint(0, cfg.num_classes, (n,), generator=gen, device=device)
     decay = ema_decay(1000, decay=tc.ema_decay, half_life_kimg=None, batch_size=n, warmup=False)
+    scaler = torch.amp.GradScaler(device.type, enabled=False)  # no/bf16 precision: a pass-through, as in the loop
 
     def autocast():
         return torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None)
@@ -196,11 +197,7 @@ def run_benchmark(cfg: BenchConfig, log=print) -> dict:
         with autocast():
             loss = combine(objective(train_model, teacher, x0, y, draws=draws), cfg.sra_weight if sra else 0.0)
         loss.backward()
-        grad_norm = torch.nn.utils.clip_grad_norm_(params, tc.max_grad_norm)
-        if torch.isfinite(grad_norm):  # the loop's check (a host-device sync on CUDA); see docs/PERFORMANCE.md
-            opt.step()
-            update_ema(ema, model, decay)
-        opt.zero_grad(set_to_none=True)
+        optimizer_update(model, opt, scaler, ema, params, tc.max_grad_norm, decay, fp16=False)
 
     def teacher_only() -> None:
         """The SRA step's teacher call alone, on inputs drawn as the objective draws them."""

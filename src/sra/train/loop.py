@@ -133,6 +133,22 @@ def sample_grid(cfg: TrainConfig, ema, dataset, shape, device) -> torch.Tensor:
     return x
 
 
+def optimizer_update(model, opt, scaler, ema, params, max_grad_norm: float, decay: float,
+                     fp16: bool) -> tuple[torch.Tensor, bool]:
+    """Unscale and clip the gradients; if they are finite (fp16: as the loss scaler decides) step the optimizer and
+    the EMA; clear the gradients. Returns (gradient norm, whether the step was skipped). The one host sync of a step
+    is the finiteness check (see docs/PERFORMANCE.md); `sra bench` times this same function."""
+    scaler.unscale_(opt)
+    grad_norm = parallel.full_value(torch.nn.utils.clip_grad_norm_(params, max_grad_norm))
+    apply = fp16 or bool(torch.isfinite(grad_norm))  # fp16: the scaler skips a non-finite step itself
+    if apply:
+        scaler.step(opt)
+        update_ema(ema, parallel.full_params(model), decay)
+    scaler.update()
+    opt.zero_grad(set_to_none=True)
+    return grad_norm, not apply
+
+
 # ----------------------------------------------------------------------------------------------------------------
 # The loop
 # ----------------------------------------------------------------------------------------------------------------
@@ -225,17 +241,10 @@ def train(cfg: TrainConfig) -> Path:
                 stats[k] = stats.get(k, 0.0) + v.detach().mean() / cfg.grad_accum
 
         # 7. Clip, skip non-finite steps (never written into weights), update, EMA.
-        scaler.unscale_(opt)
-        grad_norm = parallel.full_value(torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm))
-        if torch.isfinite(grad_norm) or fp16:  # fp16: the scaler skips the step itself
-            scaler.step(opt)
-            scaler.update()
-            update_ema(ema, parallel.full_params(model), ema_decay(step, decay=cfg.ema_decay, half_life_kimg=cfg.ema_half_life_kimg,
-                                             batch_size=cfg.batch_size, warmup=cfg.ema_warmup))
-        else:
-            skipped += 1
-            scaler.update()
-        opt.zero_grad(set_to_none=True)
+        decay = ema_decay(step, decay=cfg.ema_decay, half_life_kimg=cfg.ema_half_life_kimg,
+                          batch_size=cfg.batch_size, warmup=cfg.ema_warmup)
+        grad_norm, was_skipped = optimizer_update(model, opt, scaler, ema, params, cfg.max_grad_norm, decay, fp16)
+        skipped += was_skipped
         stats["grad_norm"] = stats.get("grad_norm", 0.0) + grad_norm.detach()
         stats["n"] = stats.get("n", 0) + 1
         bar.update(1)
@@ -258,10 +267,8 @@ def train(cfg: TrainConfig) -> Path:
             row.update(evaluation)
             row.update(step=done, lr=lr, align_weight=weight, skipped_steps=skipped,
                        images_per_s=n * cfg.batch_size / max(elapsed, 1e-9))
-            if weight > 0 and "align" in row:
-                row["loss"] = row["denoise"] + row.get("vb", 0.0) + weight * row["align"]
-            else:
-                row["loss"] = row["denoise"] + row.get("vb", 0.0)
+            row["loss"] = float(combine({k: torch.tensor(row[k]) for k in ("denoise", "vb", "align") if k in row},
+                                        weight))
             if metrics:
                 metrics.write(json.dumps(row) + "\n")
                 metrics.flush()
