@@ -85,3 +85,12 @@ def teacher_tokens(teacher, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor, d
     ctx = torch.autocast(x.device.type, dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
     with torch.no_grad(), ctx:
         return teacher.forward_features(x, t, y, depth=depth).float()
+
+
+def alignment(cfg: AlignConfig, student, teacher, h: torch.Tensor, x_teacher: torch.Tensor, t_teacher: torch.Tensor,
+              y: torch.Tensor) -> torch.Tensor:
+    """The SRA term (N,): the student's tokens h after block s, through the projection head (unless ablated), against
+    the teacher's tokens after block m at the teacher's input. `student` is the plain module (for its head)."""
+    g = teacher_tokens(teacher, x_teacher, t_teacher, y, cfg.block_out_t, cfg.teacher_bf16)
+    p = student.ap_head(h) if cfg.use_head else h
+    return token_distance(p, g, cfg.distance)

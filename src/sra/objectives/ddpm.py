@@ -7,7 +7,7 @@ import math
 import torch
 
 from ..diffusion import NUM_TIMESTEPS, diffusion_terms, get_diffusion
-from .align import AlignConfig, teacher_tokens, token_distance
+from .align import AlignConfig, alignment
 from .flow import apply_label_drop, unwrap
 
 
@@ -49,9 +49,7 @@ class DiffusionObjective:
         terms = diffusion_terms(diffusion, out, x0, xt, t, noise)
         t_teacher = (t - draws["k"]).clamp(min=1)  # as SRA's DiT code: never the (almost clean) step 0
         xt_teacher = diffusion.q_sample(x0, t_teacher, noise)  # same x0, same noise, same (dropped) labels
-        g = teacher_tokens(teacher, xt_teacher, t_teacher, y, a.block_out_t, a.teacher_bf16)
-        p = unwrap(model).ap_head(h) if a.use_head else h
-        terms["align"] = token_distance(p, g, a.distance)
+        terms["align"] = alignment(a, unwrap(model), teacher, h, xt_teacher, t_teacher, y)
         return terms
 
     def draw(self, n: int, sample_shape, device, generator: torch.Generator | None) -> dict[str, torch.Tensor]:

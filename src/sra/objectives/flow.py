@@ -6,7 +6,7 @@ from dataclasses import dataclass
 import torch
 
 from ..transport.path import PATHS, TIME_SAMPLINGS, interpolate, sample_time
-from .align import AlignConfig, teacher_offset, teacher_tokens, token_distance
+from .align import AlignConfig, alignment, teacher_offset
 
 
 @dataclass(kw_only=True)
@@ -49,15 +49,12 @@ class FlowObjective:
         y = apply_label_drop(unwrap(model), y, draws["drop"])
         xt, target = interpolate(cfg.path, x0, noise, t)
         if not a.active:  # lambda = 0: exactly plain SiT, no teacher forward at all
-            pred = model(xt, t, y)
-            return {"denoise": ((pred.float() - target) ** 2).flatten(1).mean(1)}
+            return {"denoise": ((model(xt, t, y).float() - target) ** 2).flatten(1).mean(1)}
         pred, h = model(xt, t, y, feature_depth=a.block_out_s)
         t_teacher = (t - draws["k"]).clamp(0.0, 1.0)
         xt_teacher, _ = interpolate(cfg.path, x0, noise, t_teacher)  # same x0, same noise, same (dropped) labels
-        g = teacher_tokens(teacher, xt_teacher, t_teacher, y, a.block_out_t, a.teacher_bf16)
-        p = unwrap(model).ap_head(h) if a.use_head else h
         return {"denoise": ((pred.float() - target) ** 2).flatten(1).mean(1),
-                "align": token_distance(p, g, a.distance)}
+                "align": alignment(a, unwrap(model), teacher, h, xt_teacher, t_teacher, y)}
 
     def draw(self, n: int, sample_shape, device, generator: torch.Generator | None) -> dict[str, torch.Tensor]:
         """All random draws of one step for n samples, in a fixed order: label-drop uniforms, t, noise, offset k."""

@@ -14,7 +14,7 @@ from .. import distributed
 from ..data import load_dataset
 from ..data.grid import save_grid
 from ..models import build_model
-from ..objectives import combine, slice_draws, unwrap
+from ..objectives import combine, slice_draws
 from .checkpoint import CheckpointError, checkpoint_path, latest_checkpoint, load_checkpoint, save_checkpoint
 from .config import TrainConfig, config_differences
 from . import parallel
