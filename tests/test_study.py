@@ -37,6 +37,7 @@ def test_quick_study_end_to_end_and_resume(tmp_path):
     for r in rows:
         assert r["num_samples"] == 100 and r["fd_fmnist"] > 0 and 0 <= r["class_acc"] <= 1
         assert r["align"]["weight"] == (0.0 if r["run"].startswith("plain") else 0.5)
+        assert r["ema_half_life_kimg"] == 3.2 and r["ema_warmup"] is False
     # Same seed: identical initialisation and data, so the two runs differ only through the alignment term.
     assert {r["seed"] for r in rows} == {0}
 
