@@ -352,6 +352,85 @@ def conclusion(rows: dict, opts) -> list[str]:
     return lines
 
 
+def collect_losses(opts) -> dict[str, dict[str, dict[str, float]]]:
+    """Logged training losses of every run folder, merged into RESULTS' sibling *_losses.json (kept when run folders
+    are gone): {run: {step: {"denoise": ..., "align": ...}}}, each value the mean over its logging interval."""
+    path = Path(opts.results).with_name(Path(opts.results).stem + "_losses.json")
+    losses = json.loads(path.read_text()) if path.exists() else {}
+    runs_dir = Path(opts.runs_dir)
+    for f in sorted(runs_dir.glob("*/metrics.jsonl")) if runs_dir.exists() else []:
+        curve = {}
+        for line in f.read_text().splitlines():
+            try:
+                r = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            if "denoise" in r:  # training lines (evaluation lines carry fd_fmnist only)
+                curve[str(r["step"])] = {k: r[k] for k in ("denoise", "align") if k in r}
+        if curve:
+            losses[f.parent.name] = curve
+    if losses:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(losses, indent=0, sort_keys=True) + "\n")
+    return losses
+
+
+def window_mean(curve: dict, key: str, step: int, width: int) -> float | None:
+    v = [c[key] for s, c in curve.items() if step - width < int(s) <= step and key in c]
+    return sum(v) / len(v) if v else None
+
+
+def losses_section(losses: dict, rows: dict, docs: Path, opts) -> list[str]:
+    """Denoising loss of plain vs SRA (same seeds: same data, noise and t) and the size of the alignment term."""
+    main = sorted(n for n in losses if n.startswith(("plain-s", "sra-s")))
+    steps = sorted({s for (n, s), r in rows.items() if r["group"] == "main"})
+    if not main or not steps:
+        return []
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
+    for n in main:
+        pts = sorted((int(s), c) for s, c in losses[n].items())
+        style = dict(color="tab:blue" if n.startswith("plain") else "tab:orange", alpha=0.7, lw=1, label=n,
+                     ls=("-", "--", ":", "-.")[int(n.rsplit("-s", 1)[1]) % 4])
+        axes[0].plot([s for s, _ in pts], [c["denoise"] for _, c in pts], **style)
+        if n.startswith("sra"):
+            axes[1].plot([s for s, _ in pts], [c["align"] for _, c in pts], **style)
+    axes[0].set(xlabel="training step", ylabel="denoising loss (per logging interval)", yscale="log",
+                title="flow-matching loss")
+    axes[1].set(xlabel="training step", ylabel="1 − cos (student head vs teacher)", yscale="log",
+                title="SRA alignment term (before λ)")
+    for ax in axes:
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    out = docs / "fmnist_losses.png"
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+    w = 4 * opts.log_every
+    L = ["", "## Training losses", "",
+         f"Mean of the logged values over the {w} steps up to each step, mean over seeds (from the run folders' "
+         f"metrics.jsonl, kept in `{os.path.relpath(Path(opts.results).with_name(Path(opts.results).stem + '_losses.json'), ROOT)}`). "
+         "Same seed means the same images, noise and t in both methods, so the denoising losses compare directly.", "",
+         "| step | denoising loss plain | denoising loss SRA | alignment term SRA (1 − cos) | λ · alignment / total SRA loss |",
+         "|---:|---:|---:|---:|---:|"]
+
+    def avg(method: str, key: str, step: int) -> float | None:
+        v = [window_mean(losses[n], key, step, w) for n in main if n.startswith(method + "-s")]
+        v = [x for x in v if x is not None]
+        return sum(v) / len(v) if v else None
+
+    weight = SRA_MAIN["weight"]
+    for s in steps:
+        dp, ds, al = avg("plain", "denoise", s), avg("sra", "denoise", s), avg("sra", "align", s)
+        share = f"{100 * weight * al / (ds + weight * al):.1f} %" if ds is not None and al is not None else "—"
+        L.append(f"| {s} | " + " | ".join("—" if x is None else f"{x:.4f}" for x in (dp, ds, al)) + f" | {share} |")
+    L += ["", f"![training losses]({os.path.relpath(out, docs)})"]
+    return L
+
+
 def report(opts) -> None:
     """docs/RESULTS.md, the FD plot and the sample grids, from the results file (and the run folders' grids)."""
     rows = latest_rows(Path(opts.results))
@@ -407,6 +486,7 @@ def report(opts) -> None:
         L += ["", f"![FD-FMNIST against training steps]({rel(plot, docs)})"]
     if not opts.quick:
         L += ablation_section(rows, opts)
+    L += losses_section(collect_losses(opts), rows, docs, opts)
     L += ema_section(rows, latest_rows(Path(opts.compare_results)) if opts.compare_results else {}, opts)
     L += wallclock_section(rows)
     if grids.exists():
@@ -520,7 +600,7 @@ def parse(argv: list[str] | None = None):
     ap.add_argument("--steps", type=int, default=1200, help="optimizer steps of the main runs")
     ap.add_argument("--ablation-steps", type=int, default=600, help="optimizer steps of the ablation runs")
     ap.add_argument("--max-ablations", type=int, default=len(ABLATIONS), help="keep the first N ablations (priority order)")
-    ap.add_argument("--seeds", type=lambda s: [int(x) for x in s.split(",")], default=[0, 1],
+    ap.add_argument("--seeds", type=lambda s: [int(x) for x in s.split(",")], default=[0, 1, 2],
                     help="training seeds of the main comparison, comma-separated")
     ap.add_argument("--eval-every", type=int, default=300, help="steps between evaluated checkpoints (main runs)")
     ap.add_argument("--checkpoint-every", type=int, default=300, help="steps between checkpoints")
