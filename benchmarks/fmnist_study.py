@@ -99,16 +99,16 @@ def train_config(run: Run, opts):
 
 
 def read_results(path: Path) -> list[dict]:
+    """The rows of a JSONL file (results or a run's metrics); a line cut by a kill is skipped (an evaluation it held
+    is redone)."""
     if not path.exists():
         return []
     rows = []
     for line in path.read_text().splitlines():
-        line = line.strip()
-        if line:
-            try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError:
-                pass  # a line cut by a kill: ignored, its evaluation is redone
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError:
+            pass
     return rows
 
 
@@ -118,15 +118,8 @@ def done_pairs(path: Path) -> set[tuple[str, int]]:
 
 def train_seconds(run_dir: Path, step: int, log_every: int, batch: int) -> float | None:
     """Training time to `step`: the logged intervals (images / images_per_s), deduplicated by step across resumes."""
-    f = run_dir / "metrics.jsonl"
-    if not f.exists():
-        return None
     per_step = {}
-    for line in f.read_text().splitlines():
-        try:
-            r = json.loads(line)
-        except json.JSONDecodeError:
-            continue
+    for r in read_results(run_dir / "metrics.jsonl"):
         if "images_per_s" in r and r["step"] <= step:
             span = r["step"] - (r["step"] - 1) // log_every * log_every  # steps in this logging interval
             per_step[r["step"]] = span * batch / r["images_per_s"]
@@ -359,14 +352,8 @@ def collect_losses(opts) -> dict[str, dict[str, dict[str, float]]]:
     losses = json.loads(path.read_text()) if path.exists() else {}
     runs_dir = Path(opts.runs_dir)
     for f in sorted(runs_dir.glob("*/metrics.jsonl")) if runs_dir.exists() else []:
-        curve = {}
-        for line in f.read_text().splitlines():
-            try:
-                r = json.loads(line)
-            except json.JSONDecodeError:
-                continue
-            if "denoise" in r:  # training lines (evaluation lines carry fd_fmnist only)
-                curve[str(r["step"])] = {k: r[k] for k in ("denoise", "align") if k in r}
+        curve = {str(r["step"]): {k: r[k] for k in ("denoise", "align") if k in r}
+                 for r in read_results(f) if "denoise" in r}  # training lines, not evaluation lines
         if curve:
             losses[f.parent.name] = curve
     if losses:
