@@ -421,6 +421,7 @@ def losses_section(losses: dict, rows: dict, docs: Path, opts) -> list[str]:
 def report(opts) -> None:
     """docs/RESULTS.md, the FD plot and the sample grids, from the results file (and the run folders' grids)."""
     rows = latest_rows(Path(opts.results))
+    losses = collect_losses(opts)
     docs = Path(opts.docs_dir)
     docs.mkdir(parents=True, exist_ok=True)
     main_steps = sorted({s for (n, s), r in rows.items() if r["group"] == "main"})
@@ -472,8 +473,8 @@ def report(opts) -> None:
     if main_steps:
         L += ["", f"![FD-FMNIST against training steps]({rel(plot, docs)})"]
     if not opts.quick:
-        L += ablation_section(rows, opts)
-    L += losses_section(collect_losses(opts), rows, docs, opts)
+        L += ablation_section(rows, losses, opts)
+    L += losses_section(losses, rows, docs, opts)
     L += ema_section(rows, latest_rows(Path(opts.compare_results)) if opts.compare_results else {}, opts)
     L += wallclock_section(rows)
     if grids.exists():
@@ -507,33 +508,35 @@ def s_per_step(r: dict) -> str:
     return f"{r['train_seconds'] / r['step']:.2f}" if r.get("train_seconds") else "—"
 
 
-def ablation_section(rows: dict, opts) -> list[str]:
-    L = ["", f"## Ablations at step {opts.ablation_steps} (one seed each: seed 0)", "",
-          f"Each row changes one thing from the SRA main setting and trains {opts.ablation_steps} steps with seed 0. "
-          f"The reference rows are the {opts.ablation_steps}-step checkpoints of the main seed-0 runs (the learning "
-          "rate is constant after warm-up and the EMA schedule does not depend on the run length, so those "
-          "checkpoints are exactly what a shorter run gives). One seed per row: compare differences with the "
-          "seed-to-seed spread of the main runs at the same step.", "",
-          "| row | FD-FMNIST | Δ vs SRA ref | accuracy (%) | s/step |", "|---|---:|---:|---:|---:|"]
-    ref = rows.get(("sra-s0", opts.ablation_steps))
-    for name, label in (("plain-s0", "plain (λ = 0)"), ("sra-s0", "SRA main: 2→4, cos, λ 0.5, U(0, 0.2), head, EMA teacher")):
-        r = rows.get((name, opts.ablation_steps))
-        if r:
-            dd = f"{r['fd_fmnist'] - ref['fd_fmnist']:+.1f}" if ref else "—"
-            L.append(f"| **reference:** {label} | {r['fd_fmnist']:.1f} | {dd} | {100 * r['class_acc']:.1f} | {s_per_step(r)} |")
+def ablation_section(rows: dict, losses: dict, opts) -> list[str]:
+    step = opts.ablation_steps
+    L = ["", f"## Ablations at step {step} (one seed each: seed 0)", "",
+         f"Each row changes one thing from the SRA main setting and trains {step} steps with seed 0. The reference "
+         f"rows are the {step}-step checkpoints of the main seed-0 runs (the learning rate is constant after warm-up "
+         "and the EMA schedule does not depend on the run length, so those checkpoints are exactly what a shorter run "
+         "gives). One seed per row: compare differences with the seed-to-seed spread of the main runs at the same "
+         f"step. The alignment column is the SRA term before λ, in the row's own distance, averaged over the "
+         f"{4 * opts.log_every} steps up to step {step}.", "",
+         "| row | FD-FMNIST | Δ vs SRA ref | Δ vs plain ref | accuracy (%) | alignment term | s/step |",
+         "|---|---:|---:|---:|---:|---:|---:|"]
+    ref, plain = rows.get(("sra-s0", step)), rows.get(("plain-s0", step))
+    refs = [("plain-s0", "**reference:** plain (λ = 0)"),
+            ("sra-s0", "**reference:** SRA main: 2→4, cos, λ 0.5, U(0, 0.2), head, EMA teacher")]
     cut = []
-    for name, label, _ in ABLATIONS:
-        r = rows.get((f"{name}-s0", opts.ablation_steps))
+    for name, label in refs + [(f"{n}-s0", label) for n, label, _ in ABLATIONS]:
+        r = rows.get((name, step))
         if r is None:
-            cut.append(label)
+            cut += [] if name in dict(refs) else [label]
             continue
-        dd = f"{r['fd_fmnist'] - ref['fd_fmnist']:+.1f}" if ref else "—"
-        L.append(f"| {label} | {r['fd_fmnist']:.1f} | {dd} | {100 * r['class_acc']:.1f} | {s_per_step(r)} |")
-    for s in (opts.ablation_steps,):
-        for m in ("plain", "sra"):
-            v = by_method(rows, m, s, "fd_fmnist")
-            if len(v) > 1:
-                L.append(f"\nSeed-to-seed spread at step {s}, {m}: FD {min(v):.1f} … {max(v):.1f}.")
+        d_ref, d_plain = (f"{r['fd_fmnist'] - x['fd_fmnist']:+.1f}" if x else "—" for x in (ref, plain))
+        al = window_mean(losses.get(name, {}), "align", step, 4 * opts.log_every)
+        al = f"{al:.4f}" if al is not None else "—"
+        L.append(f"| {label} | {r['fd_fmnist']:.1f} | {d_ref} | {d_plain} | {100 * r['class_acc']:.1f} | {al} | "
+                 f"{s_per_step(r)} |")
+    for m in ("plain", "sra"):
+        v = by_method(rows, m, step, "fd_fmnist")
+        if len(v) > 1:
+            L.append(f"\nSeed-to-seed spread at step {step}, {m} ({len(v)} seeds): FD {min(v):.1f} … {max(v):.1f}.")
     if cut:
         L += ["", "**Not run (cut for the compute budget; listed in priority order, highest first):** "
               + "; ".join(cut) + "."]
