@@ -278,7 +278,7 @@ def compose_grids(opts, step: int, out: Path) -> bool:
     return True
 
 
-def conclusion(rows: dict, opts) -> list[str]:
+def conclusion(rows: dict, opts, old: dict | None = None) -> list[str]:
     main_steps = sorted({s for (n, s), r in rows.items() if r["group"] == "main"})
     if not main_steps:
         return ["No main-comparison results yet."]
@@ -318,15 +318,28 @@ def conclusion(rows: dict, opts) -> list[str]:
                      f"{mean_spread(p0)[0]:.1f} at step {first} to {mean_spread(p)[0]:.1f} at step {final} "
                      f"(×{mean_spread(p0)[0] / max(mean_spread(p)[0], 1e-9):.1f}); compare with the SRA − plain "
                      "differences in the table.")
+    ema, beyond = [], []
+    for s in main_steps if old else []:
+        a, b = by_method(old, "plain", s, "fd_fmnist"), by_method(rows, "plain", s, "fd_fmnist")
+        if len(a) > 1 and len(b) > 1:
+            dd, nn = mean_spread(b)[0] - mean_spread(a)[0], max(max(a) - min(a), max(b) - min(b))
+            ema.append(f"step {s}: {dd:+.1f} vs seed spread {nn:.1f}")
+            if abs(dd) > nn:
+                beyond.append(f"{s} ({'half-life' if dd < 0 else 'warm-up'} EMA better)")
+    if ema:
+        lines.append(("- **The EMA mattered more than SRA here.** " if beyond else "- EMA: ")
+                     + f"Plain FD-FMNIST with the {opts.ema_half_life_kimg:g} kimg half-life minus plain with the "
+                     "earlier warm-up EMA (see 'What the EMA does'): " + "; ".join(ema) + ". Beyond the seed spread "
+                     + (f"at step{'s' * (len(beyond) > 1)} {', '.join(beyond)}" if beyond else "at no step") + ".")
     tp, tq = by_method(rows, "plain", final, "train_seconds"), by_method(rows, "sra", final, "train_seconds")
     if tp and tq and all(tp + tq):
         ratio = mean_spread(tq)[0] / mean_spread(tp)[0]
-        lines.append(f"- Cost: an SRA step took {ratio:.2f}× a plain step in these runs (shared machine, so only "
-                     f"indicative); at equal compute plain would have trained about {final * ratio:.0f} steps, which "
+        lines.append(f"- Cost: an SRA step took {ratio:.2f}× a plain step in these runs (wall-clock, "
+                     f"{opts.jobs} runs at a time on 2 cores); at equal compute plain would have trained about {final * ratio:.0f} steps, which "
                      "would favour plain further while FD is still falling this fast with steps.")
     ref_step = opts.ablation_steps
     abl = {n: r for (n, s), r in rows.items() if r["group"] == "ablation" and s == ref_step}
-    ref = rows.get(("sra-s0", ref_step))
+    ref, plain = rows.get(("sra-s0", ref_step)), rows.get(("plain-s0", ref_step))
     if abl and ref:
         spreads = []
         for m in ("plain", "sra"):
@@ -340,6 +353,15 @@ def conclusion(rows: dict, opts) -> list[str]:
                      + f" is '{best['label']}' at {best['fd_fmnist']:.1f}. "
                      + (f"Two seeds of the same setting differ by up to {noise:.1f} at this step, so ablation "
                         f"differences smaller than that are not evidence." if noise is not None else ""))
+        if noise is not None and plain:
+            beyond = [r["label"] for r in abl.values() if abs(r["fd_fmnist"] - plain["fd_fmnist"]) > noise]
+            lines.append(f"- Against plain training at step {ref_step} ({plain['fd_fmnist']:.1f}): "
+                         + (f"{len(beyond)} of {len(abl)} SRA variants differ by more than that spread: "
+                            + "; ".join(beyond) + "." if beyond else
+                            f"none of the {len(abl)} SRA variants differs by more than that spread (their FD-FMNIST "
+                            f"spans {min(r['fd_fmnist'] for r in abl.values()):.1f} … "
+                            f"{max(r['fd_fmnist'] for r in abl.values()):.1f}), so no choice of layers, interval, λ, "
+                            "head, distance or teacher moved SRA away from plain training at this scale."))
     elif ref:
         lines.append("- No ablation run finished within the budget (see the ablation section).")
     return lines
@@ -422,6 +444,7 @@ def report(opts) -> None:
     """docs/RESULTS.md, the FD plot and the sample grids, from the results file (and the run folders' grids)."""
     rows = latest_rows(Path(opts.results))
     losses = collect_losses(opts)
+    old = latest_rows(Path(opts.compare_results)) if opts.compare_results else {}
     docs = Path(opts.docs_dir)
     docs.mkdir(parents=True, exist_ok=True)
     main_steps = sorted({s for (n, s), r in rows.items() if r["group"] == "main"})
@@ -475,7 +498,7 @@ def report(opts) -> None:
     if not opts.quick:
         L += ablation_section(rows, losses, opts)
     L += losses_section(losses, rows, docs, opts)
-    L += ema_section(rows, latest_rows(Path(opts.compare_results)) if opts.compare_results else {}, opts)
+    L += ema_section(rows, old, opts)
     L += wallclock_section(rows)
     if grids.exists():
         L += ["", "## Samples", "", f"Final EMA sample grids of seed 0 (rows: classes 0–9, i.e. T-shirt, trouser, "
@@ -484,7 +507,7 @@ def report(opts) -> None:
     notes = Path(opts.results).with_name(Path(opts.results).stem + "_notes.md")
     if notes.exists():
         L += ["", notes.read_text().strip()]
-    L += ["", "## Conclusion (computed from the numbers above)", ""] + conclusion(rows, opts)
+    L += ["", "## Conclusion (computed from the numbers above)", ""] + conclusion(rows, opts, old)
     L += ["", "## Commands", "", "```",
           "# everything (resumable: re-running continues the runs and skips finished evaluations), then this report",
           "python benchmarks/fmnist_study.py --jobs 2 --threads 1",
