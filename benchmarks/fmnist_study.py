@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -220,9 +221,14 @@ def fmt(values: list[float], digits: int = 1, scale: float = 1.0) -> str:
     return f"{m:.{digits}f} ± {h:.{digits}f} (n={len(values)})" if len(values) > 1 else f"{m:.{digits}f} (n=1)"
 
 
+def is_main_run(name: str, method: str = "(plain|sra)") -> bool:
+    """A main-comparison run name such as plain-s0 or sra-s12 (not an ablation such as sra-sml1-0.2-s0)."""
+    return re.fullmatch(rf"{method}-s\d+", name) is not None
+
+
 def by_method(rows: dict, method: str, step: int, key: str) -> list[float]:
     return [r[key] for (name, s), r in sorted(rows.items()) if s == step and r["group"] == "main"
-            and name.startswith(method + "-s")]
+            and is_main_run(name, method)]
 
 
 def plot_fd(rows: dict, out: Path, num_samples: int) -> None:
@@ -232,7 +238,7 @@ def plot_fd(rows: dict, out: Path, num_samples: int) -> None:
 
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
     for method, color in (("plain", "tab:blue"), ("sra", "tab:orange")):
-        runs = sorted({n for (n, _), r in rows.items() if r["group"] == "main" and n.startswith(method + "-s")})
+        runs = sorted({n for (n, _), r in rows.items() if r["group"] == "main" and is_main_run(n, method)})
         for ax, key, scale in ((axes[0], "fd_fmnist", 1.0), (axes[1], "class_acc", 100.0)):
             for n in runs:
                 pts = sorted((s, r[key] * scale) for (m, s), r in rows.items() if m == n)
@@ -391,7 +397,7 @@ def window_mean(curve: dict, key: str, step: int, width: int) -> float | None:
 
 def losses_section(losses: dict, rows: dict, docs: Path, opts) -> list[str]:
     """Denoising loss of plain vs SRA (same seeds: same data, noise and t) and the size of the alignment term."""
-    main = sorted(n for n in losses if n.startswith(("plain-s", "sra-s")))
+    main = sorted(n for n in losses if is_main_run(n))
     steps = sorted({s for (n, s), r in rows.items() if r["group"] == "main"})
     if not main or not steps:
         return []
@@ -427,7 +433,7 @@ def losses_section(losses: dict, rows: dict, docs: Path, opts) -> list[str]:
          "|---:|---:|---:|---:|---:|"]
 
     def avg(method: str, key: str, step: int) -> float | None:
-        v = [window_mean(losses[n], key, step, w) for n in main if n.startswith(method + "-s")]
+        v = [window_mean(losses[n], key, step, w) for n in main if is_main_run(n, method)]
         v = [x for x in v if x is not None]
         return sum(v) / len(v) if v else None
 
@@ -479,7 +485,7 @@ def report(opts) -> None:
          f"- Compute: 2 CPU cores; {opts.jobs} runs at a time, {opts.threads} torch thread each. Wall-clock "
          "numbers below depend on what else ran on the machine (see the notes) and are only indicative.", "",
          "## Main comparison: plain vs SRA", "",
-         "Mean ± half the range over seeds (with 2 seeds: each seed lies exactly that far from the mean).", "",
+         "Mean ± half the range, (max − min)/2, over the n seeds of each cell.", "",
          "| step | FD-FMNIST plain | FD-FMNIST SRA | Δ FD (SRA − plain) | accuracy plain (%) | accuracy SRA (%) |",
          "|---:|---|---|---:|---|---|"]
     for s in main_steps:

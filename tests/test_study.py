@@ -52,3 +52,10 @@ def test_quick_study_end_to_end_and_resume(tmp_path):
     assert results.read_text() == before
     # Nothing was written into the repository's own results or docs.
     assert str(tmp_path) in str(study.parse(args).results)
+
+
+def test_main_run_names_exclude_ablations():
+    study = load_study()
+    assert study.is_main_run("plain-s0") and study.is_main_run("sra-s12", "sra")
+    # Ablation rows start with "sra-s" too; their losses must not enter the main averages.
+    assert not study.is_main_run("sra-sml1-0.2-s0") and not study.is_main_run("sra-s0", "plain")
