@@ -221,6 +221,18 @@ def fmt(values: list[float], digits: int = 1, scale: float = 1.0) -> str:
     return f"{m:.{digits}f} ± {h:.{digits}f} (n={len(values)})" if len(values) > 1 else f"{m:.{digits}f} (n=1)"
 
 
+def seed_spread(*groups: list[float]) -> float | None:
+    """The largest max − min within any group of two or more seeds (None when no group has two)."""
+    ranges = [max(v) - min(v) for v in groups if len(v) > 1]
+    return max(ranges) if ranges else None
+
+
+def sibling(opts, suffix: str) -> Path:
+    """A file kept beside the results file: <results stem><suffix> (the notes, the loss curves)."""
+    results = Path(opts.results)
+    return results.with_name(results.stem + suffix)
+
+
 def is_main_run(name: str, method: str = "(plain|sra)") -> bool:
     """A main-comparison run name such as plain-s0 or sra-s12 (not an ablation such as sra-sml1-0.2-s0)."""
     return re.fullmatch(rf"{method}-s\d+", name) is not None
@@ -295,7 +307,7 @@ def conclusion(rows: dict, opts, old: dict | None = None) -> list[str]:
     if p and q:
         d = mean_spread(q)[0] - mean_spread(p)[0]
         if min(len(p), len(q)) > 1:
-            noise = max(max(v) - min(v) for v in (p, q))
+            noise = seed_spread(p, q)
             verdict = ("the difference is within the seed-to-seed spread, i.e. not evidence either way"
                        if abs(d) <= noise else ("SRA is lower (better) by more than the seed spread" if d < 0
                                                 else "SRA is higher (worse) by more than the seed spread"))
@@ -309,7 +321,7 @@ def conclusion(rows: dict, opts, old: dict | None = None) -> list[str]:
         for s in main_steps:
             a, b = by_method(rows, "plain", s, "fd_fmnist"), by_method(rows, "sra", s, "fd_fmnist")
             if len(a) > 1 and len(b) > 1:
-                dd, nn = mean_spread(b)[0] - mean_spread(a)[0], max(max(a) - min(a), max(b) - min(b))
+                dd, nn = mean_spread(b)[0] - mean_spread(a)[0], seed_spread(a, b)
                 word = "within spread" if abs(dd) <= nn else ("SRA better" if dd < 0 else "SRA worse")
                 per_step.append(f"step {s}: {dd:+.1f} vs seed spread {nn:.1f} ({word})")
         if per_step:
@@ -328,7 +340,7 @@ def conclusion(rows: dict, opts, old: dict | None = None) -> list[str]:
     for s in main_steps if old else []:
         a, b = by_method(old, "plain", s, "fd_fmnist"), by_method(rows, "plain", s, "fd_fmnist")
         if len(a) > 1 and len(b) > 1:
-            dd, nn = mean_spread(b)[0] - mean_spread(a)[0], max(max(a) - min(a), max(b) - min(b))
+            dd, nn = mean_spread(b)[0] - mean_spread(a)[0], seed_spread(a, b)
             ema.append(f"step {s}: {dd:+.1f} vs seed spread {nn:.1f}")
             if abs(dd) > nn:
                 beyond.append(f"{s} ({'half-life' if dd < 0 else 'warm-up'} EMA better)")
@@ -347,12 +359,7 @@ def conclusion(rows: dict, opts, old: dict | None = None) -> list[str]:
     abl = {n: r for (n, s), r in rows.items() if r["group"] == "ablation" and s == ref_step}
     ref, plain = rows.get(("sra-s0", ref_step)), rows.get(("plain-s0", ref_step))
     if abl and ref:
-        spreads = []
-        for m in ("plain", "sra"):
-            v = by_method(rows, m, ref_step, "fd_fmnist")
-            if len(v) > 1:
-                spreads.append(max(v) - min(v))
-        noise = max(spreads) if spreads else None
+        noise = seed_spread(*(by_method(rows, m, ref_step, "fd_fmnist") for m in ("plain", "sra")))
         best = min(abl.values(), key=lambda r: r["fd_fmnist"])
         lines.append(f"- **Ablations at step {ref_step}** (one seed each): SRA reference {ref['fd_fmnist']:.1f}; "
                      + (f"the best of {len(abl)} ablation rows" if len(abl) > 1 else "the one ablation row run")
@@ -376,7 +383,7 @@ def conclusion(rows: dict, opts, old: dict | None = None) -> list[str]:
 def collect_losses(opts) -> dict[str, dict[str, dict[str, float]]]:
     """Logged training losses of every run folder, merged into RESULTS' sibling *_losses.json (kept when run folders
     are gone): {run: {step: {"denoise": ..., "align": ...}}}, each value the mean over its logging interval."""
-    path = Path(opts.results).with_name(Path(opts.results).stem + "_losses.json")
+    path = sibling(opts, "_losses.json")
     losses = json.loads(path.read_text()) if path.exists() else {}
     runs_dir = Path(opts.runs_dir)
     for f in sorted(runs_dir.glob("*/metrics.jsonl")) if runs_dir.exists() else []:
@@ -427,7 +434,7 @@ def losses_section(losses: dict, rows: dict, docs: Path, opts) -> list[str]:
     w = 4 * opts.log_every
     L = ["", "## Training losses", "",
          f"Mean of the logged values over the {w} steps up to each step, mean over seeds (from the run folders' "
-         f"metrics.jsonl, kept in `{os.path.relpath(Path(opts.results).with_name(Path(opts.results).stem + '_losses.json'), ROOT)}`). "
+         f"metrics.jsonl, kept in `{os.path.relpath(sibling(opts, '_losses.json'), ROOT)}`). "
          "Same seed means the same images, noise and t in both methods, so the denoising losses compare directly.", "",
          "| step | denoising loss plain | denoising loss SRA | alignment term SRA (1 − cos) | λ · alignment / total SRA loss |",
          "|---:|---:|---:|---:|---:|"]
@@ -510,7 +517,7 @@ def report(opts) -> None:
         L += ["", "## Samples", "", f"Final EMA sample grids of seed 0 (rows: classes 0–9, i.e. T-shirt, trouser, "
               "pullover, dress, coat, sandal, shirt, sneaker, bag, ankle boot; same noise for both runs):", "",
               f"![plain vs SRA samples]({rel(grids, docs)})"]
-    notes = Path(opts.results).with_name(Path(opts.results).stem + "_notes.md")
+    notes = sibling(opts, "_notes.md")
     if notes.exists():
         L += ["", notes.read_text().strip()]
     L += ["", "## Conclusion (computed from the numbers above)", ""] + conclusion(rows, opts, old)
@@ -552,11 +559,10 @@ def ablation_section(rows: dict, losses: dict, opts) -> list[str]:
     ref, plain = rows.get(("sra-s0", step)), rows.get(("plain-s0", step))
     refs = [("plain-s0", "**reference:** plain (λ = 0)"),
             ("sra-s0", "**reference:** SRA main: 2→4, cos, λ 0.5, U(0, 0.2), head, EMA teacher")]
-    cut = []
+    cut = [label for name, label, _ in ABLATIONS if (f"{name}-s0", step) not in rows]
     for name, label in refs + [(f"{n}-s0", label) for n, label, _ in ABLATIONS]:
         r = rows.get((name, step))
         if r is None:
-            cut += [] if name in dict(refs) else [label]
             continue
         d_ref, d_plain = (f"{r['fd_fmnist'] - x['fd_fmnist']:+.1f}" if x else "—" for x in (ref, plain))
         al = window_mean(losses.get(name, {}), "align", step, 4 * opts.log_every)
