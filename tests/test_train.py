@@ -129,7 +129,7 @@ def test_dry_run_prints_resolved_config(capsys):
     assert main(["train", "--data-dir", "digits", "--model", "SiT-B/2", "--dry-run"]) == 0
     cfg = json.loads(capsys.readouterr().out)
     assert cfg["lr"] == 1e-4 and cfg["ema_decay"] == 0.9999 and cfg["align"]["block_out_s"] == 3
-    from sra.bench import fast_bf16
+    from sra.objectives.align import fast_bf16
 
     native = fast_bf16(torch.device("cuda" if torch.cuda.is_available() else "cpu"))
     assert cfg["align"]["block_out_t"] == 8 and cfg["align"]["teacher_bf16"] is native and cfg["input_size"] == 8

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 import torch
 
 from .models import DiffusionTransformer
+from .objectives.align import fast_bf16
 
 # ----------------------------------------------------------------------------------------------------------------
 # FLOP count
@@ -89,17 +90,6 @@ class BenchConfig:
     steps: int = 5                        # timed rounds; each figure is the median over rounds
     device: str | None = None             # cuda | cpu; None: cuda when available
     seed: int = 0                         # seed for weights and data
-
-
-def fast_bf16(device: torch.device) -> bool:
-    """Whether bf16 matmuls are native here: CUDA, or a CPU with AVX512-BF16 or AMX. Elsewhere (e.g. AVX2 CPUs) bf16
-    autocast is emulated and several times slower than fp32 (see docs/PERFORMANCE.md)."""
-    if device.type == "cuda":
-        return True
-    if device.type == "cpu":
-        probes = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")  # private, hence the getattr
-        return any(getattr(torch.cpu, name, lambda: False)() for name in probes)
-    return False
 
 
 class _Timer:

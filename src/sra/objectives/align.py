@@ -80,6 +80,18 @@ def teacher_offset(cfg: AlignConfig, t: torch.Tensor, generator: torch.Generator
     return torch.zeros_like(t)
 
 
+def fast_bf16(device: torch.device | str) -> bool:
+    """Whether bf16 matmuls are native here: CUDA, or a CPU with AVX512-BF16 or AMX. Elsewhere (e.g. AVX2 CPUs) bf16
+    autocast is emulated and several times slower than fp32 (see docs/PERFORMANCE.md)."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        return True
+    if device.type == "cpu":
+        probes = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")  # private, hence the getattr
+        return any(getattr(torch.cpu, name, lambda: False)() for name in probes)
+    return False
+
+
 def teacher_tokens(teacher, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor, depth: int, bf16: bool) -> torch.Tensor:
     """Teacher tokens after `depth` blocks, computed without gradient and only through those blocks."""
     ctx = torch.autocast(x.device.type, dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import dataclasses
 import json
-
-import torch
 from dataclasses import dataclass, field
 
 from ..models.presets import default_sra_layers, parse_name
 from ..objectives import AlignConfig, FlowConfig
+from ..objectives.align import fast_bf16
 
 # Fields that may change between a run and its resumption (they do not change the math).
 RESUMABLE_CHANGES = {"max_train_steps", "log_every", "sample_every", "checkpoint_every", "num_workers", "compile",
@@ -85,8 +84,7 @@ class TrainConfig:
         if c.align.teacher_bf16 is None:
             # bf16 only where it is native (CUDA, AVX512-BF16/AMX CPUs); on an AVX2 CPU bf16 autocast made the
             # teacher 2.3x (width 128) to 4x (width 768) slower than fp32 (docs/PERFORMANCE.md).
-            from ..bench import fast_bf16
-            c.align.teacher_bf16 = fast_bf16(torch.device(device))
+            c.align.teacher_bf16 = fast_bf16(device)
         s, t = default_sra_layers(c.model)
         c.align.block_out_s = c.align.block_out_s or s
         c.align.block_out_t = c.align.block_out_t or t
