@@ -15,8 +15,18 @@ import torch.nn.functional as F
 import torch.utils.checkpoint
 
 
+def per_token(v: torch.Tensor) -> torch.Tensor:
+    """A per-sample condition (N, D) broadcast over tokens as (N, 1, D); a per-token one (N, T, D) as it is."""
+    return v.unsqueeze(1) if v.ndim == 2 else v
+
+
 def modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
-    return x * (1 + scale.unsqueeze(1)) + shift.unsqueeze(1)
+    return x * (1 + per_token(scale)) + per_token(shift)
+
+
+def group_attention_mask(groups: torch.Tensor) -> torch.Tensor:
+    """Group ids (N, T) -> boolean mask (N, 1, T, T), True where query and key tokens share a group."""
+    return (groups[:, :, None] == groups[:, None, :])[:, None]
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -96,10 +106,14 @@ class Attention(nn.Module):
         self.qkv = nn.Linear(dim, 3 * dim)
         self.proj = nn.Linear(dim, dim)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        """`mask` (N, 1, T, T) bool: attend only where True (attention separation); None: full attention."""
         n, t, d = x.shape
         qkv = self.qkv(x).reshape(n, t, 3, self.num_heads, d // self.num_heads).permute(2, 0, 3, 1, 4)
-        x = F.scaled_dot_product_attention(qkv[0], qkv[1], qkv[2])  # (N, H, T, D/H)
+        if mask is None:  # the unmasked call stays exactly as it was (fastest SDPA kernels)
+            x = F.scaled_dot_product_attention(qkv[0], qkv[1], qkv[2])  # (N, H, T, D/H)
+        else:
+            x = F.scaled_dot_product_attention(qkv[0], qkv[1], qkv[2], attn_mask=mask)  # (N, H, T, D/H)
         return self.proj(x.transpose(1, 2).reshape(n, t, d))
 
 
@@ -124,10 +138,11 @@ class Block(nn.Module):
         self.mlp = Mlp(hidden_size, int(hidden_size * mlp_ratio))
         self.adaLN_modulation = nn.Sequential(nn.SiLU(), nn.Linear(hidden_size, 6 * hidden_size))
 
-    def forward(self, x: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, c: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        """x (N, T, D); c (N, D) per sample or (N, T, D) per token; mask as in Attention."""
         shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp = self.adaLN_modulation(c).chunk(6, dim=-1)
-        x = x + gate_msa.unsqueeze(1) * self.attn(modulate(self.norm1(x), shift_msa, scale_msa))
-        x = x + gate_mlp.unsqueeze(1) * self.mlp(modulate(self.norm2(x), shift_mlp, scale_mlp))
+        x = x + per_token(gate_msa) * self.attn(modulate(self.norm1(x), shift_msa, scale_msa), mask)
+        x = x + per_token(gate_mlp) * self.mlp(modulate(self.norm2(x), shift_mlp, scale_mlp))
         return x
 
 
@@ -220,10 +235,17 @@ class DiffusionTransformer(nn.Module):
     # -- pieces ----------------------------------------------------------------------------------------------------
 
     def embed(self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Tokens before the first block and the condition vector. Labels are used as given (no dropout here)."""
+        """Tokens before the first block and the condition: (N, D) for times t (N,), or (N, T, D) for one time per
+        token, t (N, T) (dual-timestep scheduling: adaLN then modulates each token by its own time). Labels are used
+        as given (no dropout here)."""
         if t.ndim == 0:
             t = t.expand(x.shape[0])
         tokens = self.x_embedder(x) + self.pos_embed  # (N, T, D)
+        if t.ndim == 2:
+            if t.shape != tokens.shape[:2]:
+                raise ValueError(f"per-token times have shape {tuple(t.shape)}, expected {tuple(tokens.shape[:2])}")
+            t_emb = self.t_embedder(t.reshape(-1)).reshape(*t.shape, -1)  # (N, T, D)
+            return tokens, t_emb.to(tokens.dtype) + self.y_embedder(y)[:, None]
         c = self.t_embedder(t).to(tokens.dtype) + self.y_embedder(y)  # (N, D)
         return tokens, c
 
@@ -235,26 +257,35 @@ class DiffusionTransformer(nn.Module):
 
     # -- public API -------------------------------------------------------------------------------------------------
 
-    def forward_features(self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor, depth: int) -> torch.Tensor:
-        """Tokens (N, T, D) after the first `depth` blocks; the later blocks do not run."""
+    def forward_features(self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor, depth: int,
+                         groups: torch.Tensor | None = None) -> torch.Tensor:
+        """Tokens (N, T, D) after the first `depth` blocks; the later blocks do not run. t and groups as in forward."""
         if not 0 <= depth <= self.depth:
             raise ValueError(f"depth {depth} outside 0..{self.depth}")
         h, c = self.embed(x, t, y)
+        mask = None if groups is None else group_attention_mask(groups)
         for block in self.blocks[:depth]:
-            h = block(h, c)
+            h = block(h, c, mask)
         return h
 
-    def forward(self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor, feature_depth: int | None = None):
-        """Prediction (N, C_out, H, W) for inputs x (N, C, H, W), times t (N,) and labels y (N,) used as given.
+    def forward(self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor, feature_depth: int | None = None,
+                groups: torch.Tensor | None = None):
+        """Prediction (N, C_out, H, W) for inputs x (N, C, H, W), times t (N,) or one per token (N, T), and labels y
+        (N,) used as given. `groups` (N, T) integer group ids restrict attention to tokens of the same group
+        (attention separation); None is the ordinary full attention.
 
         With `feature_depth=k` also return the tokens (N, T, D) after block k from the same forward, as a tuple; the
         training objective asks for them this way so that DDP and torch.compile see a single forward call.
         """
         h, c = self.embed(x, t, y)
+        mask = None if groups is None else group_attention_mask(groups)
         feats = h if feature_depth == 0 else None
         ckpt = self.grad_checkpointing and torch.is_grad_enabled()
         for i, block in enumerate(self.blocks):
-            h = torch.utils.checkpoint.checkpoint(block, h, c, use_reentrant=False) if ckpt else block(h, c)  # (N, T, D)
+            if ckpt:
+                h = torch.utils.checkpoint.checkpoint(block, h, c, mask, use_reentrant=False)  # (N, T, D)
+            else:
+                h = block(h, c, mask)  # (N, T, D)
             if i + 1 == feature_depth:
                 feats = h
         out = self.unpatchify(self.final_layer(h, c))  # (N, C_out, H, W)
