@@ -1,12 +1,14 @@
 """The `sra` command line: a thin dispatcher. Each subcommand lives in `sra.commands.<name>` with `add_parser` (flags
-into a config) and `run` (calls the library); errors the user can fix print as one line with a non-zero exit."""
+into a config) and `run` (calls the library); errors the user can fix print as one line with a non-zero exit.
+
+The command list is discovered from the modules of `sra.commands` (not kept in a table), so it always names exactly
+the commands that exist: adding a command is adding a module."""
 from __future__ import annotations
 
 import argparse
 import importlib
+import pkgutil
 import sys
-
-COMMANDS = ("train", "sample", "generate", "eval", "prepare", "bench", "probe", "pca", "study")
 
 
 def user_errors() -> tuple[type[BaseException], ...]:
@@ -17,17 +19,26 @@ def user_errors() -> tuple[type[BaseException], ...]:
             PermissionError)
 
 
+def command_modules() -> dict:
+    """{name: module} of every public module in sra.commands that defines both `add_parser` and `run`, by name
+    (modules without them are shared helpers, not commands)."""
+    from . import commands
+
+    found = {}
+    for info in sorted(pkgutil.iter_modules(commands.__path__), key=lambda m: m.name):
+        if info.name.startswith("_"):
+            continue
+        module = importlib.import_module(f"{commands.__name__}.{info.name}")
+        if callable(getattr(module, "add_parser", None)) and callable(getattr(module, "run", None)):
+            found[info.name] = module
+    return found
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="sra", description="Train, sample and evaluate diffusion transformers with Self-Representation Alignment.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name in COMMANDS:
-        try:
-            module = importlib.import_module(f"sra.commands.{name}")
-        except ModuleNotFoundError as e:
-            if e.name == f"sra.commands.{name}":
-                continue  # command not part of this build
-            raise
+    for module in command_modules().values():
         p = module.add_parser(sub)
         p.set_defaults(_run=module.run)
     return parser
