@@ -142,7 +142,7 @@ def test_dit_models_dispatch_to_sra_diffusion(tmp_path, monkeypatch):
     assert seen == dict(method="ddpm", num_steps=250, cfg_scale=1.5, shape=(2, 1, 8, 8), generators=2)
     assert json.loads((tmp_path / "out" / "manifest.json").read_text())["sampler"]["mode"] == "ddpm"
     with np.load(result.npz) as f:
-        assert (f["arr_0"] == 128).all()  # zeros in [-1, 1] -> mid grey
+        assert (f["arr_0"] == 127).all()  # zeros in [-1, 1] -> 127.5, truncated as the reference does
 
 
 def test_latent_models_need_a_store_and_decode_through_its_vae(tmp_path, monkeypatch, capsys):
@@ -177,3 +177,21 @@ def test_dit_ddpm_per_image_seeds(tmp_path):
             arrays.append(f["arr_0"])
     np.testing.assert_array_equal(arrays[0], arrays[1])
     assert arrays[0].std() > 5
+
+
+def test_uint8_truncates_as_the_reference_and_grids_round():
+    from sra.data.grid import to_uint8
+
+    x = torch.cat([torch.linspace(-1.2, 1.2, 997), torch.tensor([0.0, -1.0, 1.0, 1 / 255, 2 / 255 - 1])])
+    x = x[torch.randperm(len(x), generator=torch.Generator().manual_seed(0))].reshape(1, 1, 1, -1).repeat(1, 3, 1, 1)
+    # The released generate.py: samples = (samples + 1) / 2; clamp(255 * samples, 0, 255), cast to uint8 (float32).
+    a = x.permute(0, 2, 3, 1).numpy().astype(np.float32)
+    ref = np.clip(np.float32(255) * ((a + np.float32(1)) / np.float32(2)), 0, 255).astype(np.uint8)
+    np.testing.assert_array_equal(to_uint8(x), ref)
+    nearest = np.floor(np.clip((a.astype(np.float64) + 1) * 127.5, 0, 255) + 0.5)
+    near = to_uint8(x, "nearest").astype(np.float64)
+    assert (near != nearest).sum() <= 2  # ties (x = 0 -> 127.5) may go to the even level
+    diff = near - ref
+    assert set(np.unique(diff)) <= {0.0, 1.0} and 0.4 < diff.mean() < 0.6  # rounding lifts by half a level
+    with pytest.raises(ValueError, match="rounding"):
+        to_uint8(x, "ceil")

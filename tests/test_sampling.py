@@ -134,6 +134,70 @@ def test_sde_grid_and_deterministic_last_step():
     torch.testing.assert_close(one[0], one[1], rtol=0, atol=0)
 
 
+def class_gaussian_field(path, mus=(1.0, -0.5, 0.3, 0.0), s0=0.5):
+    """Exact velocity for data of class y ~ N(mus[y], s0^2) (the last mean belongs to the null label)."""
+    mus = torch.tensor(mus, dtype=torch.float64)
+
+    def fn(x, t, y):
+        a, s, da, ds = (bcast(c, x) for c in path_coefficients(path, t))
+        m = bcast(mus[y], x)
+        var = a ** 2 * s0 ** 2 + s ** 2
+        r = x - a * m
+        return da * (m + a * s0 ** 2 / var * r) + ds * (s / var * r)
+    return fn
+
+
+def reference_sde(fn, path, noise, y, num_steps, cfg_scale, high, generator, g_of_t):
+    """The released SRA/REPA Euler-Maruyama sampler written out: diffusion g = g_of_t(t) (theirs: 2 t), drift
+    d = v - g/2 * score per branch, CFG on d inside [0, high], x += d dt + sqrt(g) sqrt(|dt|) eps; last step d dt."""
+    t_steps = torch.cat([torch.linspace(1.0, 0.04, num_steps, dtype=torch.float64), torch.zeros(1, dtype=torch.float64)])
+    null = torch.full_like(y, 3)
+    x = noise.double()
+    for i in range(num_steps):
+        t_cur, t_next = float(t_steps[i]), float(t_steps[i + 1])
+        dt, g = t_next - t_cur, g_of_t(t_cur)
+        guided = cfg_scale > 1 and t_cur <= high
+        xs, ys = (torch.cat([x, x]), torch.cat([y, null])) if guided else (x, y)
+        tt = torch.full((len(xs),), t_cur, dtype=torch.float64)
+        v = fn(xs, tt.float().double(), ys)  # the model sees a float32 time (the reference: latents' dtype)
+        a, s, da, ds = (bcast(c, xs) for c in path_coefficients(path, tt))
+        score = (a / da * v - xs) / (s ** 2 - a / da * ds * s)
+        d = v - 0.5 * g * score
+        if guided:
+            d_c, d_u = d.chunk(2)
+            d = d_u + cfg_scale * (d_c - d_u)
+        if i < num_steps - 1:
+            eps = torch.randn(x.shape, generator=generator).double()
+            x = x + d * dt + math.sqrt(g) * math.sqrt(abs(dt)) * eps
+        else:
+            x = x + d * dt
+    return x
+
+
+@pytest.mark.parametrize("path", ["linear", "cosine"])
+def test_sde_diffusion_is_the_released_samplers_2t_and_sigma_is_an_option(path):
+    noise = torch.randn(6, 1, 2, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    y = torch.tensor([0, 1, 2, 0, 1, 2])
+    kw = dict(num_steps=8, cfg_scale=1.8, guidance_high=0.7, path_type=path)
+
+    def ours(**extra):
+        return euler_maruyama_sampler(Field(class_gaussian_field(path)), noise, y,
+                                      generator=torch.Generator().manual_seed(1), **kw, **extra)
+
+    def ref(g_of_t):
+        return reference_sde(class_gaussian_field(path), path, noise, y, 8, 1.8, 0.7, torch.Generator().manual_seed(1),
+                             g_of_t)
+
+    two_t = ref(lambda t: 2 * t)
+    two_sigma = ref(lambda t: 2 * math.sin(math.pi * t / 2) if path == "cosine" else 2 * t)
+    torch.testing.assert_close(ours(), two_t, rtol=1e-12, atol=1e-12)  # default: w_t = t
+    torch.testing.assert_close(ours(diffusion_form="sigma"), two_sigma, rtol=1e-12, atol=1e-12)
+    if path == "cosine":  # sigma_t = sin(pi t / 2) != t: the forms really differ there
+        assert (two_t - two_sigma).abs().max() > 1e-2
+    with pytest.raises(ValueError, match="diffusion form"):
+        ours(diffusion_form="sbdm")
+
+
 def tiny_model(seed=0):
     torch.manual_seed(seed)
     m = sra.build_model("SiT-T/4", input_size=8, in_channels=1, num_classes=3, depth=2)

@@ -25,6 +25,7 @@ from .data.grid import to_uint8
 from .models import LoadedModel, load_model
 from .models.presets import SIZES, parse_name
 from .transport.path import PATHS
+from .transport.samplers import DIFFUSION_FORMS
 
 NOISE_STREAM, LABEL_STREAM = 0, 1
 # The authors' evaluation protocol (SRA, REPA; ImageNet 256 px, SiT-XL/2): SDE, 250 steps, CFG 1.8 in [0, 0.7].
@@ -45,6 +46,7 @@ class SamplerOptions:
     guidance_low: float | None = None   # guidance only in steps starting at t in [low, high]; None: 0
     guidance_high: float | None = None  # (t = 1 noise, 0 data); None: 0.7 SiT, 1 DiT
     path_type: str | None = None        # SiT training path (the SDE's score needs it); None: the run's, else linear
+    sde_diffusion: str = "t"            # SDE diffusion w_t: t (released samplers, every path) or sigma (SiT's form)
 
     def resolve(self, loaded: LoadedModel) -> "SamplerOptions":
         """Fill the None fields from the family's protocol and the run's config; validate. Returns a new object."""
@@ -67,6 +69,8 @@ class SamplerOptions:
                              "0 <= low <= high <= 1")
         if o.path_type not in PATHS:
             raise ValueError(f"unknown path {o.path_type!r}; choices: {', '.join(PATHS)}")
+        if o.sde_diffusion not in DIFFUSION_FORMS:
+            raise ValueError(f"unknown SDE diffusion {o.sde_diffusion!r}; choices: {', '.join(DIFFUSION_FORMS)}")
         return o
 
     def to_dict(self) -> dict:
@@ -163,8 +167,10 @@ def sample_model_space(loaded: LoadedModel, opts: SamplerOptions, y: torch.Tenso
     if loaded.family == "SiT":
         from .transport.samplers import euler_maruyama_sampler, euler_sampler
 
-        sampler = euler_maruyama_sampler if opts.mode == "sde" else euler_sampler
-        return sampler(m, noise, y, heun=opts.heun, path_type=opts.path_type, generator=generators, **kwargs)
+        if opts.mode == "sde":
+            return euler_maruyama_sampler(m, noise, y, path_type=opts.path_type, generator=generators,
+                                          diffusion_form=opts.sde_diffusion, **kwargs)
+        return euler_sampler(m, noise, y, heun=opts.heun, **kwargs)
     from .diffusion import sample
 
     return sample(m, noise, y, method=opts.mode, generator=generators, **kwargs)  # generators: DDPM noise
@@ -286,6 +292,7 @@ def generate(checkpoint, out_dir, *, num_images: int = 50_000, seed: int = 0, ba
     for b in range(math.ceil(len(mine) / batch_size)):
         idx = mine[b * batch_size:(b + 1) * batch_size]
         y = image_labels(seed, idx, loaded.model.num_classes, classes)
+        # to_uint8's default truncation is the reference's quantisation, so the .npz compares with published FIDs
         for i, img in zip(idx, to_uint8(sample_images(loaded, opts, seed, idx, y, decode))):
             save_png(img, image_path(out, i))
         bar.update(min(len(idx) * ctx.world_size, bar.total - bar.n))  # rank 0's progress stands for all ranks'

@@ -34,6 +34,7 @@ def add_model_flags(p: argparse.ArgumentParser) -> None:
 
 def add_sampler_flags(p: argparse.ArgumentParser) -> None:
     from ..transport.path import PATHS
+    from ..transport.samplers import DIFFUSION_FORMS
 
     g = p.add_argument_group("sampler (defaults: the family's protocol, see above)")
     g.add_argument("--mode", default=None, choices=["ode", "sde", "ddpm", "ddim"],
@@ -48,6 +49,9 @@ def add_sampler_flags(p: argparse.ArgumentParser) -> None:
                    help="guide only at times t <= this (default: SiT 0.7, DiT 1)")
     g.add_argument("--path-type", default=None, choices=PATHS,
                    help="SiT training path, needed by the SDE (default: the run's config, else linear)")
+    g.add_argument("--sde-diffusion", default="t", choices=DIFFUSION_FORMS,
+                   help="SDE diffusion coefficient w_t: t (g^2 = 2t on every path, the released REPA/SRA samplers; "
+                        "default) or sigma (w_t = sigma_t, SiT's form); equal on the linear path")
     g.add_argument("--seed", type=int, default=0, help="seed; image i's label and noise depend only on (seed, i)")
 
 
@@ -55,7 +59,8 @@ def options_from_args(args):
     from ..generate import SamplerOptions
 
     return SamplerOptions(mode=args.mode, num_steps=args.steps, heun=args.heun, cfg_scale=args.cfg_scale,
-                          guidance_low=args.guidance_low, guidance_high=args.guidance_high, path_type=args.path_type)
+                          guidance_low=args.guidance_low, guidance_high=args.guidance_high, path_type=args.path_type,
+                          sde_diffusion=args.sde_diffusion)
 
 
 def add_parser(sub) -> argparse.ArgumentParser:

@@ -21,6 +21,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from ..data.grid import to_uint8
 from .metrics import frechet_distance, gaussian_stats
 
 FEATURE_DIM = 128
@@ -256,7 +257,7 @@ def generate_samples(model, num_samples: int, device, seed: int = 0, num_steps: 
             else:
                 from ..transport import euler_sampler
                 x = euler_sampler(model, z, y, num_steps=num_steps)
-            out.append(((x.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).cpu())
+            out.append(torch.from_numpy(to_uint8(x, "nearest")))
     finally:
         model.train(was_training)
     return torch.cat(out).numpy(), labels.numpy()

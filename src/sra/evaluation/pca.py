@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..data.grid import to_uint8
 from .probe import block_tokens, model_time, noisy_input, null_labels, per_image_noise
 
 PCA_SEED_INDEX = 0  # the image's index for per_image_noise: the noise is fixed by --seed alone
@@ -112,7 +113,7 @@ def model_input(model, file: str | os.PathLike, vae: str | None = None) -> tuple
     net = load_vae(vae)
     info = vae_info(net, vae)
     x = load_image(file, size * info["downsample"], 3)  # (1, 3, H, W) in [-1, 1]
-    pixels = ((x[0].permute(1, 2, 0) + 1) * 127.5).round().to(torch.uint8)[None]  # (1, H, W, 3)
+    pixels = torch.from_numpy(to_uint8(x[:1], "nearest"))  # (1, H, W, 3)
     z = encode_moments(net, pixels)[:, :info["latent_channels"]] * info["scaling_factor"]  # posterior mean
     if z.shape[1] != c:
         raise ValueError(f"the VAE {vae} makes {z.shape[1]}-channel latents but the model takes {c}")
