@@ -130,16 +130,17 @@ def test_dit_models_dispatch_to_sra_diffusion(tmp_path, monkeypatch):
     seen = {}
 
     def sample(model, noise, y, *, method="ddpm", num_steps=250, cfg_scale=1.0, guidance_low=0.0, guidance_high=1.0,
-               generator=None):
+               generator=None, cfg_channels="all"):
         seen.update(method=method, num_steps=num_steps, cfg_scale=cfg_scale, shape=tuple(noise.shape),
-                    generators=len(generator))
+                    generators=len(generator), cfg_channels=cfg_channels)
         return torch.zeros_like(noise)
 
     monkeypatch.setitem(sys.modules, "sra.diffusion", types.SimpleNamespace(sample=sample))
     m = sra.build_model("DiT-T/4", input_size=8, in_channels=1, num_classes=3, depth=1)
     torch.save({"ema": m.state_dict()}, tmp_path / "dit.pt")
     result = generate(tmp_path / "dit.pt", tmp_path / "out", num_images=2, batch_size=2, progress=False)
-    assert seen == dict(method="ddpm", num_steps=250, cfg_scale=1.5, shape=(2, 1, 8, 8), generators=2)
+    assert seen == dict(method="ddpm", num_steps=250, cfg_scale=1.5, shape=(2, 1, 8, 8), generators=2,
+                        cfg_channels="dit")
     assert json.loads((tmp_path / "out" / "manifest.json").read_text())["sampler"]["mode"] == "ddpm"
     with np.load(result.npz) as f:
         assert (f["arr_0"] == 127).all()  # zeros in [-1, 1] -> 127.5, truncated as the reference does

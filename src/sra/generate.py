@@ -22,6 +22,7 @@ import torch
 
 from . import distributed
 from .data.grid import to_uint8
+from .diffusion.samplers import CFG_CHANNELS
 from .models import LoadedModel, load_model
 from .models.presets import SIZES, parse_name
 from .transport.path import PATHS
@@ -47,6 +48,7 @@ class SamplerOptions:
     guidance_high: float | None = None  # (t = 1 noise, 0 data); None: 0.7 SiT, 1 DiT
     path_type: str | None = None        # SiT training path (the SDE's score needs it); None: the run's, else linear
     sde_diffusion: str = "t"            # SDE diffusion w_t: t (released samplers, every path) or sigma (SiT's form)
+    cfg_channels: str = "dit"           # DiT: guide epsilon channels 0-2 (DiT's protocol) or all of them
 
     def resolve(self, loaded: LoadedModel) -> "SamplerOptions":
         """Fill the None fields from the family's protocol and the run's config; validate. Returns a new object."""
@@ -69,6 +71,8 @@ class SamplerOptions:
                              "0 <= low <= high <= 1")
         if o.path_type not in PATHS:
             raise ValueError(f"unknown path {o.path_type!r}; choices: {', '.join(PATHS)}")
+        if o.cfg_channels not in CFG_CHANNELS:
+            raise ValueError(f"unknown cfg channels {o.cfg_channels!r}; choices: {', '.join(CFG_CHANNELS)}")
         if o.sde_diffusion not in DIFFUSION_FORMS:
             raise ValueError(f"unknown SDE diffusion {o.sde_diffusion!r}; choices: {', '.join(DIFFUSION_FORMS)}")
         return o
@@ -173,7 +177,8 @@ def sample_model_space(loaded: LoadedModel, opts: SamplerOptions, y: torch.Tenso
         return euler_sampler(m, noise, y, heun=opts.heun, **kwargs)
     from .diffusion import sample
 
-    return sample(m, noise, y, method=opts.mode, generator=generators, **kwargs)  # generators: DDPM noise
+    return sample(m, noise, y, method=opts.mode, generator=generators, cfg_channels=opts.cfg_channels,
+                  **kwargs)  # generators: DDPM noise
 
 
 def sample_images(loaded: LoadedModel, opts: SamplerOptions, seed: int, indices: Sequence[int],
