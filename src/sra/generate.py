@@ -38,6 +38,15 @@ MANIFEST = "manifest.json"
 NPZ = "samples.npz"
 
 
+def training_path(loaded: LoadedModel) -> str:
+    """The SiT path a model was trained on: our run config's, else the released args' --path-type (which spells the
+    cosine path "cos"), else linear."""
+    path = ((loaded.config or {}).get("flow") or {}).get("path")
+    if path is None and loaded.released_args:
+        path = {"cos": "cosine"}.get(loaded.released_args.get("path_type"), loaded.released_args.get("path_type"))
+    return path or "linear"
+
+
 @dataclass(kw_only=True)
 class SamplerOptions:
     mode: str | None = None             # SiT: ode | sde; DiT: ddpm | ddim; None: the family's protocol (sde / ddpm)
@@ -58,7 +67,7 @@ class SamplerOptions:
             if getattr(o, k) is None:
                 setattr(o, k, v)
         if o.path_type is None:
-            o.path_type = ((loaded.config or {}).get("flow") or {}).get("path", "linear")
+            o.path_type = training_path(loaded)
         if o.mode not in MODES[loaded.family]:
             raise ValueError(f"mode {o.mode!r} does not apply to a {loaded.family} model; choices: "
                              f"{', '.join(MODES[loaded.family])}")
@@ -135,28 +144,49 @@ def image_labels(seed: int, indices: Sequence[int], num_classes: int, classes: S
         distributed.step_seed(seed, i, LABEL_STREAM)))) for i in indices], dtype=torch.long)
 
 
-def make_decoder(loaded: LoadedModel, latent_store: str | None = None) -> Callable[[torch.Tensor], torch.Tensor]:
-    """Model-space samples -> images in [-1, 1]. Latent models (the run's data_dir is a latent store, or
-    `latent_store` is given) decode through the store's VAE, loaded here so that a missing VAE is refused before
-    anything is written (LatentDataset.decode would fall back to raw latent channels, fine for a training preview but
-    not for evaluation images). Pixel models (1 or 3 channels) pass through."""
+def make_decoder(loaded: LoadedModel, latent_store: str | None = None,
+                 vae: str | None = None) -> Callable[[torch.Tensor], torch.Tensor]:
+    """Model-space samples -> images in [-1, 1]. Pixel models (1 or 3 channels) pass through. Latent models decode
+    through a VAE loaded here, so that a missing VAE is refused before anything is written (LatentDataset.decode
+    would fall back to raw latent channels, fine for a training preview but not for evaluation images).
+
+    The VAE: `vae` (a diffusers AutoencoderKL folder or a repo id in the local Hugging Face cache), else $SRA_VAE,
+    else the latent store's, else (no store: an authors' released checkpoint) their default SD-VAE ft-EMA
+    from the cache. The scaling: the store's (the run's data_dir, or `latent_store`); without a store the released
+    code's, latents = scaling_factor (0.18215 for the SD-VAE) x VAE latents, no shift."""
+    from .data import DataError
     from .data.latents import is_latent_store, open_latent_store
-    from .data.vae import decode_latents, env_vae, load_vae
+    from .data.vae import DEFAULT_VAE, decode_latents, env_vae, load_vae, vae_info
 
     c = loaded.model.in_channels
+    device = next(loaded.model.parameters()).device
     data_dir = (loaded.config or {}).get("data_dir")
-    if latent_store is None and not (data_dir and is_latent_store(data_dir)):
-        if c in (1, 3):
-            return lambda x: x
-        raise ValueError(f"the model works on {c}-channel latents and no latent store is known to decode them; "
-                         "pass the `sra prepare` folder it was trained on as --latent-store")
+    store_dir = latent_store or (data_dir if data_dir and is_latent_store(data_dir) else None)
+    name = vae or env_vae()
+    if store_dir is None and c in (1, 3):
+        if vae:
+            raise ValueError(f"--vae is for latent models; this one works on {c}-channel pixels")
+        return lambda x: x
+    if store_dir is not None:
+        store = open_latent_store(store_dir)
+        name = name or store.vae_name
+        if not name:
+            raise ValueError(f"latent store {store_dir} names no VAE; pass --vae DIR (or set SRA_VAE)")
+        net = load_vae(name, device=device)
+        return lambda x: decode_latents(net, store.unnormalize(x.float()))
 
-    store = open_latent_store(latent_store or data_dir)
-    name = env_vae() or store.vae_name
-    if not name:
-        raise ValueError(f"latent store {latent_store or data_dir} names no VAE; set SRA_VAE to its folder or name")
-    vae = load_vae(name, device=next(loaded.model.parameters()).device)
-    return lambda x: decode_latents(vae, store.unnormalize(x.float()))
+    try:
+        net = load_vae(name or DEFAULT_VAE, device=device)
+    except DataError as e:
+        if name:
+            raise
+        raise ValueError(f"the model works on {c}-channel latents and no VAE is known to decode them ({e}); pass "
+                         "--vae DIR (a diffusers AutoencoderKL folder such as sd-vae-ft-ema, or a repo id in the local "
+                         "Hugging Face cache), set SRA_VAE, or give the `sra prepare` store as --latent-store") from None
+    info = vae_info(net, name or DEFAULT_VAE)
+    if info["latent_channels"] != c:
+        raise ValueError(f"the VAE {name} makes {info['latent_channels']}-channel latents but the model takes {c}")
+    return lambda x: decode_latents(net, x.float() / info["scaling_factor"])
 
 
 def sample_model_space(loaded: LoadedModel, opts: SamplerOptions, y: torch.Tensor,
@@ -265,9 +295,11 @@ class GenerateResult:
 def generate(checkpoint, out_dir, *, num_images: int = 50_000, seed: int = 0, batch_size: int = 32,
              options: SamplerOptions | None = None, classes: Sequence[int] | None = None,
              model_name: str | None = None, input_size: int | None = None, weights: str = "ema",
-             latent_store: str | None = None, npz: bool = True, progress: bool = True) -> GenerateResult:
+             latent_store: str | None = None, vae: str | None = None, npz: bool = True,
+             progress: bool = True) -> GenerateResult:
     """Write images 0..num_images-1 as PNGs into out_dir (skipping those already there) and, on rank 0 after all
-    ranks finish, out_dir/samples.npz. Under torchrun each rank makes a share of the missing images."""
+    ranks finish, out_dir/samples.npz. Under torchrun each rank makes a share of the missing images. `vae`: the VAE
+    folder or cached repo id that decodes a latent model's samples (see `make_decoder`)."""
     from tqdm.auto import tqdm
 
     if num_images < 1 or batch_size < 1:
@@ -277,10 +309,10 @@ def generate(checkpoint, out_dir, *, num_images: int = 50_000, seed: int = 0, ba
                                device=ctx.device)
     opts = (options or SamplerOptions()).resolve(loaded)
     classes = check_classes(classes, loaded.model.num_classes)
-    decode = make_decoder(loaded, latent_store)
+    decode = make_decoder(loaded, latent_store, vae)
     out = Path(out_dir)
     manifest = dict(checkpoint=str(loaded.source.resolve()), weights=weights, seed=seed, classes=classes,
-                    latent_store=latent_store, sampler=opts.to_dict())
+                    latent_store=latent_store, vae=vae, sampler=opts.to_dict())
     check_manifest(out, manifest)  # every rank checks before rank 0 writes anything
     distributed.barrier()
     if ctx.is_main:

@@ -37,7 +37,7 @@ def run(args) -> int:
         result = generate(args.checkpoint, args.output_dir, num_images=args.num_images, seed=args.seed,
                           batch_size=args.batch_size, options=options_from_args(args), classes=args.classes,
                           model_name=args.model, input_size=args.input_size, weights=args.weights,
-                          latent_store=args.latent_store, npz=args.npz, progress=args.progress)
+                          latent_store=args.latent_store, vae=args.vae, npz=args.npz, progress=args.progress)
         rate = result.generated / result.seconds if result.seconds > 0 else float("nan")
         distributed.print0(f"{args.output_dir}: {result.generated} new images in {result.seconds:.1f} s "
                            f"({rate:.2f} images/s)")

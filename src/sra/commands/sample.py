@@ -27,8 +27,12 @@ def add_model_flags(p: argparse.ArgumentParser) -> None:
                    help="expected preset (e.g. SiT-XL/2); refuse a checkpoint of another one (default: no check)")
     g.add_argument("--input-size", type=int, default=None,
                    help="expected model input side in pixels or latents (32 for 256 px SD-VAE); refuse others")
-    g.add_argument("--latent-store", default=None, help="`sra prepare` folder whose VAE decodes latent samples "
-                   "(default: the run's data_dir; not needed for pixel models)")
+    g.add_argument("--latent-store", default=None, help="`sra prepare` folder whose VAE and scaling decode latent "
+                   "samples (default: the run's data_dir; not needed for pixel models)")
+    g.add_argument("--vae", default=None, metavar="DIR", help="VAE that decodes latent samples: a diffusers "
+                   "AutoencoderKL folder, or a repo id found in the local Hugging Face cache; nothing downloads "
+                   "(default: $SRA_VAE, else the latent store's, else stabilityai/sd-vae-ft-ema from the cache as the "
+                   "authors' generate.py; released checkpoints need no store: latents = 0.18215 x VAE latents)")
     g.add_argument("--tf32", action=argparse.BooleanOptionalAction, default=True,
                    help="TF32 matmuls on NVIDIA GPUs (the authors sample so: faster, ~1e-3 relative differences)")
 
@@ -96,7 +100,7 @@ def run(args) -> int:
                                weights=args.weights, device=device)
     opts = options_from_args(args).resolve(loaded)
     classes = check_classes(args.classes, loaded.model.num_classes)
-    decode = make_decoder(loaded, args.latent_store)
+    decode = make_decoder(loaded, args.latent_store, args.vae)
     if classes is not None:
         if args.per_class < 1:
             raise ValueError(f"--per-class must be >= 1 (got {args.per_class})")

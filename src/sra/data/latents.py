@@ -27,6 +27,7 @@ import torch
 from torch.utils.data import Dataset
 
 from .pixels import DataError
+from .vae import DEFAULT_VAE
 
 FORMAT = "sra-latents"
 VERSION = 1
@@ -34,7 +35,6 @@ HEADER, MOMENTS, LABELS, STATUS, FILES, SKIPPED = ("latents.json", "moments.npy"
                                                    "files.txt", "skipped.txt")
 PENDING, DONE, SKIP = 0, 1, 2
 REFERENCE_DIR, REFERENCE_JSON = "vae-sd", "dataset.json"
-DEFAULT_VAE = "stabilityai/sd-vae-ft-ema"
 NORMALIZATIONS = ("scale", "channel")
 
 

@@ -2,6 +2,7 @@
 a plain state dict: the architecture is read off the weights' shapes, so no flags are needed."""
 from __future__ import annotations
 
+import argparse
 import json
 import os
 from dataclasses import dataclass
@@ -20,6 +21,7 @@ class LoadedModel:
     config: dict | None                   # our resolved TrainConfig as a dict, when the checkpoint has one
     source: Path                          # the checkpoint file read
     step: int | None                      # training step of our checkpoints
+    released_args: dict | None = None     # vars() of the argparse.Namespace under 'args' in the authors' files
 
 
 def architecture_from_state(state: dict) -> dict:
@@ -72,5 +74,7 @@ def load_model(path: str | os.PathLike, weights: str = "ema", num_heads: int | N
     model = DiffusionTransformer(**arch)
     load_weights(model, state, source=str(file))
     step = ckpt.get("step", ckpt.get("steps"))
+    args = ckpt.get("args")
     return LoadedModel(model.to(device).eval(), "DiT" if arch["learn_sigma"] else "SiT", config, file,
-                       int(step) if step is not None else None)
+                       int(step) if step is not None else None,
+                       vars(args) if isinstance(args, argparse.Namespace) else None)
