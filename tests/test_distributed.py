@@ -13,8 +13,8 @@ COMMON = ["train", "--model", "SiT-T/2", "--data-dir", "digits", "--batch-size",
           "--sample-every", "1000", "--sample-steps", "1", "--no-progress", "--lr", "1e-3"]
 
 
-def launch(nproc, *args, timeout=400):
-    if nproc == 1:
+def launch(nproc, *args, timeout=400, torchrun=None):
+    if not (nproc > 1 if torchrun is None else torchrun):
         cmd = [sys.executable, "-m", "sra", *args]
     else:
         cmd = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={nproc}", "--standalone",
@@ -43,8 +43,9 @@ def test_two_ranks_equal_one_rank_and_resume_on_another_world_size(tmp_path, fsd
     # Written once, by rank 0: one file per step and no temporary leftovers.
     assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["0000001.pt", "0000002.pt"]
     assert len((run / "metrics.jsonl").read_text().splitlines()) == 2
-    # Resume the 2-rank run on 1 rank (the same command without torchrun, FSDP off as it needs >1 rank to shard).
-    cont = launch(1, *COMMON, *extra, "--output-dir", str(tmp_path), "--exp-name", "two", "--max-train-steps", "4")
+    # Resume the 2-rank run on 1 rank: DDP as a plain process; FSDP under torchrun, sharded over one process.
+    cont = launch(1, *COMMON, *extra, "--output-dir", str(tmp_path), "--exp-name", "two", "--max-train-steps", "4",
+                  torchrun=fsdp)
     assert cont.returncode == 0, cont.stderr[-2000:]
     assert "resuming" in cont.stdout
     a, b = weights(tmp_path / "one", 4), weights(run, 4)

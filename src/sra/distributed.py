@@ -37,7 +37,9 @@ def init(device: str | None = None, timeout_s: float = 600.0) -> Context:
     dev = torch.device(f"cuda:{local}" if use_cuda else "cpu")
     if use_cuda:
         torch.cuda.set_device(dev)
-    if world > 1 and not dist.is_initialized():
+    # Under torchrun a process group is started even for one process, so that `--fsdp` shards on one GPU too.
+    launched = world > 1 or "TORCHELASTIC_RUN_ID" in os.environ
+    if launched and not dist.is_initialized():
         dist.init_process_group("nccl" if use_cuda else "gloo", timeout=datetime.timedelta(seconds=timeout_s),
                                 device_id=dev if use_cuda else None)
     return Context(rank, world, local, dev)

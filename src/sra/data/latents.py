@@ -97,6 +97,7 @@ class LatentDataset(Dataset):
         self.channel_mean = torch.tensor(stats["mean"] if stats else [0.0] * self.shape[0]).view(1, -1, 1, 1)
         self.channel_std = torch.tensor(stats["std"] if stats else [1.0] * self.shape[0]).view(1, -1, 1, 1)
         self.vae_name, self._vae, self._warned = vae, None, False
+        self._stats_device = None
 
     def prepare_batch(self, moments: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         """Moments (N, 2C, h, w) -> model input (N, C, h, w): a posterior sample, scaled or normalised, float32."""
@@ -104,8 +105,15 @@ class LatentDataset(Dataset):
         eps = torch.randn(mean.shape, generator=generator, device=mean.device)
         z = mean + std * eps
         if self.normalize == "channel":
-            return (z - self.channel_mean.to(z.device)) / self.channel_std.to(z.device)
+            mean, std = self._stats_on(z.device)
+            return (z - mean) / std
         return z * self.scale
+
+    def _stats_on(self, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        """Channel mean and std on `device`, copied once (a per-step host-to-device copy would make the GPU wait)."""
+        if self._stats_device is None or self._stats_device[0].device != device:
+            self._stats_device = (self.channel_mean.to(device), self.channel_std.to(device))
+        return self._stats_device
 
     def unnormalize(self, x: torch.Tensor) -> torch.Tensor:
         """Model space -> raw VAE latents (the inverse of prepare_batch's scaling)."""
@@ -133,8 +141,8 @@ class LatentDataset(Dataset):
         self._vae.to(z.device)
         return decode_latents(self._vae, z)
 
-    def __getstate__(self):  # DataLoader workers: never pickle the VAE or an open file
-        return {k: (None if k in ("_vae", "_mm") else v) for k, v in self.__dict__.items()}
+    def __getstate__(self):  # DataLoader workers: never pickle the VAE, an open file or device tensors
+        return {k: (None if k in ("_vae", "_mm", "_stats_device") else v) for k, v in self.__dict__.items()}
 
 
 # ----------------------------------------------------------------------------------------------------------------

@@ -63,8 +63,10 @@ def local_batches(dataset, schedule: BatchSchedule, start: int, stop: int, ctx, 
                 for a in range(cfg.grad_accum)]
 
     if hasattr(dataset, "get_batch"):
+        pin = ctx.device.type == "cuda"  # pinned host memory: the step's non_blocking copy does not wait for the GPU
         for step in range(start, stop):
-            yield step, [dataset.get_batch(p) for p in parts(schedule.indices(step))]
+            batches = [dataset.get_batch(p) for p in parts(schedule.indices(step))]
+            yield step, [(x.pin_memory(), y.pin_memory()) for x, y in batches] if pin else batches
         return
     sampler = [p.tolist() for step in range(start, stop) for p in parts(schedule.indices(step))]
     loader = torch.utils.data.DataLoader(dataset, batch_sampler=sampler, num_workers=cfg.num_workers,
@@ -134,19 +136,28 @@ def sample_grid(cfg: TrainConfig, ema, dataset, shape, device) -> torch.Tensor:
 
 
 def optimizer_update(model, opt, scaler, ema, params, max_grad_norm: float, decay: float,
-                     fp16: bool) -> tuple[torch.Tensor, bool]:
-    """Unscale and clip the gradients; if they are finite (fp16: as the loss scaler decides) step the optimizer and
-    the EMA; clear the gradients. Returns (gradient norm, whether the step was skipped). The one host sync of a step
-    is the finiteness check (see docs/PERFORMANCE.md); `sra bench` times this same function."""
+                     fp16: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """Unscale and clip the gradients; step the optimizer unless they are non-finite; update the EMA; clear the
+    gradients. Returns (gradient norm, skipped) as 0-d device tensors: nothing here waits for the device.
+
+    The skip decision stays on the device (docs/PERFORMANCE.md): a fused optimizer reads `found_inf` and leaves weights,
+    moments and step count unchanged when it is 1 (this is how GradScaler drives fused optimizers; with fp16 the scaler
+    sets it itself). After a skipped step the weights are unchanged, so the EMA update only moves the EMA toward the
+    same finite weights. Only a non-fused optimizer (FSDP) needs the host to decide. `sra bench` times this function."""
     scaler.unscale_(opt)
     grad_norm = parallel.full_value(torch.nn.utils.clip_grad_norm_(params, max_grad_norm))
-    apply = fp16 or bool(torch.isfinite(grad_norm))  # fp16: the scaler skips a non-finite step itself
-    if apply:
-        scaler.step(opt)
-        update_ema(ema, parallel.full_params(model), decay)
+    skipped = ~torch.isfinite(grad_norm)
+    if fp16:
+        scaler.step(opt)  # the scaler finds the non-finite gradients and skips the step itself
+    elif opt.defaults.get("fused"):
+        opt.found_inf = skipped.float()
+        opt.step()
+    elif not skipped:  # the one host sync, non-fused optimizers only
+        opt.step()
+    update_ema(ema, parallel.full_params(model), decay)
     scaler.update()
     opt.zero_grad(set_to_none=True)
-    return grad_norm, not apply
+    return grad_norm, skipped
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -215,7 +226,12 @@ def train(cfg: TrainConfig) -> Path:
     from tqdm.auto import tqdm
     bar = tqdm(total=cfg.max_train_steps, initial=start, disable=not (ctx.is_main and cfg.progress),
                desc=f"{cfg.exp_name}", unit="step", dynamic_ncols=True)
+    # SRA_SYNC_DEBUG=1 on CUDA: any host-device synchronisation inside steps 5-7 raises (from the second step on; the
+    # first initialises libraries and caches). The step is meant to be free of them (docs/PERFORMANCE.md).
+    sync_debug = ctx.device.type == "cuda" and os.environ.get("SRA_SYNC_DEBUG") == "1"
     for step, micro_batches in local_batches(dataset, schedule, start, cfg.max_train_steps, ctx, cfg):
+        if sync_debug and step > start:
+            torch.cuda.set_sync_debug_mode("error")
         # 5. Learning rate (linear warm-up, then constant) and the step's draws for the whole global batch.
         lr = cfg.lr * min(1.0, (step + 1) / cfg.lr_warmup_steps) if cfg.lr_warmup_steps else cfg.lr
         for group in opt.param_groups:
@@ -244,7 +260,9 @@ def train(cfg: TrainConfig) -> Path:
         decay = ema_decay(step, decay=cfg.ema_decay, half_life_kimg=cfg.ema_half_life_kimg,
                           batch_size=cfg.batch_size, warmup=cfg.ema_warmup)
         grad_norm, was_skipped = optimizer_update(model, opt, scaler, ema, params, cfg.max_grad_norm, decay, fp16)
-        skipped += was_skipped
+        skipped = skipped + was_skipped.int()  # a device tensor: read at log time, never per step
+        if sync_debug:
+            torch.cuda.set_sync_debug_mode("default")
         stats["grad_norm"] = stats.get("grad_norm", 0.0) + grad_norm.detach()
         stats["n"] = stats.get("n", 0) + 1
         bar.update(1)
@@ -265,7 +283,7 @@ def train(cfg: TrainConfig) -> Path:
                    for k, v in sorted(stats.items())}
             elapsed = time.perf_counter() - t_log
             row.update(evaluation)
-            row.update(step=done, lr=lr, align_weight=weight, skipped_steps=skipped,
+            row.update(step=done, lr=lr, align_weight=weight, skipped_steps=int(skipped),
                        images_per_s=n * cfg.batch_size / max(elapsed, 1e-9))
             row["loss"] = float(combine({k: torch.tensor(row[k]) for k in ("denoise", "vb", "align") if k in row},
                                         weight))
@@ -290,6 +308,6 @@ def train(cfg: TrainConfig) -> Path:
     bar.close()
     if metrics:
         metrics.close()
-    if skipped:
-        distributed.print0(f"skipped {skipped} steps with a non-finite loss or gradient")
+    if int(skipped):
+        distributed.print0(f"skipped {int(skipped)} steps with a non-finite loss or gradient")
     return run

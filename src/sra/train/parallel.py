@@ -22,7 +22,7 @@ def shard_fsdp(model: torch.nn.Module, mixed_precision: str) -> None:
 
 def wrap(model: torch.nn.Module, ctx, fsdp: bool, mixed_precision: str) -> torch.nn.Module:
     """The module to call in training: FSDP shards `model` in place; DDP wraps it; one process returns it as is."""
-    if fsdp and ctx.distributed:  # one process has nothing to shard: plain module, same checkpoints
+    if fsdp and torch.distributed.is_initialized():  # torchrun, also with one process; a plain run: no sharding
         shard_fsdp(model, mixed_precision)
         return model
     if ctx.distributed:
