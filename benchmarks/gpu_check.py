@@ -50,7 +50,7 @@ def steps(work: Path) -> list[tuple[str, list[list[str]], int]]:
     fsdp = ["train", "--model", "SiT-T/2", "--exp-name", "fsdp", "--fsdp", "--mixed-precision", "bf16", *tiny]
     gen = ["--num-images", "64", "--batch-size", "64", "--no-progress"]
     return [
-        ("cuda_tests", [[sys.executable, "-m", "pytest", "-q", "-m", "cuda", "tests", "-p", "no:cacheprovider"]], 240),
+        ("cuda_tests", [[sys.executable, "-m", "pytest", "-m", "cuda", "tests", "-p", "no:cacheprovider"]], 240),
         ("bench_sit_xl2_eager", [sra_cmd("bench", "--model", "SiT-XL/2", *BENCH)], 150),
         ("bench_sit_b2_eager", [sra_cmd("bench", "--model", "SiT-B/2", *BENCH)], 90),
         ("train_compile_resume", [sra_cmd(*sit, "--max-train-steps", "40", "--checkpoint-every", "20"),
