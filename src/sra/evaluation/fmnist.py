@@ -9,6 +9,7 @@ Samples are quantised to uint8 first, so scoring a model in memory equals scorin
 """
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import os
@@ -178,6 +179,15 @@ def classifier_blob(train_x, train_y, test_x, test_y, recipe: ClassifierRecipe =
             "test_accuracy": float((preds == torch.as_tensor(np.asarray(test_y)).long()).float().mean())}
 
 
+def _read_cached(path: Path) -> dict | None:
+    if not path.is_file():
+        return None
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception:
+        return None  # truncated or foreign: retrain and overwrite
+
+
 def fmnist_scorer(device="cpu", recipe: ClassifierRecipe = ClassifierRecipe(), data_root=None,
                   progress: bool = True) -> FMNISTScorer:
     """The cached classifier (trained on first use, a few minutes on a CPU) and its test statistics."""
@@ -187,22 +197,23 @@ def fmnist_scorer(device="cpu", recipe: ClassifierRecipe = ClassifierRecipe(), d
     if (key, str(device)) in _LOADED:
         return _LOADED[(key, str(device))]
     path = cache_dir() / f"fmnist-classifier-{key}.pt"
-    blob = None
-    if path.is_file():
-        try:
-            blob = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception:
-            blob = None  # truncated or foreign: retrain and overwrite
+    blob = _read_cached(path)
     if blob is None:
-        print(f"training the FD-FMNIST classifier once (cached in {path}) ...", flush=True)
-        blob = classifier_blob(*load_fashion_mnist(data_root, "train"), *load_fashion_mnist(data_root, "test"),
-                               recipe, device, progress)
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-        torch.save(blob, tmp)
-        os.replace(tmp, path)  # atomic: concurrent trainers never leave a half-written file
-        print(f"FD-FMNIST classifier: test accuracy {blob['test_accuracy']:.4f}, trained in "
-              f"{blob['train_seconds']:.0f} s", flush=True)
+        with open(path.with_name(path.name + ".lock"), "w") as lock:
+            # One trainer per machine: concurrent processes (test workers, study jobs) wait for its file instead of
+            # each spending minutes training the same classifier.
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            blob = _read_cached(path)
+            if blob is None:
+                print(f"training the FD-FMNIST classifier once (cached in {path}) ...", flush=True)
+                blob = classifier_blob(*load_fashion_mnist(data_root, "train"),
+                                       *load_fashion_mnist(data_root, "test"), recipe, device, progress)
+                tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+                torch.save(blob, tmp)
+                os.replace(tmp, path)  # atomic: a reader never sees a half-written file
+                print(f"FD-FMNIST classifier: test accuracy {blob['test_accuracy']:.4f}, trained in "
+                      f"{blob['train_seconds']:.0f} s", flush=True)
     model = FMNISTClassifier()
     model.load_state_dict(blob["state"])
     scorer = FMNISTScorer(model.to(device).eval(), blob["ref_mu"].numpy(), blob["ref_sigma"].numpy(),
