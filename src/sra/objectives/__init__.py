@@ -4,6 +4,7 @@ from __future__ import annotations
 import torch
 
 from .align import AlignConfig, DISTANCES, token_distance
+from .dts import MixConfig, TEACHER_TIMES
 from .flow import FlowConfig, FlowObjective, apply_label_drop, slice_draws, unwrap
 
 
@@ -17,4 +18,4 @@ def combine(terms: dict[str, torch.Tensor], align_weight: float) -> torch.Tensor
     return loss
 
 
-__all__ = ["AlignConfig", "DISTANCES", "FlowConfig", "FlowObjective", "apply_label_drop", "slice_draws", "combine", "token_distance", "unwrap"]
+__all__ = ["AlignConfig", "DISTANCES", "FlowConfig", "FlowObjective", "MixConfig", "TEACHER_TIMES", "apply_label_drop", "slice_draws", "combine", "token_distance", "unwrap"]

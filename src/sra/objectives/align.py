@@ -72,12 +72,16 @@ def token_distance(pred: torch.Tensor, target: torch.Tensor, kind: str) -> torch
 
 def teacher_offset(cfg: AlignConfig, t: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
     """k >= 0 with t' = t - k: U(0, t_max), t_max itself, or 0 (drawn even when unused to keep RNG streams aligned)."""
-    u = torch.rand(t.shape, generator=generator, device=t.device, dtype=t.dtype)
+    return offset_from_uniform(cfg, torch.rand(t.shape, generator=generator, device=t.device, dtype=t.dtype))
+
+
+def offset_from_uniform(cfg: AlignConfig, u: torch.Tensor) -> torch.Tensor:
+    """The offset k for uniforms u in [0, 1): t_max u (uniform interval), t_max (fixed) or 0 (none)."""
     if cfg.interval == "uniform":
         return cfg.t_max * u
     if cfg.interval == "fixed":
-        return torch.full_like(t, cfg.t_max)
-    return torch.zeros_like(t)
+        return torch.full_like(u, cfg.t_max)
+    return torch.zeros_like(u)
 
 
 def fast_bf16(device: torch.device | str) -> bool:
@@ -92,17 +96,21 @@ def fast_bf16(device: torch.device | str) -> bool:
     return False
 
 
-def teacher_tokens(teacher, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor, depth: int, bf16: bool) -> torch.Tensor:
+def teacher_tokens(teacher, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor, depth: int, bf16: bool,
+                   groups: torch.Tensor | None = None) -> torch.Tensor:
     """Teacher tokens after `depth` blocks, computed without gradient and only through those blocks."""
     ctx = torch.autocast(x.device.type, dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
     with torch.no_grad(), ctx:
-        return teacher.forward_features(x, t, y, depth=depth).float()
+        if groups is None:
+            return teacher.forward_features(x, t, y, depth=depth).float()
+        return teacher.forward_features(x, t, y, depth=depth, groups=groups).float()
 
 
 def alignment(cfg: AlignConfig, student, teacher, h: torch.Tensor, x_teacher: torch.Tensor, t_teacher: torch.Tensor,
-              y: torch.Tensor) -> torch.Tensor:
+              y: torch.Tensor, groups: torch.Tensor | None = None) -> torch.Tensor:
     """The SRA term (N,): the student's tokens h after block s, through the projection head (unless ablated), against
-    the teacher's tokens after block m at the teacher's input. `student` is the plain module (for its head)."""
-    g = teacher_tokens(teacher, x_teacher, t_teacher, y, cfg.block_out_t, cfg.teacher_bf16)
+    the teacher's tokens after block m at the teacher's input (times (N,) or per token (N, T); `groups` for its
+    attention separation). `student` is the plain module (for its head)."""
+    g = teacher_tokens(teacher, x_teacher, t_teacher, y, cfg.block_out_t, cfg.teacher_bf16, groups)
     p = student.ap_head(h) if cfg.use_head else h
     return token_distance(p, g, cfg.distance)

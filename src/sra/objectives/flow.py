@@ -6,7 +6,8 @@ from dataclasses import dataclass
 import torch
 
 from ..transport.path import PATHS, TIME_SAMPLINGS, interpolate, sample_time
-from .align import AlignConfig, alignment, teacher_offset
+from .align import AlignConfig, alignment, offset_from_uniform, teacher_offset
+from .dts import MixConfig, draw_extra, group_times, mixed_interpolant, teacher_view
 
 
 @dataclass(kw_only=True)
@@ -31,12 +32,14 @@ def unwrap(model):
 class FlowObjective:
     """Callable returning named per-sample terms {"denoise": (N,), "align": (N,)}; weights are applied in `combine`.
 
-    Random draws (label dropout, t, noise, teacher offset) come from `generator` in a fixed order, so that a batch
-    gets the same draws whatever the batch is split into, and resuming reproduces them.
+    Random draws (label dropout, t, noise, teacher offset; with token groups also the other groups' times and offsets
+    and the group ids) come from `generator` in a fixed order, so that a batch gets the same draws whatever the batch
+    is split into, and resuming reproduces them. `mix` adds token groups (objectives.dts); `patch_size` is the
+    model's, which fixes the token grid.
     """
 
-    def __init__(self, cfg: FlowConfig, align: AlignConfig):
-        self.cfg, self.align = cfg, align
+    def __init__(self, cfg: FlowConfig, align: AlignConfig, mix: MixConfig | None = None, patch_size: int = 2):
+        self.cfg, self.align, self.mix, self.patch_size = cfg, align, mix or MixConfig(), patch_size
 
     def __call__(self, model, teacher, x0: torch.Tensor, y: torch.Tensor, generator: torch.Generator | None = None,
                  draws: dict | None = None) -> dict[str, torch.Tensor]:
@@ -47,22 +50,49 @@ class FlowObjective:
             draws = self.draw(x0.shape[0], x0.shape[1:], x0.device, generator)
         t, noise = draws["t"], draws["noise"].to(x0.dtype)
         y = apply_label_drop(unwrap(model), y, draws["drop"])
+        if self.mix.active:
+            return self.mixed_terms(model, teacher, x0, y, t, noise, draws)
         xt, target = interpolate(cfg.path, x0, noise, t)
         if not a.active:  # lambda = 0: exactly plain SiT, no teacher forward at all
             return {"denoise": ((model(xt, t, y).float() - target) ** 2).flatten(1).mean(1)}
         pred, h = model(xt, t, y, feature_depth=a.block_out_s)
-        t_teacher = (t - draws["k"]).clamp(0.0, 1.0)
+        # One group: the teacher time is SRA's t - k, or t itself for the self_flow / same teacher times.
+        t_teacher = (t - draws["k"]).clamp(0.0, 1.0) if self.mix.teacher_t == "sra" else t
         xt_teacher, _ = interpolate(cfg.path, x0, noise, t_teacher)  # same x0, same noise, same (dropped) labels
         return {"denoise": ((pred.float() - target) ** 2).flatten(1).mean(1),
                 "align": alignment(a, unwrap(model), teacher, h, xt_teacher, t_teacher, y)}
 
+    def mixed_terms(self, model, teacher, x0, y, t, noise, draws) -> dict[str, torch.Tensor]:
+        """Token groups: input and target mixed patch by patch, per-token times, optional attention separation; the
+        teacher's view as `dts.teacher_view` decides."""
+        cfg, a, mix, p = self.cfg, self.align, self.mix, self.patch_size
+        groups = draws["groups"]
+        t_groups = group_times(mix, t, draws)  # (N, G)
+        t_tok = t_groups.gather(1, groups)  # (N, T): each token at its group's time
+        xt, target = mixed_interpolant(cfg.path, x0, noise, t_tok, p)
+        separate = groups if mix.attention_separation else None
+        if not a.active:
+            return {"denoise": ((model(xt, t_tok, y, groups=separate).float() - target) ** 2).flatten(1).mean(1)}
+        pred, h = model(xt, t_tok, y, feature_depth=a.block_out_s, groups=separate)
+        k = torch.cat([draws["k"][:, None], offset_from_uniform(a, draws["u_more"].to(t.dtype))], dim=1)  # (N, G)
+        t_input, t_embed, g_teacher = teacher_view(mix, k, t_groups, groups)
+        xt_teacher, _ = mixed_interpolant(cfg.path, x0, noise, t_input, p)
+        g_teacher = g_teacher if mix.attention_separation else None
+        return {"denoise": ((pred.float() - target) ** 2).flatten(1).mean(1),
+                "align": alignment(a, unwrap(model), teacher, h, xt_teacher, t_embed, y, groups=g_teacher)}
+
     def draw(self, n: int, sample_shape, device, generator: torch.Generator | None) -> dict[str, torch.Tensor]:
-        """All random draws of one step for n samples, in a fixed order: label-drop uniforms, t, noise, offset k."""
+        """All random draws of one step for n samples, in a fixed order: label-drop uniforms, t, noise, offset k (then,
+        with token groups, the draws of `dts.draw_extra`)."""
         drop = torch.rand(n, generator=generator, device=device)
         t = sample_time(self.cfg.time_sampling, self.cfg.path, n, generator=generator, device=device)
         noise = torch.randn((n, *sample_shape), generator=generator, device=device)
         k = teacher_offset(self.align, t, generator)
-        return {"drop": drop, "t": t, "noise": noise, "k": k}
+        draws = {"drop": drop, "t": t, "noise": noise, "k": k}
+        if self.mix.active:
+            tokens = (sample_shape[-1] // self.patch_size) ** 2
+            draws.update(draw_extra(self.mix, self.cfg.time_sampling, self.cfg.path, n, tokens, generator, device))
+        return draws
 
 
 def apply_label_drop(model, y: torch.Tensor, u: torch.Tensor) -> torch.Tensor:

@@ -1,0 +1,133 @@
+"""Token groups for SiT training: dual-timestep scheduling (DTS) and attention separation (AS), with the teacher-time
+options of the authors' follow-up to SRA (vvvvvjdy/SRA, SiT-SRA_DTS_AS; it compares SRA with Self-Flow, arXiv
+2603.06507).
+
+Each image's tokens are split at random into groups of fixed sizes (mask ratio). With DTS every group is noised at its
+own time t_g from the same x0 and noise; the model sees the groups mixed patch by patch, each token conditioned on its
+own time (adaLN per token), and regresses the velocity target mixed the same way. With AS a token attends only to its
+own group. The authors mix after the patch embedding; because the embedding is one convolution per patch, mixing whole
+patches of the inputs is the same thing. And because x_t and the velocity are pointwise in t, the mixed input is simply
+the interpolant at a per-pixel time (each patch at its group's time), which is how it is computed here.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from ..transport.path import path_coefficients, sample_time
+
+TEACHER_TIMES = ("sra", "self_flow", "same")
+
+
+@dataclass(kw_only=True)
+class MixConfig:
+    mask_ratio: tuple[float, ...] = (0.0,)  # token-group shares per image: one r in (0, 1) -> groups (r, 1 - r); several
+                                            # values are normalised to sum 1; 0 (or >= 1): one group, i.e. plain SRA
+    dual_time_scheduling: bool = True     # each group at its own time (off: every group at group 0's time)
+    attention_separation: bool = True     # tokens attend only within their group (student, and teacher with the mask)
+    teacher_t: str = "sra"                # sra: t_g - U(0, t_max) per group; self_flow: the lowest group time;
+                                          # same: exactly the student's input
+    teacher_mask: bool = True             # teacher sees the same groups (off: the whole image at the lowest time;
+                                          # self_flow only, as the authors' code)
+    full_sample_prob: float = 0.0         # chance that a two-group sample is one group instead (all tokens in group 1)
+
+    def ratios(self) -> list[float]:
+        """Group shares, normalised as the authors' code does: one value r gives [r, 1 - r] (or [1] when r is 0 or
+        >= 1); several values drop zeros and are divided by their sum."""
+        r = [float(v) for v in self.mask_ratio]
+        if len(r) == 1:
+            return [r[0], 1.0 - r[0]] if 0.0 < r[0] < 1.0 else [1.0]
+        pos = [v for v in r if v > 0]
+        return [v / sum(pos) for v in pos] if pos else [1.0]
+
+    @property
+    def active(self) -> bool:
+        return len(self.ratios()) > 1
+
+    def validate(self) -> None:
+        if not self.mask_ratio or any(v < 0 for v in self.mask_ratio):
+            raise ValueError(f"mask ratios must be one or more non-negative numbers (got {list(self.mask_ratio)})")
+        if self.teacher_t not in TEACHER_TIMES:
+            raise ValueError(f"unknown teacher time {self.teacher_t!r}; choices: {', '.join(TEACHER_TIMES)}")
+        if not 0.0 <= self.full_sample_prob <= 1.0:
+            raise ValueError(f"full-sample probability must be in [0, 1] (got {self.full_sample_prob})")
+        if self.full_sample_prob > 0 and len(self.ratios()) != 2:
+            raise ValueError("--full-sample-prob needs exactly two token groups (one --mask-ratio value in (0, 1))")
+        if self.active and not self.teacher_mask and self.teacher_t != "self_flow":
+            raise ValueError(f"--no-teacher-mask is defined for --teacher-t self_flow only (got {self.teacher_t})")
+
+
+def group_counts(ratios: list[float], num_tokens: int) -> list[int]:
+    """Tokens per group: floor(r T), the remainder handed one each to the largest fractional parts (the authors'
+    rounding; ties go to the earlier group)."""
+    exact = [r * num_tokens for r in ratios]
+    counts = [int(e) for e in exact]
+    by_fraction = sorted(range(len(ratios)), key=lambda g: -(exact[g] - counts[g]))
+    for g in by_fraction[:num_tokens - sum(counts)]:
+        counts[g] += 1
+    return counts
+
+
+def draw_groups(cfg: MixConfig, n: int, num_tokens: int, keys: torch.Tensor, full: torch.Tensor) -> torch.Tensor:
+    """Group ids (n, T) from uniform keys (n, T) and uniforms full (n,): a random permutation per sample (the argsort
+    of its keys) assigns the first counts[0] positions to group 0, and so on; a full sample is all group 1."""
+    counts = torch.tensor(group_counts(cfg.ratios(), num_tokens), device=keys.device)
+    ordered = torch.repeat_interleave(torch.arange(len(counts), device=keys.device), counts)  # (T,)
+    groups = torch.empty((n, num_tokens), dtype=torch.long, device=keys.device)
+    groups.scatter_(1, keys.argsort(dim=1), ordered.expand(n, num_tokens))
+    if cfg.full_sample_prob > 0:
+        groups = torch.where((full < cfg.full_sample_prob)[:, None], torch.ones_like(groups), groups)
+    return groups
+
+
+def draw_extra(cfg: MixConfig, time_sampling: str, path: str, n: int, num_tokens: int, generator,
+               device) -> dict[str, torch.Tensor]:
+    """The draws mixing adds after the plain ones: times and teacher-offset uniforms of groups 1.., permutation keys,
+    full-sample uniforms. All are drawn whatever the options, so that switching DTS or the teacher time on or off
+    keeps the other draws the same."""
+    extra = len(cfg.ratios()) - 1
+    t_more = torch.stack([sample_time(time_sampling, path, n, generator=generator, device=device)
+                          for _ in range(extra)], dim=1)  # (n, G - 1)
+    u_more = torch.rand((n, extra), generator=generator, device=device)
+    keys = torch.rand((n, num_tokens), generator=generator, device=device)
+    full = torch.rand(n, generator=generator, device=device)
+    return {"t_more": t_more, "u_more": u_more, "groups": draw_groups(cfg, n, num_tokens, keys, full)}
+
+
+def pixel_map(values: torch.Tensor, patch_size: int) -> torch.Tensor:
+    """Per-token values (N, T) -> per-pixel (N, 1, H, W): each patch takes its token's value."""
+    n, side = values.shape[0], int(round(values.shape[1] ** 0.5))
+    grid = values.reshape(n, side, side)
+    return grid.repeat_interleave(patch_size, 1).repeat_interleave(patch_size, 2)[:, None]
+
+
+def mixed_interpolant(path: str, x0: torch.Tensor, noise: torch.Tensor, t_tok: torch.Tensor,
+                      patch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """x_t and the velocity target with each patch at its token's time t_tok (N, T)."""
+    alpha, sigma, d_alpha, d_sigma = path_coefficients(path, pixel_map(t_tok, patch_size))
+    return alpha * x0 + sigma * noise, d_alpha * x0 + d_sigma * noise
+
+
+def group_times(cfg: MixConfig, t: torch.Tensor, draws: dict) -> torch.Tensor:
+    """Times per group (N, G): t for group 0, the extra draws for the others with DTS, else t for all."""
+    if not cfg.dual_time_scheduling:
+        return t[:, None].expand(-1, draws["t_more"].shape[1] + 1)
+    return torch.cat([t[:, None], draws["t_more"].to(t.dtype)], dim=1)
+
+
+def teacher_view(cfg: MixConfig, t_max_offsets: torch.Tensor, t_groups: torch.Tensor, groups: torch.Tensor):
+    """What the teacher sees, as (per-token times of its input (N, T), time fed to its embedder: (N,) or (N, T),
+    group ids for its attention or None). `t_max_offsets` (N, G) are the SRA offsets k_g."""
+    if cfg.teacher_t == "same":
+        t_tok = t_groups.gather(1, groups)
+        return t_tok, t_tok, groups
+    if cfg.teacher_t == "sra":
+        t_tok = (t_groups - t_max_offsets).clamp(0.0, 1.0).gather(1, groups)
+        return t_tok, t_tok, groups
+    t_min = t_groups.min(dim=1).values  # self_flow: the least noisy of the student's times
+    if not cfg.teacher_mask:
+        return t_min[:, None].expand_as(groups), t_min, None
+    # As the authors' code: group 0 at t_min, the other groups' patches clean (t = 0), embedder told t_min everywhere.
+    t_tok = torch.where(groups == 0, t_min[:, None], torch.zeros_like(t_min)[:, None])
+    return t_tok, t_min, groups
