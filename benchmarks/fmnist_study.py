@@ -40,6 +40,9 @@ class Run:
     steps: int                             # optimizer steps
     eval_steps: list[int]                  # checkpoints whose EMA is evaluated
     align: dict = field(default_factory=dict)  # AlignConfig overrides on top of SRA_MAIN
+    mix: dict = field(default_factory=dict)    # MixConfig fields (token groups); empty: one group
+    repa: dict = field(default_factory=dict)   # RepaConfig fields; empty: no REPA
+    probe: bool = False                        # linear-probe the final EMA's block tokens (the family section)
 
 
 # SRA as the default `sra train` runs it on the tiny preset: blocks 2 -> 4, cosine, lambda 0.5, k ~ U(0, 0.2), head,
@@ -62,6 +65,41 @@ ABLATIONS = [
 ]
 
 
+# The self-alignment family (issue 16), each on top of SRA_MAIN's settings. DTS_AS is the authors' SiT-SRA_DTS_AS recipe
+# (scripts/train.sh): mask ratio 0.25 (16 of the 64 tokens in group 0), dual-time scheduling, attention separation,
+# teacher mask, teacher time sra. The Self-Flow row keeps DTS+AS but gives the teacher Self-Flow's view: the whole
+# image at the lower of the two times, no groups. REPA aligns block 2, through a 256-wide projector (REPA's 2048 is
+# ~16x SiT-T's width; 256 keeps its 2x-width ratio to SiT-B/XL), to the FD-FMNIST classifier's 8x8x64 conv features.
+DTS_AS = dict(mask_ratio=(0.25,), dual_time_scheduling=True, attention_separation=True, teacher_t="sra",
+              teacher_mask=True)
+FAMILY = [
+    ("sra-dts-as", "SRA + DTS + AS (authors' recipe: mask 0.25, teacher time sra, teacher mask)", {}, DTS_AS, {}),
+    ("repa-fmnist", "REPA, classifier features (block 2, λ 0.5, projector 256), no SRA", dict(weight=0.0), {},
+     dict(weight=0.5, encoder="fmnist", block=2, projector_dim=256)),
+    ("dts-as", "DTS + AS without alignment (λ = 0)", dict(weight=0.0), DTS_AS, {}),
+    ("selfflow-teacher", "SRA + DTS + AS, Self-Flow teacher (whole image at the lower time, no mask)", {},
+     dict(DTS_AS, teacher_t="self_flow", teacher_mask=False), {}),
+]
+PROBE_BLOCK, PROBE_TIMES = 2, (0.5, 0.7, 0.9)  # the student block's tokens, at middle to high noise
+
+
+def family_runs(opts) -> list[Run]:
+    """Seed by seed (all methods of seed 0 first, with plain and SRA retrained for the probe), final checkpoints and
+    the midpoint evaluated."""
+    evals = sorted({opts.steps // 2, opts.steps})
+    runs = []
+    for seed in opts.seeds:
+        for name, label, align, mix, repa in FAMILY:
+            runs.append(Run(f"{name}-s{seed}", "family", label, seed, opts.steps, evals, align, mix, repa,
+                            probe=seed == opts.seeds[0]))
+        if seed == opts.seeds[0]:  # probe references: the main runs' folders are not kept in the repository
+            runs.insert(2, Run(f"plain-s{seed}", "main", "plain (lambda = 0)", seed, opts.steps, [], dict(weight=0.0),
+                               probe=True))
+            runs.append(Run(f"sra-s{seed}", "main", "SRA (2 -> 4, cos, lambda 0.5, U(0, 0.2))", seed, opts.steps, [],
+                            probe=True))
+    return runs
+
+
 def study_runs(opts) -> list[Run]:
     """The main comparison (plain and SRA per seed, interleaved so each seed finishes as a pair), then ablations."""
     every = opts.eval_every
@@ -78,6 +116,13 @@ def study_runs(opts) -> list[Run]:
     if opts.only in ("all", "ablations") and not opts.quick:
         for name, label, align in ABLATIONS[:opts.max_ablations]:
             runs.append(Run(f"{name}-s0", "ablation", label, 0, opts.ablation_steps, [opts.ablation_steps], align))
+    if opts.only in ("all", "family"):
+        have = {q.name: q for q in runs}
+        for r in family_runs(opts):
+            if r.name in have:
+                have[r.name].probe |= r.probe  # a main run that is also a probe reference
+            else:
+                runs.append(r)
     if opts.runs:
         keep = set(opts.runs.split(","))
         runs = [r for r in runs if r.name in keep]
@@ -89,12 +134,13 @@ def study_runs(opts) -> list[Run]:
 # ----------------------------------------------------------------------------------------------------------------
 
 def train_config(run: Run, opts):
-    from sra.objectives import AlignConfig
+    from sra.objectives import AlignConfig, MixConfig, RepaConfig
     from sra.train import TrainConfig
 
     align = AlignConfig(**{**SRA_MAIN, **run.align}, teacher_bf16=None)
     return TrainConfig(model=opts.model, data_dir=opts.data_dir, output_dir=str(opts.runs_dir), exp_name=run.name,
-                       max_train_steps=run.steps, seed=run.seed, align=align, checkpoint_every=opts.checkpoint_every,
+                       max_train_steps=run.steps, seed=run.seed, align=align, mix=MixConfig(**run.mix),
+                       repa=RepaConfig(**run.repa), checkpoint_every=opts.checkpoint_every,
                        sample_every=run.steps, log_every=opts.log_every, progress=False,
                        ema_half_life_kimg=opts.ema_half_life_kimg, ema_warmup=False)
 
@@ -115,6 +161,33 @@ def read_results(path: Path) -> list[dict]:
 
 def done_pairs(path: Path) -> set[tuple[str, int]]:
     return {(r["run"], int(r["step"])) for r in read_results(path)}
+
+
+def probed(opts) -> set[str]:
+    return {r["run"] for r in read_results(sibling(opts, "_probe.jsonl"))}
+
+
+def probe_run(run: Run, opts) -> None:
+    """Linear-probe accuracy (sra probe's logistic probe on mean-pooled tokens, null label) of the final EMA's
+    block-2 tokens at PROBE_TIMES; one line per run appended to <results>_probe.jsonl."""
+    from sra.commands.probe import split_data
+    from sra.evaluation.probe import linear_probe, sample_indices
+    from sra.models.loading import load_model
+    from sra.train.checkpoint import checkpoint_path
+
+    t0 = time.perf_counter()
+    loaded = load_model(checkpoint_path(Path(opts.runs_dir) / run.name, run.steps))
+    train, train_pool, test, test_pool = split_data(opts.data_dir, 0)
+    res = linear_probe(loaded.model, "SiT", train, test,
+                       train_indices=train_pool[sample_indices(len(train_pool), opts.probe_train, 0)],
+                       test_indices=test_pool[sample_indices(len(test_pool), opts.probe_test, 0)],
+                       blocks=[PROBE_BLOCK], times=list(PROBE_TIMES), progress=False)
+    row = {"run": run.name, "step": run.steps, "block": PROBE_BLOCK, "times": list(PROBE_TIMES),
+           "accuracy": res.accuracy[0], "num_train": res.num_train, "num_test": res.num_test,
+           "seconds": time.perf_counter() - t0, "time": time.strftime("%Y-%m-%d %H:%M:%S")}
+    with open(sibling(opts, "_probe.jsonl"), "a") as f:
+        f.write(json.dumps(row) + "\n")
+    print(f"{run.name}: probe block {PROBE_BLOCK} at t={PROBE_TIMES}: {res.accuracy[0]}", flush=True)
 
 
 def train_seconds(run_dir: Path, step: int, log_every: int, batch: int) -> float | None:
@@ -157,13 +230,16 @@ def run_one(run: Run, opts) -> None:
                "num_samples": scores["num_samples"], "sample_steps": opts.sample_steps, "sampling_seed": SAMPLING_SEED,
                "train_seconds": train_seconds(run_dir, step, opts.log_every, 64),
                "eval_seconds": time.perf_counter() - t1, "threads": opts.threads, "model": opts.model,
-               "align": {**SRA_MAIN, **run.align}, "ema_half_life_kimg": opts.ema_half_life_kimg, "ema_warmup": False,
+               "align": {**SRA_MAIN, **run.align}, "mix": run.mix, "repa": run.repa,
+               "ema_half_life_kimg": opts.ema_half_life_kimg, "ema_warmup": False,
                "time": time.strftime("%Y-%m-%d %H:%M:%S")}
         results.parent.mkdir(parents=True, exist_ok=True)
         with open(results, "a") as f:  # one short line per write: concurrent workers do not interleave
             f.write(json.dumps(row) + "\n")
         print(f"{run.name} @ {step}: FD {row['fd_fmnist']:.2f}, acc {row['class_acc']:.3f} "
               f"({row['eval_seconds']:.0f} s)", flush=True)
+    if run.probe and run.name not in probed(opts):
+        probe_run(run, opts)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -171,8 +247,8 @@ def run_one(run: Run, opts) -> None:
 # ----------------------------------------------------------------------------------------------------------------
 
 def pending(runs: list[Run], opts) -> list[Run]:
-    done = done_pairs(Path(opts.results))
-    return [r for r in runs if any((r.name, s) not in done for s in r.eval_steps)]
+    done, probes = done_pairs(Path(opts.results)), probed(opts)
+    return [r for r in runs if any((r.name, s) not in done for s in r.eval_steps) or (r.probe and r.name not in probes)]
 
 
 def schedule(runs: list[Run], opts, argv: list[str]) -> None:
@@ -510,6 +586,7 @@ def report(opts) -> None:
         L += ["", f"![FD-FMNIST against training steps]({rel(plot, docs)})"]
     if not opts.quick:
         L += ablation_section(rows, losses, opts)
+    L += family_section(rows, opts)
     L += losses_section(losses, rows, docs, opts)
     L += ema_section(rows, old, opts)
     L += wallclock_section(rows)
@@ -529,6 +606,7 @@ def report(opts) -> None:
           "python benchmarks/fmnist_study.py --only main --runs sra-s2      # one main run",
           "python benchmarks/fmnist_study.py --only ablations               # the ten one-seed rows, 600 steps",
           "python benchmarks/fmnist_study.py --runs sra-no-head-s0           # one ablation row",
+          "python benchmarks/fmnist_study.py --only family --jobs 2         # the self-alignment family rows + probes",
           "python benchmarks/fmnist_study.py --report                       # rewrite this file",
           "# one run by hand, e.g. the SRA seed-0 run (what the script runs in each subprocess)",
           "OMP_NUM_THREADS=1 sra train --output-dir runs/study --exp-name sra-s0 --max-train-steps 1200 --seed 0 \\",
@@ -539,6 +617,53 @@ def report(opts) -> None:
           "```", ""]
     (docs / "RESULTS.md").write_text("\n".join(L))
     print(f"wrote {docs / 'RESULTS.md'}", flush=True)
+
+
+def family_section(rows: dict, opts) -> list[str]:
+    """Issue 16: the self-alignment family on the same model, data, steps and seeds as the main comparison."""
+    steps = sorted({opts.steps // 2, opts.steps})
+    probes = {r["run"]: r for r in read_results(sibling(opts, "_probe.jsonl"))}
+    want = family_runs(opts)
+    L = ["", "## The self-alignment family: DTS + AS, Self-Flow's teacher, REPA", "",
+         "Same model, data, optimiser, EMA, seeds and evaluation as the main comparison; each row changes the "
+         "objective only (`sra train` flags in the commands below). DTS + AS is the authors' SiT-SRA_DTS_AS recipe: "
+         "each image's 64 tokens split at random 16 / 48 (mask ratio 0.25), the two groups noised at independent "
+         "times, each token's adaLN conditioned on its own time, attention only within a group; with SRA the EMA "
+         "teacher sees the same groups at t_g − U(0, 0.2). The Self-Flow row gives that teacher the whole image at "
+         "the lower of the two times instead. REPA aligns block 2 to the FD-FMNIST classifier's 8×8×64 conv features "
+         "(the classifier is also the evaluation's feature extractor, so REPA's FD here is not an independent "
+         "measurement: it is trained towards the metric's own features). Probe: linear-probe test accuracy (%) of "
+         f"the final EMA's mean-pooled block-{PROBE_BLOCK} tokens (null label) at t = "
+         f"{', '.join(f'{t:g}' for t in PROBE_TIMES)} ({opts.probe_train} training / {opts.probe_test} test images, "
+         "seed 0 runs only): the mechanism the follow-up paper argues from is that alignment makes the student's "
+         "tokens more semantic at high noise.", "",
+         "| method | " + " | ".join(f"FD-FMNIST @ {s}" for s in steps) + f" | Δ FD vs plain @ {opts.steps} | "
+         f"accuracy @ {opts.steps} (%) | s/step | probe t={'/'.join(f'{t:g}' for t in PROBE_TIMES)} (%) |",
+         "|---|" + "---|" * len(steps) + "---:|---|---:|---|"]
+    plain = {r["seed"]: r["fd_fmnist"] for (n, s), r in rows.items() if s == opts.steps and is_main_run(n, "plain")}
+    methods = [("plain", "plain (λ = 0)", "main"), ("sra", "SRA (main setting)", "main")] + \
+        [(name, label, "family") for name, label, *_ in FAMILY]
+    for name, label, group in methods:
+        at = lambda s: [r for (n, st), r in sorted(rows.items())  # noqa: E731
+                        if st == s and r["group"] == group and is_main_run(n, re.escape(name))]
+        last = at(opts.steps)
+        diffs = [r["fd_fmnist"] - plain[r["seed"]] for r in last if r["seed"] in plain]
+        d = f"{mean_spread(diffs)[0]:+.1f}" + (f" (n={len(diffs)})" if diffs else "") if diffs else "—"
+        pr = probes.get(f"{name}-s{opts.seeds[0]}")
+        pr = " / ".join(f"{100 * a:.1f}" for a in pr["accuracy"]) if pr else "—"
+        sps = [r["train_seconds"] / r["step"] for r in last if r.get("train_seconds")]
+        sps = f"{sum(sps) / len(sps):.2f}" if sps else "—"
+        L.append(f"| {label} | " + " | ".join(fmt([r["fd_fmnist"] for r in at(s)]) for s in steps) +
+                 f" | {d} | {fmt([r['class_acc'] for r in last], 1, 100)} | {sps} | {pr} |")
+    missing = [r.name for r in want if r.group == "family" and (r.name, opts.steps) not in rows]
+    no_probe = [r.name for r in want if r.probe and r.name not in probes]
+    L += ["", "FD-FMNIST and accuracy: mean ± half the range over the seeds that finished (n); Δ FD pairs each run "
+          "with the plain run of the same seed. s/step: training only, on a shared 2-core machine (indicative)."]
+    if missing or no_probe:
+        L += ["", "**Still missing** (compute ran out before the deadline; the command below resumes exactly where "
+              f"it stopped): runs {', '.join(missing) or 'none'}; probes {', '.join(no_probe) or 'none'}. Complete "
+              "them with `python benchmarks/fmnist_study.py --only family --jobs 2 --threads 1`."]
+    return L
 
 
 def s_per_step(r: dict) -> str:
@@ -620,7 +745,7 @@ def wallclock_section(rows: dict) -> list[str]:
 def parse(argv: list[str] | None = None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0],
                                  formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    ap.add_argument("--only", default="all", choices=["all", "main", "ablations"], help="which runs")
+    ap.add_argument("--only", default="all", choices=["all", "main", "ablations", "family"], help="which runs")
     ap.add_argument("--runs", default=None, help="comma-separated run names to restrict to (e.g. plain-s0,sra-s0)")
     ap.add_argument("--steps", type=int, default=1200, help="optimizer steps of the main runs")
     ap.add_argument("--ablation-steps", type=int, default=600, help="optimizer steps of the ablation runs")
@@ -630,6 +755,8 @@ def parse(argv: list[str] | None = None):
     ap.add_argument("--eval-every", type=int, default=300, help="steps between evaluated checkpoints (main runs)")
     ap.add_argument("--checkpoint-every", type=int, default=300, help="steps between checkpoints")
     ap.add_argument("--log-every", type=int, default=50, help="steps between metrics lines")
+    ap.add_argument("--probe-train", type=int, default=5000, help="training images of the family section's probe")
+    ap.add_argument("--probe-test", type=int, default=2000, help="test images of the family section's probe")
     ap.add_argument("--eval-samples", type=int, default=1000, help="generated samples per evaluation (balanced classes)")
     ap.add_argument("--sample-steps", type=int, default=30, help="Euler ODE steps per sample")
     ap.add_argument("--model", default="SiT-T/4", help="preset")

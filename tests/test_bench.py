@@ -76,7 +76,7 @@ KEYS = {"step_s_plain", "step_s_sra", "images_per_s_plain", "images_per_s_sra", 
 
 def test_bench_cli_prints_json_last_line(capsys):
     rc = main(["bench", "--model", "SiT-T/4", "--input-size", "16", "--in-channels", "1", "--num-classes", "10",
-               "--batch-size", "2", "--warmup", "1", "--steps", "2", "--device", "cpu"])
+               "--batch-size", "2", "--warmup", "1", "--steps", "2", "--device", "cpu", "--methods", "all"])
     assert rc == 0
     result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert KEYS <= set(result)
@@ -84,6 +84,8 @@ def test_bench_cli_prints_json_last_line(capsys):
     assert result["step_s_plain"] > 0 and result["step_s_sra"] > 0 and result["sra_over_plain"] > 0
     assert 0 < result["ema_fraction"] and 0 < result["teacher_fraction"]
     assert result["flops_sra"] > result["flops_plain"] > 0 and result["peak_mem_sra_mb"] > 0
+    assert set(result["methods"]) == {"sra_dts_as", "dts_as", "self_flow", "repa"}  # the family beside plain
+    assert all(m["step_s"] > 0 and m["over_plain_paired"] > 0 for m in result["methods"].values())
 
 
 def test_bench_rejects_fp16_with_a_user_error(capsys):
@@ -91,3 +93,5 @@ def test_bench_rejects_fp16_with_a_user_error(capsys):
 
     with pytest.raises(ValueError, match="mixed-precision"):
         run_benchmark(BenchConfig(model="SiT-T/4", mixed_precision="fp16", device="cpu"))
+    with pytest.raises(ValueError, match="unknown method"):
+        run_benchmark(BenchConfig(model="SiT-T/4", methods=("dtss",), device="cpu"))

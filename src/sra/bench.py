@@ -86,10 +86,29 @@ class BenchConfig:
     block_out_s: int = 0                  # student block; 0: the paper's per-size default
     block_out_t: int = 0                  # teacher block; 0: the paper's per-size default
     sra_weight: float = 0.5               # alignment weight of the SRA step (any value > 0 costs the same)
+    methods: tuple[str, ...] = ()         # more methods timed beside plain and SRA: keys of METHODS
+    repa_dim: int = 768                   # REPA: encoder feature size (DINOv2-B), features given as if stored
     warmup: int = 2                       # untimed steps per mode (compilation happens here)
     steps: int = 5                        # timed rounds; each figure is the median over rounds
     device: str | None = None             # cuda | cpu; None: cuda when available
     seed: int = 0                         # seed for weights and data
+
+
+# Methods of the self-alignment family (issue 16) timed beside plain: TrainConfig changes on top of the SRA step's.
+# DTS/AS settings are the authors' recipe (mask ratio 0.25, teacher time sra, teacher mask); REPA reads its encoder
+# features as a store from `sra prepare --encoder` hands them over (no encoder forward), projector width 2048.
+METHODS = {
+    "sra_dts_as": dict(mix=dict(mask_ratio=(0.25,))),
+    "dts_as": dict(align=dict(weight=0.0), mix=dict(mask_ratio=(0.25,))),
+    "self_flow": dict(mix=dict(mask_ratio=(0.25,), teacher_t="self_flow", teacher_mask=False)),
+    "repa": dict(align=dict(weight=0.0), repa=dict(weight=0.5, encoder="stored features", projector_dim=2048)),
+}
+
+
+def method_config(tc, name: str):
+    """The resolved TrainConfig `tc` with METHODS[name]'s changes."""
+    change = METHODS[name]
+    return dataclasses.replace(tc, **{k: dataclasses.replace(getattr(tc, k), **v) for k, v in change.items()})
 
 
 class _Timer:
@@ -145,6 +164,9 @@ def run_benchmark(cfg: BenchConfig, log=print) -> dict:
         raise ValueError(f"--adamw must be default, foreach or fused (got {cfg.adamw!r})")
     if cfg.steps < 1 or cfg.warmup < 0:
         raise ValueError("steps must be >= 1 and warmup >= 0")
+    unknown = [m for m in cfg.methods if m not in METHODS]
+    if unknown:
+        raise ValueError(f"unknown method(s) {', '.join(unknown)}; choices: {', '.join(METHODS)}")
     device = torch.device(cfg.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ValueError("--device cuda asked for but CUDA is not available")
@@ -157,10 +179,21 @@ def run_benchmark(cfg: BenchConfig, log=print) -> dict:
     if teacher_bf16 and not fast_bf16(device):
         log(f"note: bf16 is emulated on this {device.type} (no native bf16 units); the bf16 teacher will be slow")
 
+    extra = {}
+    for name in cfg.methods:
+        mc = method_config(tc, name)
+        if mc.repa.active:
+            from .models.presets import parse_name
+            from .objectives.repa import REPA_BLOCKS
+            mc.repa.block = REPA_BLOCKS[parse_name(cfg.model)[1]]
+        mc.validate()
+        extra[name] = (mc, build_objective(mc))
+
     # Model, EMA (= teacher), optimizer: exactly as the training loop builds them.
     torch.manual_seed(cfg.seed)
+    repa_kw = dict(z_dims=(cfg.repa_dim,), projector_dim=2048) if "repa" in cfg.methods else {}
     model = build_model(cfg.model, input_size=cfg.input_size, in_channels=cfg.in_channels,
-                        num_classes=cfg.num_classes).to(device)
+                        num_classes=cfg.num_classes, **repa_kw).to(device)
     ema = copy.deepcopy(model).requires_grad_(False).eval()
     impl = {"default": {}, "foreach": {"foreach": True}, "fused": {"fused": True}}[cfg.adamw]
     opt = torch.optim.AdamW(list(model.parameters()), lr=tc.lr, betas=tc.adam_betas, weight_decay=tc.weight_decay,
@@ -178,14 +211,21 @@ def run_benchmark(cfg: BenchConfig, log=print) -> dict:
     def autocast():
         return torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None)
 
-    def step(sra: bool) -> None:
-        """One optimizer step, as in the loop (steps 5-7). Plain: the head is frozen, as the loop does."""
-        model.ap_head.requires_grad_(sra)
-        objective = sra_objective if sra else plain_objective
+    tokens = (cfg.input_size // model.patch_size) ** 2
+    features = torch.randn((n, tokens, cfg.repa_dim), generator=gen, device=device)  # REPA targets, as if stored
+
+    def step(sra: bool, method: str | None = None) -> None:
+        """One optimizer step, as in the loop (steps 5-7). Unused heads are frozen, as the loop does."""
+        mc, objective = extra[method] if method else (tc, sra_objective if sra else plain_objective)
+        align_w = cfg.sra_weight if (sra or (method and mc.align.active)) else 0.0
+        model.ap_head.requires_grad_(align_w > 0)
+        if repa_kw:
+            model.projectors.requires_grad_(mc.repa.active)
         params = [p for p in model.parameters() if p.requires_grad]
         draws = objective.draw(n, shape, device, gen)
+        kw = {"features": features} if mc.repa.active else {}
         with autocast():
-            loss = combine(objective(train_model, teacher, x0, y, draws=draws), cfg.sra_weight if sra else 0.0)
+            loss = combine(objective(train_model, teacher, x0, y, draws=draws, **kw), align_w, mc.repa.weight)
         loss.backward()
         optimizer_update(model, opt, scaler, ema, params, tc.max_grad_norm, decay, fp16=False)
 
@@ -200,26 +240,30 @@ def run_benchmark(cfg: BenchConfig, log=print) -> dict:
 
     def ema_only() -> None:
         model.ap_head.requires_grad_(True)  # the SRA step's EMA covers the head too
+        if repa_kw:
+            model.projectors.requires_grad_(False)
         update_ema(ema, model, decay)
 
     timer = _Timer(device)
     load_start = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
     # Warm-up (and compilation) per mode; peak memory of each mode is read right after its warm-up.
     mem = {}
-    for mode in ("plain", "sra"):
+    for mode in ("plain", "sra", *cfg.methods):
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)
         for i in range(max(cfg.warmup, 1)):
-            dt = timer(lambda: step(mode == "sra"))
+            dt = timer(lambda: step(mode == "sra", mode if mode in extra else None))
             log(f"warm-up {mode} {i + 1}: {dt:.3f} s")
         mem[mode] = _peak_memory_mb(device)
     teacher_only()
     ema_only()
 
-    times = {"plain": [], "sra": [], "teacher": [], "ema": []}
+    times = {"plain": [], "sra": [], "teacher": [], "ema": [], **{m: [] for m in cfg.methods}}
     for r in range(cfg.steps):
         times["plain"].append(timer(lambda: step(False)))
         times["sra"].append(timer(lambda: step(True)))
+        for name in cfg.methods:
+            times[name].append(timer(lambda: step(False, name)))
         times["teacher"].append(timer(teacher_only))
         times["ema"].append(timer(ema_only))
         log(f"round {r + 1}/{cfg.steps}: " + ", ".join(f"{k} {v[-1]:.3f} s" for k, v in times.items()))
@@ -245,4 +289,8 @@ def run_benchmark(cfg: BenchConfig, log=print) -> dict:
         "teacher_fraction": med["teacher"] / med["sra"], "ema_fraction": med["ema"] / med["sra"],
         "load_avg_start": load_start, "load_avg_end": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,
         "times_s": {k: [round(v, 5) for v in vs] for k, vs in times.items()},
+        # the family's methods beside plain: median step time, and the per-round ratio to plain, medianed
+        "methods": {k: {"step_s": med[k], "images_per_s": n / med[k], "peak_mem_mb": mem[k],
+                        "over_plain_paired": statistics.median(a / b for a, b in zip(times[k], times["plain"]))}
+                    for k in cfg.methods},
     }

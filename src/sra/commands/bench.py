@@ -28,6 +28,9 @@ def add_parser(sub) -> argparse.ArgumentParser:
                    help="AdamW implementation: fused (as `sra train`), foreach, or torch's default (per-tensor on CPU)")
     p.add_argument("--block-out-s", type=int, default=0, help="student block (1-indexed; 0: the paper's default)")
     p.add_argument("--block-out-t", type=int, default=0, help="teacher block (1-indexed; 0: the paper's default)")
+    p.add_argument("--methods", default="", help="more methods timed beside plain and SRA, comma-separated: "
+                   "sra_dts_as, dts_as, self_flow, repa, or 'all' (token groups: the authors' DTS_AS recipe; repa: "
+                   "features as if stored, projector 2048)")
     p.add_argument("--warmup", type=int, default=2, help="untimed warm-up steps per mode (compilation happens here)")
     p.add_argument("--steps", type=int, default=5, help="timed rounds (plain, SRA, teacher, EMA); medians are reported")
     p.add_argument("--device", default=None, choices=["cpu", "cuda"], help="device (default: cuda when available)")
@@ -39,13 +42,14 @@ def add_parser(sub) -> argparse.ArgumentParser:
 def run(args) -> int:
     import dataclasses
 
-    from ..bench import BenchConfig, run_benchmark
+    from ..bench import METHODS, BenchConfig, run_benchmark
 
     cfg = BenchConfig(model=args.model, input_size=args.input_size, in_channels=args.in_channels,
                       num_classes=args.num_classes, batch_size=args.batch_size, mixed_precision=args.mixed_precision,
                       teacher_bf16=args.teacher_bf16, compile=args.compile, adamw=args.adamw,
                       block_out_s=args.block_out_s, block_out_t=args.block_out_t, warmup=args.warmup,
-                      steps=args.steps, device=args.device, seed=args.seed)
+                      steps=args.steps, device=args.device, seed=args.seed,
+                      methods=tuple(METHODS) if args.methods == "all" else tuple(m for m in args.methods.split(",") if m))
     if args.dry_run:
         print(json.dumps(dataclasses.asdict(cfg)))
         return 0

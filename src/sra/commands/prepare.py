@@ -25,6 +25,11 @@ def add_parser(sub) -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=64, help="images per VAE forward, per rank")
     p.add_argument("--chunk-size", type=int, default=1024, help="images per commit: the unit of resumption")
     p.add_argument("--num-workers", type=int, default=4, help="image decoding processes per rank")
+    p.add_argument("--encoder", default=None, metavar="DIR",
+                   help="REPA encoder: a local DINOv2 folder (transformers) or 'fmnist'; its patch features of every "
+                        "image are stored too (float16, tokens x dim per image), so REPA training runs no encoder")
+    p.add_argument("--encoder-grid", type=int, default=0, help="side of the encoder's token grid: the model's "
+                   "(latent side / patch size); 0 = latent side / 2, the grid of the */2 models")
     p.add_argument("--max-chunks", type=int, default=None, help="stop after this many chunks per rank (resume later)")
     p.add_argument("--no-progress", dest="progress", action="store_false", help="hide the progress bar")
     p.add_argument("--dry-run", action="store_true", help="print the resolved config and exit")
@@ -36,7 +41,8 @@ def run(args) -> int:
 
     cfg = PrepareConfig(src=args.src, out=args.out, resolution=args.resolution, vae=args.vae, flip=args.flip,
                         normalize=args.normalize, batch_size=args.batch_size, chunk_size=args.chunk_size,
-                        num_workers=args.num_workers, max_chunks=args.max_chunks, progress=args.progress)
+                        num_workers=args.num_workers, max_chunks=args.max_chunks, progress=args.progress,
+                        encoder=args.encoder, encoder_grid=args.encoder_grid)
     if args.dry_run:
         print(json.dumps(dataclasses.asdict(cfg), indent=2))
         return 0

@@ -7,6 +7,8 @@ A store is one folder:
     labels.npy     (N,) int64
     status.npy     (N,) uint8: 0 not yet encoded, 1 done, 2 skipped (unreadable image); the commit mark of a chunk
     files.txt      the source images in row order; skipped.txt lists the unreadable ones with the reason
+    features.npy   (N, T_e, D_e) float16, optional (`sra prepare --encoder`): a frozen encoder's patch features of each
+                   row's image (REPA targets), so that training runs no encoder; memory-mapped
 The reference layout (REPA/SRA `preprocessing/dataset_tools.py encode`) is a folder `vae-sd/` of one float32 .npy of
 moments (2C, h, w) per image, `{00000..}/img-mean-std-{i:08d}.npy`, plus `vae-sd/dataset.json` {"labels": [[file, y]]}.
 
@@ -33,6 +35,7 @@ FORMAT = "sra-latents"
 VERSION = 1
 HEADER, MOMENTS, LABELS, STATUS, FILES, SKIPPED = ("latents.json", "moments.npy", "labels.npy", "status.npy",
                                                    "files.txt", "skipped.txt")
+FEATURES = "features.npy"
 PENDING, DONE, SKIP = 0, 1, 2
 REFERENCE_DIR, REFERENCE_JSON = "vae-sd", "dataset.json"
 NORMALIZATIONS = ("scale", "channel")
@@ -142,7 +145,7 @@ class LatentDataset(Dataset):
         return decode_latents(self._vae, z)
 
     def __getstate__(self):  # DataLoader workers: never pickle the VAE, an open file or device tensors
-        return {k: (None if k in ("_vae", "_mm", "_stats_device") else v) for k, v in self.__dict__.items()}
+        return {k: (None if k in ("_vae", "_mm", "_fm", "_stats_device") else v) for k, v in self.__dict__.items()}
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -176,10 +179,17 @@ class LatentStore(LatentDataset):
         vae_name = vae or h.get("vae", {}).get("name_or_path")
         self._setup(row_shape, labels[self.rows], h["class_names"], h["vae"]["scaling_factor"],
                     h.get("channel_stats"), normalize or h.get("normalize"), vae_name, f"store:{root}")
-        self._mm = None
+        self._mm, self._fm = None, None
+        self.feature_info = h.get("features")  # {"encoder", "grid", "tokens", "dim"} when features were stored
+        self.with_features = False  # set by training when REPA wants them: items become (moments, label, features)
 
     def __len__(self) -> int:
         return len(self.rows)
+
+    def features(self) -> np.ndarray:
+        if self._fm is None:
+            self._fm = np.load(self.root / FEATURES, mmap_mode="r")
+        return self._fm
 
     def moments(self) -> np.ndarray:
         if self._mm is None:  # mapped per process (DataLoader workers, torchrun ranks), never pickled
@@ -187,11 +197,15 @@ class LatentStore(LatentDataset):
         return self._mm
 
     def __getitem__(self, i):
-        return torch.from_numpy(np.array(self.moments()[self.rows[int(i)]])), self.labels[i]
+        row = self.rows[int(i)]
+        item = torch.from_numpy(np.array(self.moments()[row])), self.labels[i]
+        return item + (torch.from_numpy(np.array(self.features()[row])),) if self.with_features else item
 
-    def get_batch(self, indices: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def get_batch(self, indices: torch.Tensor) -> tuple[torch.Tensor, ...]:
         idx = torch.as_tensor(indices).long()
-        return torch.from_numpy(self.moments()[self.rows[idx.numpy()]]), self.labels[idx]
+        rows = self.rows[idx.numpy()]
+        batch = torch.from_numpy(self.moments()[rows]), self.labels[idx]
+        return batch + (torch.from_numpy(self.features()[rows]),) if self.with_features else batch
 
 
 # ----------------------------------------------------------------------------------------------------------------

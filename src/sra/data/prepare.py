@@ -17,8 +17,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .latents import (DONE, FILES, FORMAT, HEADER, LABELS, MOMENTS, NORMALIZATIONS, PENDING, SKIP, SKIPPED, STATUS,
-                      VERSION, read_header)
+from .latents import (DONE, FEATURES, FILES, FORMAT, HEADER, LABELS, MOMENTS, NORMALIZATIONS, PENDING, SKIP, SKIPPED,
+                      STATUS, VERSION, read_header)
 from .pixels import IMAGE_EXTENSIONS, DataError
 
 
@@ -34,6 +34,8 @@ class PrepareConfig:
     chunk_size: int = 1024        # source images per commit (the unit of resumption)
     num_workers: int = 4          # image decoding processes per rank
     max_chunks: int | None = None  # stop after this many chunks (tests, partial runs); the same command resumes
+    encoder: str | None = None    # REPA encoder ('fmnist' or a local DINOv2 folder): also store its patch features
+    encoder_grid: int = 0         # encoder token grid side = the model's (latent side / patch); 0: latent side / 2
     progress: bool = True         # tqdm bar with images/s
 
 
@@ -135,7 +137,7 @@ def check_resume(out: Path, want: dict) -> dict | None:
     """The existing header when `out` holds the same store; None when `out` is free; DataError otherwise."""
     old = read_header(out)
     if old is None:
-        ours = {HEADER, MOMENTS, LABELS, STATUS, FILES, SKIPPED}
+        ours = {HEADER, MOMENTS, LABELS, STATUS, FILES, SKIPPED, FEATURES}
         others = [p.name for p in out.iterdir() if p.name not in ours and ".tmp" not in p.name] \
             if out.is_dir() else []
         if out.exists() and not out.is_dir():
@@ -148,6 +150,9 @@ def check_resume(out: Path, want: dict) -> dict | None:
                         f"{want['images']} now); nothing was changed, choose another output folder")
     keys = ("resolution", "flip", "count")  # not chunk_size: status is per row
     diffs = [f"{k}={old.get(k)} (asked: {want[k]})" for k in keys if old.get(k) != want[k]]
+    if old.get("features", {}).get("encoder") != want.get("features", {}).get("encoder"):
+        diffs.append(f"encoder={old.get('features', {}).get('encoder')} (asked: "
+                     f"{want.get('features', {}).get('encoder')})")
     if old.get("vae", {}).get("name_or_path") != want["vae"]["name_or_path"]:
         diffs.append(f"vae={old.get('vae', {}).get('name_or_path')} (asked: {want['vae']['name_or_path']})")
     if diffs:
@@ -162,6 +167,10 @@ def create_store(out: Path, header: dict, paths: list[str], labels: np.ndarray, 
     n = header["count"]
     mm = np.lib.format.open_memmap(out / MOMENTS, mode="w+", dtype=np.float16, shape=(n, *row_shape))
     del mm  # the header and the sparse file are written; rows come by positioned writes
+    if "features" in header:
+        f = header["features"]
+        mm = np.lib.format.open_memmap(out / FEATURES, mode="w+", dtype=np.float16, shape=(n, f["tokens"], f["dim"]))
+        del mm
     np.save(out / STATUS, np.zeros(n, dtype=np.uint8))
     np.save(out / LABELS, labels)
     (out / FILES).write_text("".join(p + "\n" for p in paths))
@@ -197,11 +206,17 @@ class StoreWriter:
         self.moments = os.open(out / MOMENTS, os.O_RDWR)
         self.status = os.open(out / STATUS, os.O_RDWR)
         self.m_off, self.s_off = npy_offset(out / MOMENTS), npy_offset(out / STATUS)
+        self.features = os.open(out / FEATURES, os.O_RDWR) if (out / FEATURES).exists() else None
+        self.f_off = npy_offset(out / FEATURES) if self.features is not None else 0
 
-    def commit(self, first_row: int, rows: np.ndarray, status: np.ndarray, skipped: list[str]) -> None:
-        data = np.ascontiguousarray(rows, dtype=np.float16)
-        pwrite_all(self.moments, data.tobytes(), self.m_off + first_row * (data.nbytes // len(data)))
-        os.fdatasync(self.moments)
+    def commit(self, first_row: int, rows: np.ndarray, status: np.ndarray, skipped: list[str],
+               features: np.ndarray | None = None) -> None:
+        for fd, off, arr in ((self.moments, self.m_off, rows), (self.features, self.f_off, features)):
+            if fd is None:
+                continue
+            data = np.ascontiguousarray(arr, dtype=np.float16)
+            pwrite_all(fd, data.tobytes(), off + first_row * (data.nbytes // len(data)))
+            os.fdatasync(fd)
         if skipped:
             with open(self.out / SKIPPED, "a") as f:
                 f.write("".join(s + "\n" for s in skipped))
@@ -209,8 +224,9 @@ class StoreWriter:
         os.fdatasync(self.status)
 
     def close(self):
-        os.close(self.moments)
-        os.close(self.status)
+        for fd in (self.moments, self.status, self.features):
+            if fd is not None:
+                os.close(fd)
 
 
 def finalize(out: Path, header: dict, max_rows: int = 65536) -> dict:
@@ -242,6 +258,17 @@ def finalize(out: Path, header: dict, max_rows: int = 65536) -> dict:
     return header
 
 
+def encoder_features(encoder, images: torch.Tensor, grid: int) -> torch.Tensor:
+    """uint8 crops (N, H, W, 3) -> the encoder's patch features (N, grid^2, D), from the image in [-1, 1] as training
+    would hand it over (1-channel encoders get the mean of R, G, B)."""
+    from ..models.encoders import encode
+
+    x = images.permute(0, 3, 1, 2).float() / 127.5 - 1.0
+    if getattr(encoder, "channels", 3) == 1:
+        x = x.mean(1, keepdim=True)
+    return encode(encoder, x, grid)
+
+
 # ----------------------------------------------------------------------------------------------------------------
 # The run
 # ----------------------------------------------------------------------------------------------------------------
@@ -265,11 +292,21 @@ def prepare(cfg: PrepareConfig) -> dict:
         raise DataError(f"resolution {cfg.resolution} is not a multiple of the VAE's downsampling {info['downsample']}")
     side = cfg.resolution // info["downsample"]
     copies = 2 if cfg.flip else 1
+    encoder, grid = None, cfg.encoder_grid or side // 2
+    if cfg.encoder:
+        from ..models.encoders import load_encoder
+        try:
+            encoder = load_encoder(cfg.encoder, ctx.device)
+        except ValueError as e:
+            raise DataError(str(e)) from None
     header = {"format": FORMAT, "version": VERSION, "source": str(src.resolve()), "resolution": cfg.resolution,
               "latent_shape": [info["latent_channels"], side, side], "dtype": "float16", "flip": cfg.flip,
               "count": len(paths) * copies, "images": len(paths), "chunk_size": cfg.chunk_size,
               "source_digest": digest(paths, labels), "vae": info, "normalize": cfg.normalize,
               "class_names": class_names, "complete": False}
+    if encoder is not None:  # REPA targets stored once, so that training runs no encoder (models/encoders.py)
+        header["features"] = {"encoder": encoder.name, "grid": grid, "tokens": grid * grid, "dim": encoder.dim,
+                              "dtype": "float16"}
     old = check_resume(out, header)
     if old is None and ctx.is_main:
         create_store(out, header, paths, np.repeat(labels, copies), (2 * info["latent_channels"], side, side))
@@ -298,13 +335,15 @@ def prepare(cfg: PrepareConfig) -> dict:
     bar = tqdm(total=sum(len(b) for b in batches), disable=not (ctx.is_main and cfg.progress), unit="img",
                desc=f"encode (rank 0 of {ctx.world_size})", dynamic_ncols=True, smoothing=0.05)
     writer, c_shape = StoreWriter(out), (2 * info["latent_channels"], side, side)
-    chunk, rows, stat, skipped, t0, done_imgs = None, None, None, [], time.perf_counter(), 0
+    chunk, rows, feats, stat, skipped, t0, done_imgs = None, None, None, None, [], time.perf_counter(), 0
     for batch, (idx, images, bad) in zip(batches, loader):
         c = batch[0] // cfg.chunk_size
         if c != chunk:  # a new chunk: fresh buffers
             chunk, lo = c, c * cfg.chunk_size
             hi = min(lo + cfg.chunk_size, len(paths))
             rows = np.zeros(((hi - lo) * copies, *c_shape), np.float16)
+            if encoder is not None:
+                feats = np.zeros(((hi - lo) * copies, grid * grid, encoder.dim), np.float16)
             stat, skipped = np.full((hi - lo) * copies, SKIP, np.uint8), []
         if images is not None:
             x = images.to(ctx.device, non_blocking=True)
@@ -313,11 +352,13 @@ def prepare(cfg: PrepareConfig) -> dict:
             m = encode_moments(vae, x).to(torch.float16).cpu().numpy()
             where = ((idx.numpy() - lo)[:, None] * copies + np.arange(copies)).reshape(-1)
             rows[where], stat[where] = m, DONE
+            if encoder is not None:
+                feats[where] = encoder_features(encoder, x, grid).to(torch.float16).cpu().numpy()
         skipped += [f"{paths[i]}\t{msg}" for i, msg in bad]
         bar.update(len(batch))
         done_imgs += len(batch)
         if batch[-1] == hi - 1:  # the chunk's last batch: commit it
-            writer.commit(lo * copies, rows, stat, skipped)
+            writer.commit(lo * copies, rows, stat, skipped, feats)
     bar.close()
     writer.close()
     rate = done_imgs / max(time.perf_counter() - t0, 1e-9)

@@ -37,9 +37,12 @@ def architecture_from_state(state: dict) -> dict:
     except (KeyError, ValueError, IndexError) as e:
         raise ValueError(f"state dict is not a SiT/DiT checkpoint (missing {e})") from None
     heads = next((h for d, w_, h in SIZES.values() if w_ == hidden), max(1, hidden // 64))
+    projectors = sorted({int(k.split(".")[1]) for k in state if k.startswith("projectors.")})  # REPA-trained runs
+    extra = dict(z_dims=tuple(state[f"projectors.{i}.4.weight"].shape[0] for i in projectors),
+                 projector_dim=state["projectors.0.0.weight"].shape[0]) if projectors else {}
     return dict(input_size=int(round(tokens ** 0.5)) * patch, patch_size=patch, in_channels=in_channels,
                 hidden_size=hidden, depth=depth, num_heads=heads, mlp_ratio=mlp_hidden / hidden,
-                num_classes=table - 1, class_dropout_prob=0.1, learn_sigma=out == 2 * in_channels)
+                num_classes=table - 1, class_dropout_prob=0.1, learn_sigma=out == 2 * in_channels, **extra)
 
 
 def resolve_checkpoint(path: str | os.PathLike) -> Path:

@@ -21,7 +21,7 @@ SRA_LAYERS = {
 
 MODEL_NAMES = [f"{fam}-{size}/{p}" for fam in ("SiT", "DiT") for size in SIZES for p in PATCHES]
 OVERRIDES = ("input_size", "in_channels", "num_classes", "class_dropout_prob",
-             "depth", "hidden_size", "num_heads", "patch_size", "mlp_ratio")
+             "depth", "hidden_size", "num_heads", "patch_size", "mlp_ratio", "z_dims", "projector_dim")
 
 
 def parse_name(name: str) -> tuple[str, str, int]:

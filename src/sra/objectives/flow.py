@@ -7,7 +7,9 @@ import torch
 
 from ..transport.path import PATHS, TIME_SAMPLINGS, interpolate, sample_time
 from .align import AlignConfig, alignment, offset_from_uniform, teacher_offset
+from ..models.encoders import encode
 from .dts import MixConfig, draw_extra, group_times, mixed_interpolant, teacher_view
+from .repa import RepaConfig, repa_alignment
 
 
 @dataclass(kw_only=True)
@@ -30,56 +32,65 @@ def unwrap(model):
 
 
 class FlowObjective:
-    """Callable returning named per-sample terms {"denoise": (N,), "align": (N,)}; weights are applied in `combine`.
+    """Callable returning named per-sample terms {"denoise": (N,), "align": (N,), "repa": (N,)} (the last two when
+    on); weights are applied in `combine`.
 
     Random draws (label dropout, t, noise, teacher offset; with token groups also the other groups' times and offsets
     and the group ids) come from `generator` in a fixed order, so that a batch gets the same draws whatever the batch
     is split into, and resuming reproduces them. `mix` adds token groups (objectives.dts); `patch_size` is the
-    model's, which fixes the token grid.
+    model's, which fixes the token grid; `repa` adds REPA, whose encoder features come with the batch (stored by
+    `sra prepare --encoder`) or from `encoder` run on the clean inputs.
     """
 
-    def __init__(self, cfg: FlowConfig, align: AlignConfig, mix: MixConfig | None = None, patch_size: int = 2):
+    def __init__(self, cfg: FlowConfig, align: AlignConfig, mix: MixConfig | None = None, patch_size: int = 2,
+                 repa: RepaConfig | None = None, encoder=None):
         self.cfg, self.align, self.mix, self.patch_size = cfg, align, mix or MixConfig(), patch_size
+        self.repa, self.encoder = repa or RepaConfig(), encoder
 
     def __call__(self, model, teacher, x0: torch.Tensor, y: torch.Tensor, generator: torch.Generator | None = None,
-                 draws: dict | None = None) -> dict[str, torch.Tensor]:
+                 draws: dict | None = None, features: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         """Terms for clean inputs x0 (N, C, H, W) and labels y (N,). `draws` (from `draw`, possibly a slice of a larger
-        batch's) fixes the randomness; otherwise it is drawn here from `generator`."""
-        cfg, a = self.cfg, self.align
+        batch's) fixes the randomness; otherwise it is drawn here from `generator`. `features` (N, T, D_e): the REPA
+        encoder's patch features of x0, when stored with the data."""
+        cfg, a, r, mix = self.cfg, self.align, self.repa, self.mix
         if draws is None:
             draws = self.draw(x0.shape[0], x0.shape[1:], x0.device, generator)
         t, noise = draws["t"], draws["noise"].to(x0.dtype)
         y = apply_label_drop(unwrap(model), y, draws["drop"])
-        if self.mix.active:
-            return self.mixed_terms(model, teacher, x0, y, t, noise, draws)
-        xt, target = interpolate(cfg.path, x0, noise, t)
-        if not a.active:  # lambda = 0: exactly plain SiT, no teacher forward at all
-            return {"denoise": ((model(xt, t, y).float() - target) ** 2).flatten(1).mean(1)}
-        pred, h = model(xt, t, y, feature_depth=a.block_out_s)
-        # One group: the teacher time is SRA's t - k, or t itself for the self_flow / same teacher times.
-        t_teacher = (t - draws["k"]).clamp(0.0, 1.0) if self.mix.teacher_t == "sra" else t
-        xt_teacher, _ = interpolate(cfg.path, x0, noise, t_teacher)  # same x0, same noise, same (dropped) labels
-        return {"denoise": ((pred.float() - target) ** 2).flatten(1).mean(1),
-                "align": alignment(a, unwrap(model), teacher, h, xt_teacher, t_teacher, y)}
+        kw = {}
+        if mix.active:  # token groups: each patch at its group's time, target mixed alike (objectives.dts)
+            t_model = group_times(mix, t, draws).gather(1, draws["groups"])  # (N, T)
+            xt, target = mixed_interpolant(cfg.path, x0, noise, t_model, self.patch_size)
+            if mix.attention_separation:
+                kw["groups"] = draws["groups"]
+        else:
+            t_model = t
+            xt, target = interpolate(cfg.path, x0, noise, t)
+        depth = a.block_out_s if a.active else (r.block if r.active else None)
+        if depth is None:  # lambda = 0, no REPA: exactly plain SiT, no teacher forward at all
+            return {"denoise": ((model(xt, t_model, y, **kw).float() - target) ** 2).flatten(1).mean(1)}
+        pred, h = model(xt, t_model, y, feature_depth=depth, **kw)
+        terms = {"denoise": ((pred.float() - target) ** 2).flatten(1).mean(1)}
+        if a.active:
+            x_teacher, t_teacher, g_teacher = self.teacher_input(x0, noise, t, draws)
+            terms["align"] = alignment(a, unwrap(model), teacher, h, x_teacher, t_teacher, y, groups=g_teacher)
+        if r.active:
+            if features is None:
+                features = encode(self.encoder, x0, x0.shape[-1] // self.patch_size)
+            terms["repa"] = repa_alignment(unwrap(model), h, features)
+        return terms
 
-    def mixed_terms(self, model, teacher, x0, y, t, noise, draws) -> dict[str, torch.Tensor]:
-        """Token groups: input and target mixed patch by patch, per-token times, optional attention separation; the
-        teacher's view as `dts.teacher_view` decides."""
-        cfg, a, mix, p = self.cfg, self.align, self.mix, self.patch_size
-        groups = draws["groups"]
-        t_groups = group_times(mix, t, draws)  # (N, G)
-        t_tok = t_groups.gather(1, groups)  # (N, T): each token at its group's time
-        xt, target = mixed_interpolant(cfg.path, x0, noise, t_tok, p)
-        separate = groups if mix.attention_separation else None
-        if not a.active:
-            return {"denoise": ((model(xt, t_tok, y, groups=separate).float() - target) ** 2).flatten(1).mean(1)}
-        pred, h = model(xt, t_tok, y, feature_depth=a.block_out_s, groups=separate)
-        k = torch.cat([draws["k"][:, None], offset_from_uniform(a, draws["u_more"].to(t.dtype))], dim=1)  # (N, G)
-        t_input, t_embed, g_teacher = teacher_view(mix, k, t_groups, groups)
-        xt_teacher, _ = mixed_interpolant(cfg.path, x0, noise, t_input, p)
-        g_teacher = g_teacher if mix.attention_separation else None
-        return {"denoise": ((pred.float() - target) ** 2).flatten(1).mean(1),
-                "align": alignment(a, unwrap(model), teacher, h, xt_teacher, t_embed, y, groups=g_teacher)}
+    def teacher_input(self, x0, noise, t, draws):
+        """(input, time (N,) or (N, T), group ids for attention or None) of the SRA teacher: same x0, same noise, same
+        (dropped) labels as the student."""
+        cfg, mix = self.cfg, self.mix
+        if not mix.active:  # SRA's t - k, or t itself for the self_flow / same teacher times
+            t_teacher = (t - draws["k"]).clamp(0.0, 1.0) if mix.teacher_t == "sra" else t
+            return interpolate(cfg.path, x0, noise, t_teacher)[0], t_teacher, None
+        k = torch.cat([draws["k"][:, None], offset_from_uniform(self.align, draws["u_more"].to(t.dtype))], dim=1)
+        t_input, t_embed, groups = teacher_view(mix, k, group_times(mix, t, draws), draws["groups"])
+        x_teacher = mixed_interpolant(cfg.path, x0, noise, t_input, self.patch_size)[0]
+        return x_teacher, t_embed, groups if mix.attention_separation else None
 
     def draw(self, n: int, sample_shape, device, generator: torch.Generator | None) -> dict[str, torch.Tensor]:
         """All random draws of one step for n samples, in a fixed order: label-drop uniforms, t, noise, offset k (then,

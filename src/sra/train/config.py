@@ -7,7 +7,7 @@ import json
 from dataclasses import dataclass, field
 
 from ..models.presets import default_sra_layers, parse_name
-from ..objectives import AlignConfig, FlowConfig
+from ..objectives import AlignConfig, FlowConfig, MixConfig, RepaConfig
 from ..objectives.align import fast_bf16
 
 # Fields that may change between a run and its resumption (they do not change the math).
@@ -47,6 +47,8 @@ class TrainConfig:
     flow: FlowConfig = field(default_factory=FlowConfig)
     align: AlignConfig = field(default_factory=lambda: AlignConfig(block_out_s=0, block_out_t=0, teacher_bf16=None))
     # (0 blocks / None precision: the preset's default)
+    mix: MixConfig = field(default_factory=MixConfig)  # token groups: dual-timestep scheduling, attention separation
+    repa: RepaConfig = field(default_factory=RepaConfig)  # REPA: alignment to a frozen external encoder
     # -- logging, samples, checkpoints
     seed: int = 0                         # global seed: data order, noise, time draws (per step, rank-independent)
     log_every: int = 50                   # steps between metrics.jsonl lines
@@ -68,7 +70,8 @@ class TrainConfig:
 
     def resolve(self, shape: tuple[int, int, int], num_classes: int, device: str = "cpu") -> "TrainConfig":
         """Fill the None/0 defaults from the data and the preset; validate everything. Returns a new config."""
-        c = dataclasses.replace(self, flow=dataclasses.replace(self.flow), align=dataclasses.replace(self.align))
+        c = dataclasses.replace(self, flow=dataclasses.replace(self.flow), align=dataclasses.replace(self.align),
+                                mix=dataclasses.replace(self.mix), repa=dataclasses.replace(self.repa))
         family, size, _ = parse_name(c.model)
         c.in_channels = c.in_channels or shape[0]
         c.input_size = c.input_size or shape[-1]
@@ -88,6 +91,9 @@ class TrainConfig:
         s, t = default_sra_layers(c.model)
         c.align.block_out_s = c.align.block_out_s or s
         c.align.block_out_t = c.align.block_out_t or t
+        if c.repa.active:
+            from ..objectives.repa import REPA_BLOCKS
+            c.repa.block = c.repa.block or REPA_BLOCKS[size]
         c.validate()
         return c
 
@@ -104,6 +110,13 @@ class TrainConfig:
         if self.fsdp and self.align.teacher == "online":
             raise ValueError("--teacher online is not supported with --fsdp (the teacher must be an unsharded copy)")
         self.align.validate(depth)
+        self.mix.validate()
+        self.repa.validate(depth)
+        if self.family == "DiT" and (self.mix.active or self.repa.active):
+            raise ValueError("token groups (--mask-ratio) and REPA are implemented for SiT models only")
+        if self.align.active and self.repa.active and self.align.block_out_s != self.repa.block:
+            raise ValueError(f"SRA and REPA together must read the same student block (got {self.align.block_out_s} "
+                             f"and {self.repa.block})")
 
     def to_dict(self) -> dict:
         return json.loads(json.dumps(dataclasses.asdict(self)))
@@ -112,9 +125,11 @@ class TrainConfig:
     def from_dict(cls, d: dict) -> "TrainConfig":
         d = dict(d)
         flow, align = FlowConfig(**d.pop("flow", {})), AlignConfig(**d.pop("align", {}))
+        mix, repa = MixConfig(**d.pop("mix", {})), RepaConfig(**d.pop("repa", {}))
+        mix.mask_ratio = tuple(mix.mask_ratio)
         if "adam_betas" in d:
             d["adam_betas"] = tuple(d["adam_betas"])
-        return cls(flow=flow, align=align, **d)
+        return cls(flow=flow, align=align, mix=mix, repa=repa, **d)
 
 
 def config_differences(old: dict, new: dict) -> list[str]:

@@ -111,10 +111,12 @@ def write_run_dir(run: Path, cfg: TrainConfig, ctx) -> None:
     distributed.barrier()
 
 
-def build_objective(cfg: TrainConfig):
+def build_objective(cfg: TrainConfig, encoder=None):
+    """The loss of the config; `encoder`: REPA's frozen encoder when it runs at train time (objectives.repa)."""
     if cfg.family == "SiT":
+        from ..models.presets import parse_name
         from ..objectives import FlowObjective
-        return FlowObjective(cfg.flow, cfg.align)
+        return FlowObjective(cfg.flow, cfg.align, cfg.mix, parse_name(cfg.model)[2], cfg.repa, encoder)
     from ..objectives.ddpm import DiffusionObjective  # DiT: DDPM with learned sigma
     return DiffusionObjective(cfg.align)
 
@@ -175,9 +177,15 @@ def train(cfg: TrainConfig) -> Path:
     run = check_run_dir(cfg)
     torch.manual_seed(cfg.seed)
 
-    # 2. Model, EMA (= SRA teacher), optimizer, loss scaler.
+    # 2. Model (with REPA's projector when on), EMA (= SRA teacher), optimizer, loss scaler.
+    repa_kw, encoder = {}, None
+    if cfg.repa.active:
+        from ..models.presets import parse_name
+        from ..objectives.repa import feature_source
+        z_dim, encoder = feature_source(cfg.repa, dataset, cfg.input_size // parse_name(cfg.model)[2], ctx.device)
+        repa_kw = dict(z_dims=(z_dim,), projector_dim=cfg.repa.projector_dim)
     model = build_model(cfg.model, input_size=cfg.input_size, in_channels=cfg.in_channels,
-                        num_classes=cfg.num_classes).to(ctx.device)
+                        num_classes=cfg.num_classes, **repa_kw).to(ctx.device)
     if not (cfg.align.active and cfg.align.use_head):
         model.ap_head.requires_grad_(False)  # unused head: no gradient, no optimizer state, no DDP complaints
     model.grad_checkpointing = cfg.activation_checkpointing
@@ -209,7 +217,7 @@ def train(cfg: TrainConfig) -> Path:
     write_run_dir(run, cfg, ctx)
 
     # 4. Objective, teacher, data order.
-    objective = build_objective(cfg)
+    objective = build_objective(cfg, encoder)
     teacher = ema if cfg.align.teacher == "ema" else model  # "online": the trained weights, no gradient
     schedule = BatchSchedule(len(dataset), cfg.batch_size, cfg.seed)
     params = [p for p in model.parameters() if p.requires_grad]
@@ -243,15 +251,17 @@ def train(cfg: TrainConfig) -> Path:
 
         # 6. Forward/backward over the micro-batches; gradients sync on the last one only.
         micro = cfg.batch_size // (ctx.world_size * cfg.grad_accum)
-        for a, (x, y) in enumerate(micro_batches):
+        for a, (x, y, *stored) in enumerate(micro_batches):  # stored: REPA features kept with the data, if any
             x, y = x.to(ctx.device, non_blocking=True), y.to(ctx.device, non_blocking=True)
+            features = stored[0].to(ctx.device, non_blocking=True) if stored else None
             x = dataset.prepare_batch(x, posterior_gen)  # latents: sample the VAE posterior; pixels: identity
             lo = a * (cfg.batch_size // cfg.grad_accum) + ctx.rank * micro
             sync = a == cfg.grad_accum - 1 or not ctx.distributed
             with (contextlib.nullcontext() if sync else train_model.no_sync()), \
                     torch.autocast(ctx.device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-                terms = objective(train_model, teacher, x, y, draws=slice_draws(draws, lo, lo + micro))
-                loss = combine(terms, weight) / cfg.grad_accum
+                kw = {} if features is None else {"features": features}
+                terms = objective(train_model, teacher, x, y, draws=slice_draws(draws, lo, lo + micro), **kw)
+                loss = combine(terms, weight, cfg.repa.weight) / cfg.grad_accum
             scaler.scale(loss).backward()
             for k, v in terms.items():
                 stats[k] = stats.get(k, 0.0) + v.detach().mean() / cfg.grad_accum
@@ -285,8 +295,8 @@ def train(cfg: TrainConfig) -> Path:
             row.update(evaluation)
             row.update(step=done, lr=lr, align_weight=weight, skipped_steps=int(skipped),
                        images_per_s=n * cfg.batch_size / max(elapsed, 1e-9))
-            row["loss"] = float(combine({k: torch.tensor(row[k]) for k in ("denoise", "vb", "align") if k in row},
-                                        weight))
+            row["loss"] = float(combine({k: torch.tensor(row[k]) for k in ("denoise", "vb", "align", "repa")
+                                         if k in row}, weight, cfg.repa.weight))
             if metrics:
                 metrics.write(json.dumps(row) + "\n")
                 metrics.flush()

@@ -1,0 +1,76 @@
+"""REPA (arXiv 2410.06940): the student's tokens after block s, through an MLP projector, are aligned to the patch
+features of a frozen external encoder of the clean image: per sample the mean over tokens of -cos(proj(h)_i, z_i)
+(REPA's `proj_loss`, weight 0.5 there). SRA replaces the external encoder by the model's own EMA; both can be on."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+# REPA's student block (their --encoder-depth) per model size: SiT-B 4, SiT-L/XL 8 (paper, Sec. 4); tiny: 2.
+REPA_BLOCKS = {"T": 2, "S": 4, "B": 4, "L": 8, "XL": 8}
+
+
+@dataclass(kw_only=True)
+class RepaConfig:
+    weight: float = 0.0                   # REPA's lambda (their --proj-coeff; paper 0.5); 0: off
+    encoder: str | None = None            # 'fmnist' (the FD-FMNIST classifier) or a local DINOv2 folder; latent data
+                                          # needs the features stored by `sra prepare --encoder`
+    block: int = 0                        # student tokens after this many blocks (1-indexed); 0: REPA's per-size choice
+    projector_dim: int = 2048             # hidden width of REPA's MLP projector
+
+    @property
+    def active(self) -> bool:
+        return self.weight > 0
+
+    def validate(self, depth: int) -> None:
+        if not self.active:
+            return
+        if not self.encoder:
+            raise ValueError("REPA needs an encoder: --repa-encoder fmnist or a local DINOv2 folder")
+        if not 1 <= self.block <= depth:
+            raise ValueError(f"REPA block {self.block} outside the model's 1..{depth} blocks")
+        if self.projector_dim < 1:
+            raise ValueError(f"projector width must be positive (got {self.projector_dim})")
+
+
+def repa_term(projected: torch.Tensor, features: torch.Tensor) -> torch.Tensor:
+    """Per-sample (N,) mean over tokens of the negative cosine similarity between projected student tokens (N, T, D_z)
+    and encoder features (N, T, D_z)."""
+    if projected.shape != features.shape:
+        raise ValueError(f"projected tokens {tuple(projected.shape)} and encoder features {tuple(features.shape)} differ "
+                         "(the encoder's patch grid must be the model's token grid)")
+    p, z = F.normalize(projected.float(), dim=-1), F.normalize(features.float(), dim=-1)
+    return -(p * z).sum(-1).mean(1)
+
+
+def repa_alignment(student, h: torch.Tensor, features: torch.Tensor) -> torch.Tensor:
+    """The REPA term (N,) through the plain module's first projector."""
+    return repa_term(student.projectors[0](h), features.to(h.device))
+
+
+def feature_source(cfg: RepaConfig, dataset, grid: int, device) -> tuple[int, object | None]:
+    """(feature size D_e, encoder to run on each batch or None). A latent store with stored features hands them over
+    with every batch (training runs no encoder); pixel data runs the encoder on the clean images; latents without
+    stored features cannot be encoded at train time (no images), which is one clear error."""
+    from pathlib import Path
+
+    info = getattr(dataset, "feature_info", None)
+    if info:
+        same = info["encoder"] == cfg.encoder or (Path(cfg.encoder).is_dir() and
+                                                  info["encoder"] == f"dinov2:{Path(cfg.encoder).resolve()}")
+        if not same:
+            raise ValueError(f"the data's stored features come from {info['encoder']}, not {cfg.encoder}")
+        if info["grid"] != grid:
+            raise ValueError(f"the data's stored features are on a {info['grid']}x{info['grid']} grid but the model has "
+                             f"{grid}x{grid} tokens (sra prepare --encoder-grid {grid})")
+        dataset.with_features = True
+        return int(info["dim"]), None
+    if hasattr(dataset, "unnormalize"):  # a latent dataset: the images are not at hand during training
+        raise ValueError(f"REPA on latents needs the encoder's features in the store: `sra prepare ... --encoder "
+                         f"{cfg.encoder}` (then train on that store)")
+    from ..models.encoders import load_encoder
+
+    encoder = load_encoder(cfg.encoder, device)
+    return int(encoder.dim), encoder
