@@ -18,6 +18,7 @@ line appended to RESULTS, and (run, step) pairs already in RESULTS are not evalu
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import re
@@ -116,7 +117,7 @@ def study_runs(opts) -> list[Run]:
     if opts.only in ("all", "ablations") and not opts.quick:
         for name, label, align in ABLATIONS[:opts.max_ablations]:
             runs.append(Run(f"{name}-s0", "ablation", label, 0, opts.ablation_steps, [opts.ablation_steps], align))
-    if opts.only in ("all", "family"):
+    if opts.only == "family" or (opts.only == "all" and not opts.quick):
         have = {q.name: q for q in runs}
         for r in family_runs(opts):
             if r.name in have:
@@ -163,11 +164,16 @@ def done_pairs(path: Path) -> set[tuple[str, int]]:
     return {(r["run"], int(r["step"])) for r in read_results(path)}
 
 
-def probed(opts) -> set[str]:
-    return {r["run"] for r in read_results(sibling(opts, "_probe.jsonl"))}
+def probed(opts) -> set[tuple[str, int]]:
+    return {(r["run"], int(r["step"])) for r in read_results(sibling(opts, "_probe.jsonl"))}
 
 
-def probe_run(run: Run, opts) -> None:
+def probe_steps(run: Run, opts) -> list[int]:
+    """Probed checkpoints: the midpoint and the end of probe runs."""
+    return sorted({run.steps // 2, run.steps}) if run.probe else []
+
+
+def probe_run(run: Run, step: int, opts) -> None:
     """Linear-probe accuracy (sra probe's logistic probe on mean-pooled tokens, null label) of the final EMA's
     block-2 tokens at PROBE_TIMES; one line per run appended to <results>_probe.jsonl."""
     from sra.commands.probe import split_data
@@ -176,18 +182,18 @@ def probe_run(run: Run, opts) -> None:
     from sra.train.checkpoint import checkpoint_path
 
     t0 = time.perf_counter()
-    loaded = load_model(checkpoint_path(Path(opts.runs_dir) / run.name, run.steps))
+    loaded = load_model(checkpoint_path(Path(opts.runs_dir) / run.name, step))
     train, train_pool, test, test_pool = split_data(opts.data_dir, 0)
     res = linear_probe(loaded.model, "SiT", train, test,
                        train_indices=train_pool[sample_indices(len(train_pool), opts.probe_train, 0)],
                        test_indices=test_pool[sample_indices(len(test_pool), opts.probe_test, 0)],
                        blocks=[PROBE_BLOCK], times=list(PROBE_TIMES), progress=False)
-    row = {"run": run.name, "step": run.steps, "block": PROBE_BLOCK, "times": list(PROBE_TIMES),
+    row = {"run": run.name, "step": step, "block": PROBE_BLOCK, "times": list(PROBE_TIMES),
            "accuracy": res.accuracy[0], "num_train": res.num_train, "num_test": res.num_test,
            "seconds": time.perf_counter() - t0, "time": time.strftime("%Y-%m-%d %H:%M:%S")}
     with open(sibling(opts, "_probe.jsonl"), "a") as f:
         f.write(json.dumps(row) + "\n")
-    print(f"{run.name}: probe block {PROBE_BLOCK} at t={PROBE_TIMES}: {res.accuracy[0]}", flush=True)
+    print(f"{run.name} @ {step}: probe block {PROBE_BLOCK} at t={PROBE_TIMES}: {res.accuracy[0]}", flush=True)
 
 
 def train_seconds(run_dir: Path, step: int, log_every: int, batch: int) -> float | None:
@@ -201,7 +207,9 @@ def train_seconds(run_dir: Path, step: int, log_every: int, batch: int) -> float
 
 
 def run_one(run: Run, opts) -> None:
-    """Worker body (a subprocess): train to run.steps, then evaluate each wanted checkpoint once."""
+    """Worker body (a subprocess): train to each evaluated (or probed) step in turn, evaluate it once, go on to
+    run.steps. Training on to the next step resumes the run, which continues bit-identically, so the results equal a
+    straight run's; a run cut short still leaves its earlier evaluations."""
     import torch
 
     torch.set_num_threads(opts.threads)
@@ -211,14 +219,16 @@ def run_one(run: Run, opts) -> None:
     from sra.train.checkpoint import checkpoint_path, latest_checkpoint
 
     run_dir = Path(opts.runs_dir) / run.name
-    last = latest_checkpoint(run_dir)
-    t0 = time.perf_counter()
-    if last is None or int(last.stem) < run.steps:
-        train(train_config(run, opts))
-    print(f"{run.name}: trained ({time.perf_counter() - t0:.0f} s this call)", flush=True)
     results = Path(opts.results)
-    for step in sorted(run.eval_steps, reverse=True):  # the final checkpoint first: it matters most
-        if (run.name, step) in done_pairs(results):
+    for step in sorted(set(run.eval_steps) | set(probe_steps(run, opts)) | {run.steps}):
+        last = latest_checkpoint(run_dir)
+        if last is None or int(last.stem) < step:
+            t0 = time.perf_counter()
+            train(dataclasses.replace(train_config(run, opts), max_train_steps=step))
+            print(f"{run.name}: trained to {step} ({time.perf_counter() - t0:.0f} s this call)", flush=True)
+        if step in probe_steps(run, opts) and (run.name, step) not in probed(opts):
+            probe_run(run, step, opts)
+        if step not in run.eval_steps or (run.name, step) in done_pairs(results):
             continue
         ckpt = checkpoint_path(run_dir, step)
         t1 = time.perf_counter()
@@ -238,8 +248,6 @@ def run_one(run: Run, opts) -> None:
             f.write(json.dumps(row) + "\n")
         print(f"{run.name} @ {step}: FD {row['fd_fmnist']:.2f}, acc {row['class_acc']:.3f} "
               f"({row['eval_seconds']:.0f} s)", flush=True)
-    if run.probe and run.name not in probed(opts):
-        probe_run(run, opts)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -248,7 +256,8 @@ def run_one(run: Run, opts) -> None:
 
 def pending(runs: list[Run], opts) -> list[Run]:
     done, probes = done_pairs(Path(opts.results)), probed(opts)
-    return [r for r in runs if any((r.name, s) not in done for s in r.eval_steps) or (r.probe and r.name not in probes)]
+    return [r for r in runs if any((r.name, s) not in done for s in r.eval_steps)
+            or any((r.name, s) not in probes for s in probe_steps(r, opts))]
 
 
 def schedule(runs: list[Run], opts, argv: list[str]) -> None:
@@ -622,7 +631,9 @@ def report(opts) -> None:
 def family_section(rows: dict, opts) -> list[str]:
     """Issue 16: the self-alignment family on the same model, data, steps and seeds as the main comparison."""
     steps = sorted({opts.steps // 2, opts.steps})
-    probes = {r["run"]: r for r in read_results(sibling(opts, "_probe.jsonl"))}
+    probes = {}  # run -> its latest probed step's row
+    for r in sorted(read_results(sibling(opts, "_probe.jsonl")), key=lambda r: r["step"]):
+        probes[r["run"]] = r
     want = family_runs(opts)
     L = ["", "## The self-alignment family: DTS + AS, Self-Flow's teacher, REPA", "",
          "Same model, data, optimiser, EMA, seeds and evaluation as the main comparison; each row changes the "
@@ -650,13 +661,14 @@ def family_section(rows: dict, opts) -> list[str]:
         diffs = [r["fd_fmnist"] - plain[r["seed"]] for r in last if r["seed"] in plain]
         d = f"{mean_spread(diffs)[0]:+.1f}" + (f" (n={len(diffs)})" if diffs else "") if diffs else "—"
         pr = probes.get(f"{name}-s{opts.seeds[0]}")
-        pr = " / ".join(f"{100 * a:.1f}" for a in pr["accuracy"]) if pr else "—"
+        pr = " / ".join(f"{100 * a:.1f}" for a in pr["accuracy"]) + \
+            (f" (step {pr['step']})" if pr["step"] != opts.steps else "") if pr else "—"
         sps = [r["train_seconds"] / r["step"] for r in last if r.get("train_seconds")]
         sps = f"{sum(sps) / len(sps):.2f}" if sps else "—"
         L.append(f"| {label} | " + " | ".join(fmt([r["fd_fmnist"] for r in at(s)]) for s in steps) +
                  f" | {d} | {fmt([r['class_acc'] for r in last], 1, 100)} | {sps} | {pr} |")
     missing = [r.name for r in want if r.group == "family" and (r.name, opts.steps) not in rows]
-    no_probe = [r.name for r in want if r.probe and r.name not in probes]
+    no_probe = [r.name for r in want if r.probe and probes.get(r.name, {}).get("step") != opts.steps]
     L += ["", "FD-FMNIST and accuracy: mean ± half the range over the seeds that finished (n); Δ FD pairs each run "
           "with the plain run of the same seed. s/step: training only, on a shared 2-core machine (indicative)."]
     if missing or no_probe:
