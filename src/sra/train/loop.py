@@ -66,7 +66,7 @@ def local_batches(dataset, schedule: BatchSchedule, start: int, stop: int, ctx, 
         pin = ctx.device.type == "cuda"  # pinned host memory: the step's non_blocking copy does not wait for the GPU
         for step in range(start, stop):
             batches = [dataset.get_batch(p) for p in parts(schedule.indices(step))]
-            yield step, [(x.pin_memory(), y.pin_memory()) for x, y in batches] if pin else batches
+            yield step, [tuple(t.pin_memory() for t in b) for b in batches] if pin else batches  # (x, y[, features])
         return
     sampler = [p.tolist() for step in range(start, stop) for p in parts(schedule.indices(step))]
     loader = torch.utils.data.DataLoader(dataset, batch_sampler=sampler, num_workers=cfg.num_workers,
