@@ -90,15 +90,18 @@ def test_a_non_finite_step_changes_no_weight_moment_or_step_count(device, bad):
 
 @pytest.mark.cuda
 @CUDA
-@pytest.mark.parametrize("model_name", ["SiT-T/4", "DiT-T/4"])
-def test_training_steps_do_not_synchronise_with_the_host(tmp_path, monkeypatch, model_name):
+@pytest.mark.parametrize("model_name,mask_ratio", [("SiT-T/4", 0.0), ("DiT-T/4", 0.0), ("SiT-T/4", 0.5)],
+                         ids=["sit", "dit", "sit-dts-as"])
+def test_training_steps_do_not_synchronise_with_the_host(tmp_path, monkeypatch, model_name, mask_ratio):
     """The real loop with SRA_SYNC_DEBUG=1: a synchronising CUDA call inside steps 5-7 raises."""
+    from sra.objectives.dts import MixConfig
     from sra.train import TrainConfig, train
 
     monkeypatch.setenv("SRA_SYNC_DEBUG", "1")
     cfg = TrainConfig(model=model_name, data_dir="digits", batch_size=16, max_train_steps=6, log_every=3,
                       sample_every=6, sample_steps=2, checkpoint_every=6, mixed_precision="bf16",
-                      output_dir=str(tmp_path), exp_name="sync", progress=False)
+                      mix=MixConfig(mask_ratio=(mask_ratio,)), output_dir=str(tmp_path), exp_name="sync",
+                      progress=False)
     run = train(cfg)
     rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows] == [3, 6] and all(math.isfinite(r["loss"]) for r in rows)
