@@ -474,8 +474,8 @@ def collect_losses(opts) -> dict[str, dict[str, dict[str, float]]]:
     for f in sorted(runs_dir.glob("*/metrics.jsonl")) if runs_dir.exists() else []:
         curve = {str(r["step"]): {k: r[k] for k in ("denoise", "align") if k in r}
                  for r in read_results(f) if "denoise" in r}  # training lines, not evaluation lines
-        if curve:
-            losses[f.parent.name] = curve
+        if curve and len(curve) >= len(losses.get(f.parent.name, {})):  # a retraining still in progress does not
+            losses[f.parent.name] = curve                                 # replace a finished run's curve
     if losses:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(losses, indent=0, sort_keys=True) + "\n")
