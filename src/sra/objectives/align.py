@@ -8,6 +8,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from ..options import option
+
 DISTANCES = ("cos", "sml1", "l1", "l2")
 INTERVALS = ("uniform", "fixed", "none")
 TEACHERS = ("ema", "online")
@@ -15,16 +17,22 @@ TEACHERS = ("ema", "online")
 
 @dataclass(kw_only=True)
 class AlignConfig:
-    weight: float = 0.5                   # lambda; 0 disables alignment and the teacher forward entirely
-    distance: str = "cos"                 # cos: 1 - cosine per token over features; sml1 (beta 0.05), l1, l2
-    block_out_s: int = 3                  # student tokens after this many blocks (1-indexed)
-    block_out_t: int = 8                  # teacher tokens after this many blocks (>= block_out_s)
-    t_max: float = 0.2                    # teacher time t' = clamp(t - k, 0, 1) with k ~ U(0, t_max)
-    interval: str = "uniform"             # uniform: k ~ U(0, t_max); fixed: k = t_max; none: k = 0 (ablations)
-    use_head: bool = True                 # pass the student tokens through the projection head (paper: yes)
-    teacher: str = "ema"                  # ema: the EMA model (paper); online: the trained model itself, no grad
-    teacher_bf16: bool | None = True      # teacher under bf16 autocast (its tokens are only a target); None: per preset
-    legacy_epoch_decay: bool = False      # authors' smooth-L1 schedule: weight 0.2, decayed x0.1 per 1000 epochs after 150
+    weight: float = option(0.5, flag="--sra-weight", help="alignment weight lambda; 0 = plain training, no teacher forward")
+    distance: str = option("cos", flag="--loss-type", choices=DISTANCES,
+                           help="alignment distance: cos (1 - cosine per token), sml1 (smooth-L1, beta 0.05), l1, l2")
+    block_out_s: int = option(3, help="student tokens after this many blocks (1-indexed; 0: the paper's per-size default)")
+    block_out_t: int = option(8, help="teacher tokens after this many blocks, >= the student's (1-indexed; 0: the "
+                                      "paper's per-size default)")
+    t_max: float = option(0.2, help="teacher time offset bound, in units of t: t' = clamp(t - k, 0, 1), k ~ U(0, t_max)")
+    interval: str = option("uniform", flag="--t-interval", choices=INTERVALS,
+                           help="offset k: uniform U(0, t_max), fixed t_max, or none (k = 0; ablations)")
+    use_head: bool = option(True, flag="--head", help="pass the student tokens through the projection head "
+                                                      "(--no-head: align raw tokens, an ablation)")
+    teacher: str = option("ema", choices=TEACHERS, help="teacher network: the EMA (paper) or the online model (no grad)")
+    teacher_bf16: bool | None = option(True, help="run the teacher under bf16 autocast, its tokens are only a target "
+                                                  "(unset: on where bf16 is native: CUDA, AVX512-BF16/AMX CPUs)")
+    legacy_epoch_decay: bool = option(False, help="the authors' smooth-L1 schedule: weight x0.1 per 1000 epochs "
+                                                  "after epoch 149")
 
     @property
     def active(self) -> bool:

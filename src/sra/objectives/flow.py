@@ -6,16 +6,19 @@ from dataclasses import dataclass
 import torch
 
 from ..transport.path import PATHS, TIME_SAMPLINGS, interpolate, sample_time
-from .align import AlignConfig, alignment, offset_from_uniform, teacher_offset
 from ..models.encoders import encode
+from ..options import option
+from .align import AlignConfig, alignment, offset_from_uniform, teacher_offset
 from .dts import MixConfig, draw_extra, group_times, mixed_interpolant, teacher_view
 from .repa import RepaConfig, repa_alignment
 
 
 @dataclass(kw_only=True)
 class FlowConfig:
-    path: str = "linear"                  # interpolant: linear (1 - t, t) or cosine (cos, sin of pi t / 2)
-    time_sampling: str = "uniform"        # training times: uniform or lognormal (EDM sigma = exp(N(0, 1)))
+    path: str = option("linear", flag="--path-type", choices=PATHS,
+                       help="SiT interpolant: linear (alpha, sigma = 1 - t, t) or cosine (cos, sin of pi t / 2)")
+    time_sampling: str = option("uniform", flag="--weighting", choices=TIME_SAMPLINGS,
+                                help="SiT training-time distribution: uniform, or lognormal (EDM sigma = exp(N(0, 1)))")
 
     def validate(self) -> None:
         if self.path not in PATHS:

@@ -1,64 +1,74 @@
-"""Training configuration: one typed dataclass, a comment on every field, resolved against the data and preset and
-saved as config.json next to the run."""
+"""Training configuration: one typed dataclass whose fields carry their help text, flag and choices (`sra.options`), so
+it alone defines the `sra train` flags and the config-file format; resolved against the data and preset and saved as
+config.json next to the run."""
 from __future__ import annotations
 
 import dataclasses
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
-from ..models.presets import default_sra_layers, parse_name
+from .. import options
+from ..models.presets import MODEL_NAMES, default_sra_layers, parse_name
 from ..objectives import AlignConfig, FlowConfig, MixConfig, RepaConfig
 from ..objectives.align import fast_bf16
-
-# Fields that may change between a run and its resumption (they do not change the math).
-RESUMABLE_CHANGES = {"max_train_steps", "log_every", "sample_every", "checkpoint_every", "num_workers", "compile",
-                     "data_dir", "progress", "eval_every", "eval_samples"}
+from ..options import option
 
 
 @dataclass(kw_only=True)
 class TrainConfig:
     # -- model and data
-    model: str = "SiT-T/4"                # preset name, e.g. SiT-B/2, DiT-XL/2, SiT-T/4 (tiny CPU preset)
-    data_dir: str | None = None           # IDX folder, image folder, latent store, "digits"; None: Fashion-MNIST or digits
-    input_size: int | None = None         # model input side (pixels or latents); None: from the data
-    in_channels: int | None = None        # None: from the data
-    num_classes: int | None = None        # None: from the data
+    model: str = option("SiT-T/4", group="model and data", metavar="NAME",
+                        help=f"model preset; one of {', '.join(MODEL_NAMES)} (*-T: tiny CPU presets)")
+    data_dir: str | None = option(None, resumable=True,
+                                  help="Fashion-MNIST IDX folder, class-subfolder image folder, latent store from `sra "
+                                       "prepare`, or 'digits' (unset: Debian's Fashion-MNIST, else sklearn digits)")
+    input_size: int | None = option(None, help="model input side in pixels or latents (unset: from the data)")
+    in_channels: int | None = option(None, help="model input channels (unset: from the data)")
+    num_classes: int | None = option(None, help="number of classes (unset: from the data)")
     # -- run folder
-    output_dir: str = "runs"              # parent folder of runs
-    exp_name: str = "demo"                # run folder name: OUTPUT_DIR/EXP_NAME
+    output_dir: str = option("runs", group="run folder", help="parent folder of runs")
+    exp_name: str = option("demo", help="run folder name: OUTPUT_DIR/EXP_NAME")
     # -- optimisation
-    batch_size: int = 64                  # global batch (images per optimizer step, all ranks and accumulation)
-    grad_accum: int = 1                   # gradient-accumulation micro-steps per optimizer step
-    max_train_steps: int = 1200           # optimizer steps
-    lr: float | None = None               # AdamW learning rate; None: 1e-4 (paper), 1e-3 for the tiny preset
-    lr_warmup_steps: int | None = None    # linear warm-up steps; None: 0 (paper), 200 for the tiny preset
-    adam_betas: tuple[float, float] = (0.9, 0.999)
-    weight_decay: float = 0.0             # AdamW weight decay (paper: none)
-    max_grad_norm: float = 1.0            # gradient clipping (global L2 norm)
-    mixed_precision: str = "no"           # no | bf16 | fp16 (fp16 uses loss scaling)
-    compile: bool = False                 # torch.compile the trained model (the EMA/teacher stays eager)
-    fsdp: bool = False                    # shard parameters, gradients and optimizer state with FSDP2 (L/XL models)
-    activation_checkpointing: bool = False  # recompute block activations in backward (saves memory, ~30 % slower)
+    batch_size: int = option(64, group="optimisation",
+                             help="global batch in images per optimizer step (all ranks, all micro-steps)")
+    grad_accum: int = option(1, help="gradient-accumulation micro-steps per optimizer step")
+    max_train_steps: int = option(1200, resumable=True, help="optimizer steps to train for")
+    lr: float | None = option(None, help="AdamW learning rate (unset: 1e-4 as the paper; 1e-3 for *-T presets)")
+    lr_warmup_steps: int | None = option(None, help="linear learning-rate warm-up in steps (unset: 0; 200 for *-T)")
+    adam_betas: tuple[float, float] = option((0.9, 0.999), metavar="BETA", help="AdamW betas")
+    weight_decay: float = option(0.0, help="AdamW weight decay (paper: none)")
+    max_grad_norm: float = option(1.0, help="gradient clipping threshold (global L2 norm)")
+    mixed_precision: str = option("no", choices=("no", "bf16", "fp16"),
+                                  help="autocast precision of the trained model (fp16 uses loss scaling)")
+    compile: bool = option(False, resumable=True, help="torch.compile the trained model (the EMA/teacher stays eager)")
+    fsdp: bool = option(False, help="shard parameters, gradients and optimizer state with FSDP2 under torchrun (for "
+                                    "L/XL); DDP otherwise when world size > 1")
+    activation_checkpointing: bool = option(False, help="recompute block activations in backward (saves memory, "
+                                                        "about 30 % slower)")
     # -- EMA (sampling model and SRA teacher)
-    ema_decay: float | None = None        # per-step decay; None: 0.9999 (paper), 0.999 for the tiny preset
-    ema_half_life_kimg: float | None = None  # half-life in thousands of images; overrides ema_decay
-    ema_warmup: bool | None = None        # cap decay at (1+n)/(10+n); None: on for the tiny preset only
-    # -- objective
-    flow: FlowConfig = field(default_factory=FlowConfig)
-    align: AlignConfig = field(default_factory=lambda: AlignConfig(block_out_s=0, block_out_t=0, teacher_bf16=None))
-    # (0 blocks / None precision: the preset's default)
-    mix: MixConfig = field(default_factory=MixConfig)  # token groups: dual-timestep scheduling, attention separation
-    repa: RepaConfig = field(default_factory=RepaConfig)  # REPA: alignment to a frozen external encoder
+    ema_decay: float | None = option(None, group="EMA (sampling model and SRA teacher)",
+                                     help="EMA decay per optimizer step (unset: 0.9999 as the paper; 0.999 for *-T)")
+    ema_half_life_kimg: float | None = option(None, help="EMA half-life in thousands of images (overrides --ema-decay)")
+    ema_warmup: bool | None = option(None, help="cap the decay at (1+n)/(10+n) at step n (unset: on for *-T presets)")
+    # -- objective (0 blocks / unset precision: the preset's default)
+    flow: FlowConfig = option(group="objective", help="SiT path and training times", factory=FlowConfig)
+    align: AlignConfig = option(help="the SRA term", factory=lambda: AlignConfig(block_out_s=0, block_out_t=0,
+                                                                                  teacher_bf16=None))
+    mix: MixConfig = option(help="token groups: dual-timestep scheduling, attention separation (objectives.dts)",
+                            factory=MixConfig)
+    repa: RepaConfig = option(help="REPA: alignment to a frozen external encoder (objectives.repa)", factory=RepaConfig)
     # -- logging, samples, checkpoints
-    seed: int = 0                         # global seed: data order, noise, time draws (per step, rank-independent)
-    log_every: int = 50                   # steps between metrics.jsonl lines
-    sample_every: int = 500               # steps between sample grids (and the last step)
-    sample_steps: int = 30                # sampler steps for the sample grid (Euler for SiT, DDIM for DiT)
-    checkpoint_every: int = 500           # steps between checkpoints (and the last step)
-    eval_every: int = 0                   # steps between FD-FMNIST evaluations of the EMA (Fashion-MNIST only; 0: off)
-    eval_samples: int = 1000              # samples per in-training evaluation
-    num_workers: int = 0                  # DataLoader workers for datasets that are not held in memory
-    progress: bool = True                 # show a progress bar
+    seed: int = option(0, group="logging, samples, checkpoints",
+                       help="global seed: data order, noise, time draws (per step, rank-independent)")
+    log_every: int = option(50, resumable=True, help="steps between metrics.jsonl lines")
+    sample_every: int = option(500, resumable=True, help="steps between sample grids (and the last step)")
+    sample_steps: int = option(30, help="sampler steps for the sample grids (Euler ODE for SiT, DDIM for DiT)")
+    checkpoint_every: int = option(500, resumable=True, help="steps between checkpoints (and the last step)")
+    eval_every: int = option(0, resumable=True, help="steps between FD-FMNIST evaluations of the EMA, logged to "
+                                                     "metrics.jsonl (Fashion-MNIST only; 0: off)")
+    eval_samples: int = option(1000, resumable=True, help="samples per in-training evaluation")
+    num_workers: int = option(0, resumable=True, help="DataLoader workers (datasets not held in memory)")
+    progress: bool = option(True, resumable=True, help="show a progress bar")
 
     @property
     def family(self) -> str:
@@ -101,8 +111,7 @@ class TrainConfig:
         from ..models.presets import SIZES
 
         depth = SIZES[parse_name(self.model)[1]][0]
-        if self.mixed_precision not in ("no", "bf16", "fp16"):
-            raise ValueError(f"unknown mixed precision {self.mixed_precision!r}; choices: no, bf16, fp16")
+        options.check_choices(self)
         if self.batch_size < 1 or self.grad_accum < 1 or self.max_train_steps < 0:
             raise ValueError("batch size and accumulation must be >= 1 and max steps >= 0")
         if self.family == "SiT":
@@ -123,13 +132,13 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> "TrainConfig":
-        d = dict(d)
-        flow, align = FlowConfig(**d.pop("flow", {})), AlignConfig(**d.pop("align", {}))
-        mix, repa = MixConfig(**d.pop("mix", {})), RepaConfig(**d.pop("repa", {}))
-        mix.mask_ratio = tuple(mix.mask_ratio)
-        if "adam_betas" in d:
-            d["adam_betas"] = tuple(d["adam_betas"])
-        return cls(flow=flow, align=align, mix=mix, repa=repa, **d)
+        """From config.json / a config file: nested dicts, possibly partial (missing keys keep this class's defaults,
+        including the nested ones' 0/unset), unknown keys refused."""
+        return options.from_dict(cls, options.merge(cls().to_dict(), d))
+
+
+# Fields that may change between a run and its resumption (they do not change the math).
+RESUMABLE_CHANGES = {f.name for f in dataclasses.fields(TrainConfig) if f.metadata.get("resumable")}
 
 
 def config_differences(old: dict, new: dict) -> list[str]:

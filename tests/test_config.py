@@ -1,0 +1,150 @@
+"""Options declared once: the TrainConfig dataclass drives the `sra train` flags and the config-file format; presets."""
+import dataclasses
+import json
+
+import pytest
+
+from sra import options
+from sra.cli import build_parser, main
+from sra.commands.train import config_from_args
+from sra.train import TrainConfig
+from sra.train.recipes import RECIPES
+
+
+def parse(*argv):
+    return config_from_args(build_parser().parse_args(["train", *argv]))
+
+
+# The flags `sra train` had before the dataclass drove them, written out by hand: (argv, dotted field, value).
+LEGACY_FLAGS = [
+    (["--sra-weight", "0.2"], "align.weight", 0.2),
+    (["--loss-type", "sml1"], "align.distance", "sml1"),
+    (["--block-out-s", "5"], "align.block_out_s", 5),
+    (["--block-out-t", "7"], "align.block_out_t", 7),
+    (["--t-max", "0.3"], "align.t_max", 0.3),
+    (["--t-interval", "fixed"], "align.interval", "fixed"),
+    (["--no-head"], "align.use_head", False),
+    (["--teacher", "online"], "align.teacher", "online"),
+    (["--teacher-bf16"], "align.teacher_bf16", True),
+    (["--no-teacher-bf16"], "align.teacher_bf16", False),
+    (["--legacy-epoch-decay"], "align.legacy_epoch_decay", True),
+    (["--path-type", "cosine"], "flow.path", "cosine"),
+    (["--weighting", "lognormal"], "flow.time_sampling", "lognormal"),
+    (["--ema-warmup"], "ema_warmup", True),
+    (["--no-ema-warmup"], "ema_warmup", False),
+    (["--no-progress"], "progress", False),
+    (["--compile"], "compile", True),
+    (["--fsdp"], "fsdp", True),
+    (["--activation-checkpointing"], "activation_checkpointing", True),
+    (["--mixed-precision", "bf16"], "mixed_precision", "bf16"),
+    (["--model", "DiT-B/2"], "model", "DiT-B/2"),
+    (["--data-dir", "digits"], "data_dir", "digits"),
+    (["--num-classes", "7"], "num_classes", 7),
+    (["--output-dir", "x"], "output_dir", "x"),
+    (["--exp-name", "y"], "exp_name", "y"),
+    (["--batch-size", "32"], "batch_size", 32),
+    (["--grad-accum", "2"], "grad_accum", 2),
+    (["--max-train-steps", "9"], "max_train_steps", 9),
+    (["--lr", "3e-4"], "lr", 3e-4),
+    (["--lr-warmup-steps", "5"], "lr_warmup_steps", 5),
+    (["--weight-decay", "0.01"], "weight_decay", 0.01),
+    (["--max-grad-norm", "2"], "max_grad_norm", 2.0),
+    (["--ema-decay", "0.99"], "ema_decay", 0.99),
+    (["--ema-half-life-kimg", "3.2"], "ema_half_life_kimg", 3.2),
+    (["--seed", "3"], "seed", 3),
+    (["--log-every", "4"], "log_every", 4),
+    (["--sample-every", "6"], "sample_every", 6),
+    (["--sample-steps", "8"], "sample_steps", 8),
+    (["--checkpoint-every", "10"], "checkpoint_every", 10),
+    (["--eval-every", "11"], "eval_every", 11),
+    (["--eval-samples", "12"], "eval_samples", 12),
+    (["--num-workers", "2"], "num_workers", 2),
+]
+
+
+def get(cfg, dotted):
+    for part in dotted.split("."):
+        cfg = getattr(cfg, part)
+    return cfg
+
+
+@pytest.mark.parametrize("argv, name, value", LEGACY_FLAGS)
+def test_legacy_flags_set_their_field_and_nothing_else(argv, name, value):
+    cfg = parse(*argv)
+    assert get(cfg, name) == value
+    default = TrainConfig()
+    changed = [k for k in options.option_names(TrainConfig) if get(cfg, k) != get(default, k)]
+    assert changed == [name] or get(default, name) == value and changed == []
+
+
+def test_every_option_has_a_flag_and_no_flags_means_the_dataclass_defaults():
+    assert parse() == TrainConfig()
+    help_text = build_parser()._subparsers._group_actions[0].choices["train"].format_help()
+    for name, f in options.option_names(TrainConfig).items():
+        assert options.flag_name(f) in help_text, name
+    # Each default is said once, and never as "None" (unset defaults are explained in words).
+    assert "(default: None)" not in help_text
+    assert "(default: 0.5)" in " ".join(help_text.split())
+    for block in help_text.split("\n  --")[1:]:
+        assert " ".join(block.split()).count("(default:") <= 1, block
+
+
+def test_config_file_is_overridden_only_by_flags_actually_given(tmp_path):
+    f = tmp_path / "c.yaml"
+    # YAML 1.1 reads 1e-4 as a string: it still becomes a float; a list becomes the betas tuple.
+    f.write_text("batch_size: 32\nlr: 1e-4\nadam_betas: [0.9, 0.95]\nalign:\n  weight: 0.2\n  distance: sml1\n")
+    cfg = parse("--config", str(f))
+    assert (cfg.batch_size, cfg.lr, cfg.adam_betas) == (32, 1e-4, (0.9, 0.95))
+    assert (cfg.align.weight, cfg.align.distance, cfg.align.block_out_s, cfg.align.teacher_bf16) == (0.2, "sml1", 0, None)
+    cfg = parse("--config", str(f), "--batch-size", "16", "--sra-weight", "0.5")  # 0.5 is the default: still wins
+    assert (cfg.batch_size, cfg.align.weight, cfg.align.distance) == (16, 0.5, "sml1")
+
+
+def test_a_runs_config_json_resolves_to_the_same_config(tmp_path, capsys):
+    resolved = TrainConfig(data_dir="digits", model="SiT-T/2", batch_size=16, adam_betas=(0.8, 0.9)).resolve(
+        (1, 8, 8), 10)
+    (tmp_path / "config.json").write_text(json.dumps(resolved.to_dict(), indent=2))
+    assert parse("--config", str(tmp_path / "config.json")) == resolved
+    assert main(["train", "--config", str(tmp_path / "config.json"), "--dry-run"]) == 0
+    assert json.loads(capsys.readouterr().out) == resolved.to_dict()
+
+
+@pytest.mark.parametrize("text, message", [
+    ("bogus: 1\n", "unknown option bogus"),
+    ("align: {wieght: 0.2}\n", "unknown option align.wieght"),
+    ("batch_size: many\n", "option batch_size: expected int"),
+    ("mixed_precision: fp8\n", "--mixed-precision 'fp8' is not one of no, bf16, fp16"),
+    ("- 1\n", "must hold a mapping"),
+])
+def test_bad_config_files_are_one_line_errors(tmp_path, capsys, text, message):
+    f = tmp_path / "c.yaml"
+    f.write_text(text)
+    assert main(["train", "--config", str(f), "--data-dir", "digits", "--dry-run"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and message in err[0], err
+
+
+def test_presets(capsys):
+    cfg = parse("--preset", "sit-b2-sra-in256", "--data-dir", "/data/in256", "--max-train-steps", "10")
+    # Table 1 of the paper: SiT-B/2 + SRA, global batch 256, lr 1e-4, smooth-L1 with lambda 0.2, blocks 3 -> 8.
+    assert (cfg.model, cfg.batch_size, cfg.lr, cfg.mixed_precision) == ("SiT-B/2", 256, 1e-4, "fp16")
+    assert (cfg.align.distance, cfg.align.weight, cfg.align.block_out_s, cfg.align.block_out_t) == ("sml1", 0.2, 3, 8)
+    assert cfg.max_train_steps == 10 and parse("--preset", "sit-b2-sra-in256", "--data-dir", "d").max_train_steps == 400_000
+    # 800 epochs of ImageNet-1k's 1,281,167 training images at batch 256 (drop-last epochs).
+    assert parse("--preset", "sit-xl2-sra-in256", "--data-dir", "d").max_train_steps == 800 * 5004
+    assert parse("--preset", "demo") == TrainConfig()
+    with pytest.raises(ValueError, match="needs --data-dir"):
+        parse("--preset", "dit-xl2-sra-in256")
+    assert main(["train", "--preset", "nope"]) == 2
+    assert "unknown preset" in capsys.readouterr().err
+    assert main(["train", "--list-presets"]) == 0
+    out = capsys.readouterr().out
+    assert all(name in out for name in RECIPES) and "Table 1" in out and "--model SiT-XL/2" in out
+
+
+def test_resumable_fields_come_from_the_declarations():
+    from sra.train.config import RESUMABLE_CHANGES
+
+    assert {"max_train_steps", "log_every", "num_workers", "progress", "data_dir"} <= RESUMABLE_CHANGES
+    assert not {"model", "lr", "batch_size", "seed", "align"} & RESUMABLE_CHANGES
+    assert all(f.metadata.get("help") for f in dataclasses.fields(TrainConfig))
