@@ -85,3 +85,21 @@ def latest_checkpoint(run_dir: str | os.PathLike) -> Path | None:
         return None
     found = sorted(p for p in folder.glob("*.pt") if re.fullmatch(r"\d+\.pt", p.name))
     return found[-1] if found else None
+
+
+def prune_checkpoints(run_dir: str | os.PathLike, keep_last: int, keep_every: int = 0,
+                      protect: tuple[Path | None, ...] = ()) -> list[Path]:
+    """Delete step checkpoints beyond the newest `keep_last` (0: keep all), except milestones (steps that are multiples
+    of `keep_every`) and the `protect`ed files (the one being written, the one this session resumed from). Returns the
+    deleted paths. Only finished `NNNNNNN.pt` files are considered; a checkpoint is written (atomically) before any
+    older one is deleted."""
+    if keep_last <= 0:
+        return []
+    found = sorted(p for p in (Path(run_dir) / "checkpoints").glob("*.pt") if re.fullmatch(r"\d+\.pt", p.name))
+    keep = set(found[-keep_last:]) | {Path(p) for p in protect if p is not None}
+    if keep_every > 0:
+        keep |= {p for p in found if int(p.stem) % keep_every == 0}
+    deleted = [p for p in found if p not in keep]
+    for p in deleted:
+        p.unlink(missing_ok=True)
+    return deleted

@@ -64,6 +64,10 @@ class TrainConfig:
     sample_every: int = option(500, resumable=True, help="steps between sample grids (and the last step)")
     sample_steps: int = option(30, help="sampler steps for the sample grids (Euler ODE for SiT, DDIM for DiT)")
     checkpoint_every: int = option(500, resumable=True, help="steps between checkpoints (and the last step)")
+    keep_last: int = option(0, resumable=True, help="keep only the newest K checkpoints, besides milestones and the one "
+                                                    "this session resumed from (0: keep all)")
+    keep_every: int = option(0, resumable=True, help="milestones: checkpoints at multiples of M steps are never deleted "
+                                                     "by --keep-last (0: none)")
     eval_every: int = option(0, resumable=True, help="steps between FD-FMNIST evaluations of the EMA, logged to "
                                                      "metrics.jsonl (Fashion-MNIST only; 0: off)")
     eval_samples: int = option(1000, resumable=True, help="samples per in-training evaluation")
@@ -114,6 +118,8 @@ class TrainConfig:
         options.check_choices(self)
         if self.batch_size < 1 or self.grad_accum < 1 or self.max_train_steps < 0:
             raise ValueError("batch size and accumulation must be >= 1 and max steps >= 0")
+        if self.keep_last < 0 or self.keep_every < 0:
+            raise ValueError(f"--keep-last and --keep-every must be >= 0 (got {self.keep_last}, {self.keep_every})")
         if self.family == "SiT":
             self.flow.validate()
         if self.fsdp and self.align.teacher == "online":

@@ -15,7 +15,8 @@ from ..data import load_dataset
 from ..data.grid import save_grid
 from ..models import build_model
 from ..objectives import combine, slice_draws
-from .checkpoint import CheckpointError, checkpoint_path, latest_checkpoint, load_checkpoint, save_checkpoint
+from .checkpoint import (CheckpointError, checkpoint_path, latest_checkpoint, load_checkpoint, prune_checkpoints,
+                         save_checkpoint)
 from .config import TrainConfig, config_differences
 from . import parallel
 from .ema import ema_decay, update_ema
@@ -313,6 +314,7 @@ def train(cfg: TrainConfig) -> Path:
                 save_checkpoint({"model": model_state, "ema": ema.state_dict(), "opt": opt_state,
                                  "scaler": scaler.state_dict(), "step": done, "config": cfg.to_dict()},
                                 checkpoint_path(run, done))
+                prune_checkpoints(run, cfg.keep_last, cfg.keep_every, protect=(checkpoint_path(run, done), ckpt_file))
             distributed.barrier()
         t_log += time.perf_counter() - t_extra
     bar.close()
