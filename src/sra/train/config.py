@@ -12,6 +12,7 @@ from ..models.presets import MODEL_NAMES, default_sra_layers, parse_name
 from ..objectives import AlignConfig, FlowConfig, MixConfig, RepaConfig
 from ..objectives.align import fast_bf16
 from ..options import option
+from .tracking import REPORTERS, check_reporter, default_reporter
 
 
 @dataclass(kw_only=True)
@@ -71,6 +72,10 @@ class TrainConfig:
     eval_every: int = option(0, resumable=True, help="steps between FD-FMNIST evaluations of the EMA, logged to "
                                                      "metrics.jsonl (Fashion-MNIST only; 0: off)")
     eval_samples: int = option(1000, resumable=True, help="samples per in-training evaluation")
+    report_to: str | None = option(None, resumable=True, choices=REPORTERS,
+                                   help="also log metrics, sample grids and evaluations to TensorBoard (RUN/tensorboard) "
+                                        "or W&B (offline unless WANDB_MODE=online); metrics.jsonl is always written "
+                                        "(unset: tensorboard where installed, else none)")
     num_workers: int = option(0, resumable=True, help="DataLoader workers (datasets not held in memory)")
     progress: bool = option(True, resumable=True, help="show a progress bar")
 
@@ -98,6 +103,7 @@ class TrainConfig:
         c.lr_warmup_steps = c.lr_warmup_steps if c.lr_warmup_steps is not None else (200 if tiny else 0)
         c.ema_decay = c.ema_decay if c.ema_decay is not None else (0.999 if tiny else 0.9999)
         c.ema_warmup = c.ema_warmup if c.ema_warmup is not None else tiny
+        c.report_to = c.report_to or default_reporter()
         if c.align.teacher_bf16 is None:
             # bf16 only where it is native (CUDA, AVX512-BF16/AMX CPUs); on an AVX2 CPU bf16 autocast made the
             # teacher 2.3x (width 128) to 4x (width 768) slower than fp32 (docs/PERFORMANCE.md).
@@ -116,6 +122,8 @@ class TrainConfig:
 
         depth = SIZES[parse_name(self.model)[1]][0]
         options.check_choices(self)
+        if self.report_to:
+            check_reporter(self.report_to)
         if self.batch_size < 1 or self.grad_accum < 1 or self.max_train_steps < 0:
             raise ValueError("batch size and accumulation must be >= 1 and max steps >= 0")
         if self.keep_last < 0 or self.keep_every < 0:

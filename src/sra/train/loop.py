@@ -20,6 +20,7 @@ from .checkpoint import (CheckpointError, checkpoint_path, latest_checkpoint, lo
 from .config import TrainConfig, config_differences
 from . import parallel
 from .ema import ema_decay, update_ema
+from .tracking import Tracker
 
 
 class RunFolderError(ValueError):
@@ -224,6 +225,7 @@ def train(cfg: TrainConfig) -> Path:
     params = [p for p in model.parameters() if p.requires_grad]
     sample_shape = dataset.shape
     metrics = open(run / "metrics.jsonl", "a") if ctx.is_main else None
+    tracker = Tracker(cfg.report_to if ctx.is_main else "none", run, cfg.to_dict(), start)
     if cfg.eval_every:
         if getattr(dataset, "name", "") != "fashion-mnist":
             raise ValueError("--eval-every needs Fashion-MNIST data (FD-FMNIST is its metric)")
@@ -287,7 +289,8 @@ def train(cfg: TrainConfig) -> Path:
             evaluation.pop("num_samples", None)
         t_log += time.perf_counter() - t_extra
         if evaluation and not (done % cfg.log_every == 0 or last) and metrics:
-            metrics.write(json.dumps({"step": done, **evaluation}) + "\n")  # off the logging grid: its own row
+            metrics.write(json.dumps({"step": done, **evaluation, "wall_time": time.time()}) + "\n")  # own row
+            tracker.scalars({f"eval/{k}": v for k, v in evaluation.items()}, done)
         if done % cfg.log_every == 0 or last:
             n = stats.pop("n")
             row = {k: float(distributed.all_reduce_mean(torch.as_tensor(v, device=ctx.device).float())) / n
@@ -299,8 +302,10 @@ def train(cfg: TrainConfig) -> Path:
             row["loss"] = float(combine({k: torch.tensor(row[k]) for k in ("denoise", "vb", "align", "repa")
                                          if k in row}, weight, cfg.repa.weight))
             if metrics:
-                metrics.write(json.dumps(row) + "\n")
+                metrics.write(json.dumps({**row, "wall_time": time.time()}) + "\n")
                 metrics.flush()
+                tracker.scalars({("eval/" if k in evaluation else "train/") + k: v for k, v in row.items()
+                                 if k != "step"}, done)
             bar.set_postfix({k: f"{row[k]:.4f}" for k in ("denoise", "align") if k in row} |
                             {"img/s": f"{row['images_per_s']:.0f}"})
             stats, t_log = {}, time.perf_counter()
@@ -308,6 +313,7 @@ def train(cfg: TrainConfig) -> Path:
         if ctx.is_main and (done % cfg.sample_every == 0 or last):
             x = sample_grid(cfg, ema, dataset, sample_shape, ctx.device)
             save_grid(x, run / "samples" / f"{done:07d}.png", nrow=8, scale=max(1, 128 // x.shape[-1]))
+            tracker.image("samples", run / "samples" / f"{done:07d}.png", done)
         if done % cfg.checkpoint_every == 0 or last:
             model_state, opt_state = parallel.model_and_optimizer_state(model, opt)  # collective under FSDP
             if ctx.is_main:
@@ -318,6 +324,7 @@ def train(cfg: TrainConfig) -> Path:
             distributed.barrier()
         t_log += time.perf_counter() - t_extra
     bar.close()
+    tracker.close()
     if metrics:
         metrics.close()
     if int(skipped):
