@@ -46,10 +46,12 @@ def architecture_from_state(state: dict) -> dict:
 
 
 def resolve_checkpoint(path: str | os.PathLike) -> Path:
-    """A run folder -> its latest checkpoint; a file -> itself."""
+    """A run folder -> its latest checkpoint; an `sra export` folder -> its model.safetensors; a file -> itself."""
     from ..train.checkpoint import CheckpointError, latest_checkpoint
 
     path = Path(path)
+    if path.is_dir() and (path / "model.safetensors").is_file():
+        return path / "model.safetensors"
     if path.is_dir():
         found = latest_checkpoint(path)
         if found is None:
@@ -62,22 +64,49 @@ def resolve_checkpoint(path: str | os.PathLike) -> Path:
 
 def load_model(path: str | os.PathLike, weights: str = "ema", num_heads: int | None = None,
                device: str | torch.device = "cpu") -> LoadedModel:
-    """Load for inference. `weights`: 'ema' (default) or 'model'. `num_heads` overrides the guess from the width."""
+    """Load for inference. `weights`: 'ema' (default) or 'model'. `num_heads` overrides the guess from the width.
+    Also reads `sra export --format safetensors` output (its weights are the EMA ones)."""
     from ..train.checkpoint import load_checkpoint, load_weights, model_state
 
     file = resolve_checkpoint(path)
-    ckpt = load_checkpoint(file)
-    state = model_state(ckpt, prefer=weights)
-    arch = architecture_from_state(state)
+    if file.suffix == ".safetensors":
+        state, arch, config, step = read_safetensors(file)
+        args = None
+    else:
+        ckpt = load_checkpoint(file)
+        state = model_state(ckpt, prefer=weights)
+        arch = architecture_from_state(state)
+        config = ckpt.get("config") if isinstance(ckpt.get("config"), dict) else None
+        if config is None and (file.parent.parent / "config.json").exists():
+            config = json.loads((file.parent.parent / "config.json").read_text())
+        step = ckpt.get("step", ckpt.get("steps"))
+        args = ckpt.get("args")
     if num_heads:
         arch["num_heads"] = num_heads
-    config = ckpt.get("config") if isinstance(ckpt.get("config"), dict) else None
-    if config is None and (file.parent.parent / "config.json").exists():
-        config = json.loads((file.parent.parent / "config.json").read_text())
     model = DiffusionTransformer(**arch)
     load_weights(model, state, source=str(file))
-    step = ckpt.get("step", ckpt.get("steps"))
-    args = ckpt.get("args")
     return LoadedModel(model.to(device).eval(), "DiT" if arch["learn_sigma"] else "SiT", config, file,
                        int(step) if step is not None else None,
                        vars(args) if isinstance(args, argparse.Namespace) else None)
+
+
+def read_safetensors(file: Path) -> tuple[dict, dict, dict | None, int | None]:
+    """(state, architecture, train config, step) of an `sra export --format safetensors` file: the architecture comes
+    from the JSON config in the file's metadata (or beside it), else from the shapes."""
+    from safetensors import SafetensorError, safe_open
+    from safetensors.torch import load_file
+
+    from ..train.checkpoint import CheckpointError
+
+    try:
+        state = load_file(str(file))
+        with safe_open(str(file), "pt") as f:
+            meta = f.metadata() or {}
+    except (SafetensorError, OSError) as e:
+        raise CheckpointError(f"cannot read {file}: {str(e).splitlines()[0]}") from None
+    config = json.loads(meta["sra_config"]) if "sra_config" in meta else None
+    if config is None and (file.parent / "config.json").is_file():
+        config = json.loads((file.parent / "config.json").read_text())
+    if not (isinstance(config, dict) and config.get("format") == "sra"):
+        return state, architecture_from_state(state), None, None
+    return state, dict(config["architecture"]), config.get("train_config"), config.get("step")

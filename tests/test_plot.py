@@ -1,0 +1,50 @@
+"""`sra plot`: curves of several runs from metrics.jsonl."""
+import json
+
+import numpy as np
+from PIL import Image
+
+from sra.cli import main
+from sra.evaluation.curves import read_metrics
+
+
+def write_run(folder, rows):
+    folder.mkdir(parents=True)
+    (folder / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return folder
+
+
+def test_replayed_steps_keep_the_newest_row(tmp_path):
+    run = write_run(tmp_path / "a", [
+        {"step": 1, "loss": 3.0}, {"step": 2, "loss": 2.0}, {"step": 2, "fd_fmnist": 40.0},  # eval row, same step
+        {"step": 3, "loss": 9.0},                            # logged, then the session died before its checkpoint
+        {"step": 3, "loss": 1.5}, {"step": 4, "loss": 1.0}])  # the resumed session replays step 3
+    rows = read_metrics(run)
+    assert [(r["step"], r.get("loss"), r.get("fd_fmnist")) for r in rows] == [
+        (1, 3.0, None), (2, 2.0, None), (2, None, 40.0), (3, 1.5, None), (4, 1.0, None)]
+
+
+def test_plot_overlays_runs_with_one_column_per_metric(tmp_path):
+    t0 = 1.7e9
+    sra = write_run(tmp_path / "sra", [{"step": s, "loss": 1 / s, "denoise": 0.9 / s, "align": 0.2 / s,
+                                        "wall_time": t0 + 60 * s} for s in range(1, 6)]
+                    + [{"step": 5, "fd_fmnist": 30.0, "wall_time": t0 + 400}])
+    plain = write_run(tmp_path / "plain", [{"step": s, "loss": 1.2 / s, "denoise": 1.2 / s, "wall_time": t0 + 50 * s}
+                                           for s in range(1, 6)])
+    out = tmp_path / "curves.png"
+    assert main(["plot", str(plain), str(sra), "--output", str(out), "--labels", "plain,SRA"]) == 0
+    img = np.asarray(Image.open(out))
+    # loss, denoise, align, fd_fmnist: 4 columns of 4 in, 2 rows (steps, hours) of 3.2 in, at 100 dpi.
+    assert img.shape[:2] == (640, 1600)
+    # Without timestamps (older runs) there is only the row against steps.
+    old = write_run(tmp_path / "old", [{"step": s, "loss": 1 / s} for s in range(1, 4)])
+    assert main(["plot", str(old), "--output", str(out)]) == 0
+    assert np.asarray(Image.open(out)).shape[:2] == (320, 400)
+
+
+def test_plot_errors_are_one_line(tmp_path, capsys):
+    assert main(["plot", str(tmp_path / "missing")]) == 2
+    assert "does not exist" in capsys.readouterr().err
+    run = write_run(tmp_path / "r", [{"step": 1, "loss": 1.0}])
+    assert main(["plot", str(run), "--labels", "a,b", "--output", str(tmp_path / "x.png")]) == 2
+    assert "2 labels for 1 runs" in capsys.readouterr().err
