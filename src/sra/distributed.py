@@ -8,6 +8,7 @@ import datetime
 import os
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 import torch.distributed as dist
 
@@ -70,6 +71,22 @@ def all_reduce_mean(x: torch.Tensor) -> torch.Tensor:
         dist.all_reduce(x)
         x /= dist.get_world_size()
     return x
+
+
+def gather_strided(rows: np.ndarray) -> np.ndarray | None:
+    """Rank 0 gets the rows of all ranks where rank r held items r, r + W, r + 2W, ... of a sequence, put back in
+    sequence order; other ranks get None. (Pickled object gather: for evaluation-sized arrays, not per step.)"""
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return rows
+    world = dist.get_world_size()
+    parts = [None] * world if dist.get_rank() == 0 else None
+    dist.gather_object(rows, parts, dst=0)
+    if parts is None:
+        return None
+    out = np.empty((sum(len(p) for p in parts), *rows.shape[1:]), rows.dtype)
+    for r, p in enumerate(parts):
+        out[r::world] = p
+    return out
 
 
 def shutdown() -> None:

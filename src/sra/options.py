@@ -14,12 +14,12 @@ from types import UnionType
 
 
 def option(default=dataclasses.MISSING, *, help: str, flag: str | None = None, choices=None, group: str | None = None,
-           metavar: str | None = None, factory=None, resumable: bool = False):
+           metavar: str | None = None, aliases: tuple[str, ...] = (), factory=None, resumable: bool = False):
     """A dataclass field with its CLI/file metadata. `flag`: '--name' when it is not '--field-name'; for booleans the
-    positive form (its '--no-' form comes with it). `group`: starts a new argparse group at this field. `resumable`:
+    positive form (its '--no-' form comes with it); `aliases`: further flag names. `group`: starts a new argparse group at this field. `resumable`:
     may change between a run and its resumption (it does not change the math)."""
     md = {"help": help, "flag": flag, "choices": tuple(choices) if choices else None, "group": group,
-          "metavar": metavar, "resumable": resumable}
+          "metavar": metavar, "aliases": tuple(aliases), "resumable": resumable}
     if factory is not None:
         return dataclasses.field(default_factory=factory, metadata=md)
     return dataclasses.field(default=default, metadata=md)
@@ -80,7 +80,7 @@ def add_arguments(parser: argparse.ArgumentParser, config, prefix: str = "", gro
             kw["choices"] = md["choices"]
         if not md.get("choices"):
             kw["metavar"] = md.get("metavar") or {int: "N", float: "X"}.get(kw["type"], f.name.upper())
-        target.add_argument(flag_name(f), **kw)
+        target.add_argument(flag_name(f), *md.get("aliases", ()), **kw)
     return group
 
 

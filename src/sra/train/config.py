@@ -69,9 +69,18 @@ class TrainConfig:
                                                     "this session resumed from (0: keep all)")
     keep_every: int = option(0, resumable=True, help="milestones: checkpoints at multiples of M steps are never deleted "
                                                      "by --keep-last (0: none)")
-    eval_every: int = option(0, resumable=True, help="steps between FD-FMNIST evaluations of the EMA, logged to "
-                                                     "metrics.jsonl (Fashion-MNIST only; 0: off)")
-    eval_samples: int = option(1000, resumable=True, help="samples per in-training evaluation")
+    eval_every: int = option(0, resumable=True, help="steps between evaluations of the EMA, logged like the losses: "
+                                                     "FID and IS with --eval-ref, else FD-FMNIST (Fashion-MNIST); 0: off")
+    eval_samples: int = option(1000, resumable=True, aliases=("--eval-num",),
+                               help="samples per in-training evaluation (the paper's FID uses 50 000; 10 000 is a "
+                                    "common in-training compromise)")
+    eval_ref: str | None = option(None, resumable=True,
+                                  help="FID reference: an ADM reference batch .npz (e.g. VIRTUAL_imagenet256_labeled.npz) "
+                                       "or statistics from `sra eval --save-stats`; samples use the sample-grid sampler "
+                                       "(--sample-steps, no guidance) and the run's VAE")
+    eval_inception: str | None = option(None, resumable=True,
+                                        help="pytorch-fid's Inception weights file (unset: "
+                                             "$TORCH_HOME/hub/checkpoints/pt_inception-2015-12-05-6726825d.pth)")
     report_to: str | None = option(None, resumable=True, choices=REPORTERS,
                                    help="also log metrics, sample grids and evaluations to TensorBoard (RUN/tensorboard) "
                                         "or W&B (offline unless WANDB_MODE=online); metrics.jsonl is always written "
@@ -126,6 +135,11 @@ class TrainConfig:
             check_reporter(self.report_to)
         if self.batch_size < 1 or self.grad_accum < 1 or self.max_train_steps < 0:
             raise ValueError("batch size and accumulation must be >= 1 and max steps >= 0")
+        if self.eval_ref and not self.eval_every:
+            raise ValueError("--eval-ref needs --eval-every N (steps between evaluations)")
+        if self.eval_ref and self.eval_samples < 10:
+            raise ValueError(f"--eval-num must be >= 10 with --eval-ref (the Inception Score uses 10 splits); "
+                             f"got {self.eval_samples}")
         if self.keep_last < 0 or self.keep_every < 0:
             raise ValueError(f"--keep-last and --keep-every must be >= 0 (got {self.keep_last}, {self.keep_every})")
         if self.family == "SiT":

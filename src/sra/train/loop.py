@@ -226,9 +226,16 @@ def train(cfg: TrainConfig) -> Path:
     sample_shape = dataset.shape
     metrics = open(run / "metrics.jsonl", "a") if ctx.is_main else None
     tracker = Tracker(cfg.report_to if ctx.is_main else "none", run, cfg.to_dict(), start)
-    if cfg.eval_every:
+    fid = None
+    if cfg.eval_every and cfg.eval_ref:  # FID/IS on real data: every rank samples its share
+        from ..evaluation.training_fid import TrainingFID
+        fid = TrainingFID(ema, family=cfg.family, run_config=cfg.to_dict(), reference=cfg.eval_ref,
+                          num_samples=cfg.eval_samples, num_steps=cfg.sample_steps, seed=cfg.seed,
+                          batch_size=max(1, cfg.batch_size // ctx.world_size), inception_weights=cfg.eval_inception,
+                          device=ctx.device)
+    elif cfg.eval_every:
         if getattr(dataset, "name", "") != "fashion-mnist":
-            raise ValueError("--eval-every needs Fashion-MNIST data (FD-FMNIST is its metric)")
+            raise ValueError("--eval-every needs Fashion-MNIST data (FD-FMNIST is its metric) or --eval-ref REF (FID)")
         from ..evaluation.fmnist import evaluate_fmnist_for_training, fmnist_scorer
         if ctx.is_main:
             fmnist_scorer(ctx.device)  # train/cache the classifier now, not in the middle of the run
@@ -284,9 +291,12 @@ def train(cfg: TrainConfig) -> Path:
         # 8. Log (the only place loss values are read back), sample, checkpoint.
         last = done == cfg.max_train_steps
         evaluation, t_extra = {}, time.perf_counter()  # time spent outside training steps is not in images/s
-        if cfg.eval_every and (done % cfg.eval_every == 0 or last) and ctx.is_main:
-            evaluation = evaluate_fmnist_for_training(ema, cfg.eval_samples, ctx.device, cfg.seed)
-            evaluation.pop("num_samples", None)
+        if cfg.eval_every and (done % cfg.eval_every == 0 or last):
+            if fid is not None:
+                evaluation = fid()  # collective; the scores on rank 0
+            elif ctx.is_main:
+                evaluation = evaluate_fmnist_for_training(ema, cfg.eval_samples, ctx.device, cfg.seed)
+                evaluation.pop("num_samples", None)
         t_log += time.perf_counter() - t_extra
         if evaluation and not (done % cfg.log_every == 0 or last) and metrics:
             metrics.write(json.dumps({"step": done, **evaluation, "wall_time": time.time()}) + "\n")  # own row

@@ -1,0 +1,68 @@
+"""FID and Inception Score of the EMA during training (`sra train --eval-every N --eval-ref REF`).
+
+The samples are exactly those `sra generate RUN --mode ode|ddim --steps S --cfg-scale 1 --seed SEED` would write
+(per-image seeds and labels, the run's sampler and VAE decoding, uint8 quantisation), so the FID logged here equals
+`sra eval` on that samples.npz against the same reference. Under torchrun each rank samples every W-th image; the
+Inception features are gathered on rank 0, which computes the scores.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .. import distributed
+from ..data.grid import to_uint8
+from ..generate import SamplerOptions, image_labels, make_decoder, sample_images
+from ..models.loading import LoadedModel
+from .images import load_arrays, npz_keys
+from .inception import NUM_LOGITS, POOL_DIM, InceptionV3Features
+from .metrics import frechet_distance, gaussian_stats, inception_score
+from .suite import reference_statistics
+
+
+class TrainingFID:
+    """Set up once (Inception network, reference statistics on rank 0, the VAE decoder); call with the EMA model."""
+
+    def __init__(self, ema, *, family: str, run_config: dict, reference: str, num_samples: int, num_steps: int,
+                 seed: int, batch_size: int, inception_weights: str | None = None, device="cpu"):
+        self.num_samples, self.seed, self.batch_size = num_samples, seed, batch_size
+        self.loaded = LoadedModel(ema, family, run_config, Path(reference), None)
+        mode = "ode" if family == "SiT" else "ddim"  # the run's sample-grid sampler, deterministic
+        self.opts = SamplerOptions(mode=mode, num_steps=num_steps, cfg_scale=1.0).resolve(self.loaded)
+        self.decode = make_decoder(self.loaded)
+        self.net = InceptionV3Features(inception_weights).to(device).eval()
+        self.ref = None
+        if distributed.current().is_main:
+            keys = npz_keys(reference)
+            if {"mu", "sigma"} <= keys:  # stored statistics: FID needs nothing else (no pass over arr_0)
+                self.ref = load_arrays(reference, ("mu", "sigma", "preprocess"))
+                if str(self.ref.get("preprocess", self.net.preprocessing)) != self.net.preprocessing:
+                    raise ValueError(f"{reference} was computed with --preprocess {self.ref['preprocess']}; "
+                                     "in-training FID uses pytorch-fid's preprocessing")
+            else:
+                self.ref, _ = reference_statistics(reference, self.net, progress=False)
+        distributed.barrier()
+
+    @torch.no_grad()
+    def __call__(self) -> dict[str, float]:
+        """{'fid', 'inception_score'} on rank 0, {} elsewhere. All ranks must call it (features are gathered)."""
+        ctx = distributed.current()
+        mine = list(range(ctx.rank, self.num_samples, ctx.world_size))
+        pools, logits = [], []
+        for b in range(0, len(mine), self.batch_size):
+            idx = mine[b:b + self.batch_size]
+            y = image_labels(self.seed, idx, self.loaded.model.num_classes)
+            images = to_uint8(sample_images(self.loaded, self.opts, self.seed, idx, y, self.decode))
+            x = torch.from_numpy(images).to(ctx.device).permute(0, 3, 1, 2).float() / 255.0  # as `sra eval` reads
+            out = self.net.features(x)
+            pools.append(out["pool"].double().cpu().numpy())
+            logits.append(out["logits"].float().cpu().numpy())
+        pool = distributed.gather_strided(np.concatenate(pools) if pools else np.zeros((0, POOL_DIM)))
+        logit = distributed.gather_strided(np.concatenate(logits) if logits else np.zeros((0, NUM_LOGITS), np.float32))
+        if pool is None:
+            return {}
+        mu, sigma = gaussian_stats(pool)
+        return {"fid": frechet_distance(mu, sigma, self.ref["mu"], self.ref["sigma"]),
+                "inception_score": inception_score(logit)[0]}
