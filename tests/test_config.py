@@ -98,6 +98,8 @@ def test_config_file_is_overridden_only_by_flags_actually_given(tmp_path):
     assert (cfg.align.weight, cfg.align.distance, cfg.align.block_out_s, cfg.align.teacher_bf16) == (0.2, "sml1", 0, None)
     cfg = parse("--config", str(f), "--batch-size", "16", "--sra-weight", "0.5")  # 0.5 is the default: still wins
     assert (cfg.batch_size, cfg.align.weight, cfg.align.distance) == (16, 0.5, "sml1")
+    f.write_text("mix:\n  mask_ratio: [0.3, 0.7]\n")  # a variable-length tuple field of a nested config
+    assert parse("--config", str(f)).mix.mask_ratio == (0.3, 0.7)
 
 
 def test_a_runs_config_json_resolves_to_the_same_config(tmp_path, capsys):
