@@ -93,6 +93,24 @@ class BenchConfig:
     device: str | None = None             # cuda | cpu; None: cuda when available
     seed: int = 0                         # seed for weights and data
 
+    def validate(self) -> None:
+        if self.mixed_precision not in ("no", "bf16"):
+            raise ValueError(f"--mixed-precision must be no or bf16 (got {self.mixed_precision!r})")
+        if self.adamw not in ("default", "foreach", "fused"):
+            raise ValueError(f"--adamw must be default, foreach or fused (got {self.adamw!r})")
+        if self.steps < 1 or self.warmup < 0:
+            raise ValueError("steps must be >= 1 and warmup >= 0")
+        unknown = [m for m in self.methods if m not in METHODS]
+        if unknown:
+            raise ValueError(f"unknown method(s) {', '.join(unknown)}; choices: {', '.join(METHODS)}")
+        if min(self.batch_size, self.input_size, self.in_channels, self.num_classes) < 1:
+            raise ValueError("batch size, input size, channels and classes must be >= 1")
+        if self.device == "cuda" and not torch.cuda.is_available():
+            raise ValueError("--device cuda asked for but CUDA is not available")
+        tc = _train_config(self, torch.device(self.device or ("cuda" if torch.cuda.is_available() else "cpu")))
+        if not tc.align.active:
+            raise ValueError("the SRA step needs --sra-weight > 0")
+
 
 # Methods of the self-alignment family (issue 16) timed beside plain: TrainConfig changes on top of the SRA step's.
 # DTS/AS settings are the authors' recipe (mask ratio 0.25, teacher time sra, teacher mask); REPA reads its encoder
@@ -158,21 +176,9 @@ def run_benchmark(cfg: BenchConfig, log=print) -> dict:
     from .train.loop import build_objective, optimizer_update
     from .transport.path import interpolate
 
-    if cfg.mixed_precision not in ("no", "bf16"):
-        raise ValueError(f"--mixed-precision must be no or bf16 (got {cfg.mixed_precision!r})")
-    if cfg.adamw not in ("default", "foreach", "fused"):
-        raise ValueError(f"--adamw must be default, foreach or fused (got {cfg.adamw!r})")
-    if cfg.steps < 1 or cfg.warmup < 0:
-        raise ValueError("steps must be >= 1 and warmup >= 0")
-    unknown = [m for m in cfg.methods if m not in METHODS]
-    if unknown:
-        raise ValueError(f"unknown method(s) {', '.join(unknown)}; choices: {', '.join(METHODS)}")
+    cfg.validate()
     device = torch.device(cfg.device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError("--device cuda asked for but CUDA is not available")
     tc = _train_config(cfg, device)
-    if not tc.align.active:
-        raise ValueError("the SRA step needs --sra-weight > 0")
     sra_objective = build_objective(tc)
     plain_objective = build_objective(dataclasses.replace(tc, align=dataclasses.replace(tc.align, weight=0.0)))
     s, m, teacher_bf16 = tc.align.block_out_s, tc.align.block_out_t, tc.align.teacher_bf16

@@ -34,6 +34,15 @@ def command_modules() -> dict:
     return found
 
 
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows defaults, except None ones (their help text says what None means) and those of on/off switches."""
+
+    def _get_help_string(self, action):
+        if action.default is None or action.nargs == 0:
+            return action.help
+        return super()._get_help_string(action)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="sra", description="Train, sample and evaluate diffusion transformers with Self-Representation Alignment.")
@@ -50,8 +59,13 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "_run", None):
         parser.print_help()
         return 2
+    from .train import Stopped
+
     try:
         return int(args._run(args) or 0)
+    except Stopped as e:  # a signal or divergence: the run folder is consistent, the message says what to do
+        print(f"sra {args.command}: {e}", file=sys.stderr)
+        return e.code
     except user_errors() as e:
         print(f"sra {args.command}: error: {e}", file=sys.stderr)
         return 2

@@ -89,6 +89,15 @@ def gather_strided(rows: np.ndarray) -> np.ndarray | None:
     return out
 
 
+def any_rank(flag: bool) -> bool:
+    """True on every rank when `flag` is true on any rank (a collective: every rank must call it)."""
+    if not (dist.is_available() and dist.is_initialized()):
+        return bool(flag)
+    x = torch.tensor([float(flag)], device=current().device)
+    dist.all_reduce(x, op=dist.ReduceOp.MAX)
+    return bool(x.item())
+
+
 def shutdown() -> None:
     if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()

@@ -7,10 +7,11 @@ processes and resumption do not change it (edm2's per-image seeding).
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import hashlib
 import json
 import math
-import os
 import time
 import zipfile
 from dataclasses import dataclass
@@ -25,6 +26,7 @@ from .data.grid import to_uint8
 from .diffusion.samplers import CFG_CHANNELS
 from .models import LoadedModel, load_model
 from .models.presets import SIZES, parse_name
+from .runfolder import FolderLock, Stopped, StopSignals, atomic_write, check_writable, on_rank0, remove_temporary
 from .transport.path import PATHS
 from .transport.samplers import DIFFUSION_FORMS
 
@@ -73,7 +75,7 @@ class SamplerOptions:
                              f"{', '.join(MODES[loaded.family])}")
         if o.num_steps < 1:
             raise ValueError(f"steps must be >= 1 (got {o.num_steps})")
-        if o.cfg_scale < 1:
+        if not (math.isfinite(o.cfg_scale) and o.cfg_scale >= 1):
             raise ValueError(f"cfg scale must be >= 1 (got {o.cfg_scale}); 1 means no guidance")
         if not 0 <= o.guidance_low <= o.guidance_high <= 1:
             raise ValueError(f"guidance interval [{o.guidance_low}, {o.guidance_high}] must satisfy "
@@ -228,16 +230,19 @@ def image_path(out: Path, i: int) -> Path:
 
 
 def check_manifest(out: Path, manifest: dict) -> None:
-    """Refuse an output folder that holds another run's images (nothing is written here)."""
+    """Refuse an output folder that holds another run's images (nothing is written here). The checkpoint is compared
+    by the fingerprint of its weights, not its path: a moved checkpoint continues, an overwritten one is refused."""
     file = out / MANIFEST
     if out.exists() and not out.is_dir():
         raise ValueError(f"output folder {out} is a file; use another output folder")
     if file.exists():
         try:
             old = json.loads(file.read_text())
-        except json.JSONDecodeError:
-            raise ValueError(f"{file} is not valid JSON; use another output folder") from None
-        diffs = sorted(k for k in set(old) | set(manifest) if old.get(k) != manifest.get(k))
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            old = None
+        if not isinstance(old, dict):
+            raise ValueError(f"{file} is not a JSON object; use another output folder")
+        diffs = sorted(k for k in set(old) | set(manifest) if k != "checkpoint" and old.get(k) != manifest.get(k))
         if diffs:
             raise ValueError(f"output folder {out} holds images of another run (differs in: {', '.join(diffs)}); "
                              "use another output folder")
@@ -246,37 +251,47 @@ def check_manifest(out: Path, manifest: dict) -> None:
 
 
 def save_png(image: np.ndarray, path: Path) -> None:
-    """(H, W, C) uint8 -> PNG, written to a temporary name then renamed so a crash leaves no half image."""
+    """(H, W, C) uint8 -> PNG, written to a temporary name then renamed so a crash leaves no half image (no fsync: an
+    image lost to a power cut is redrawn by the next run)."""
     from PIL import Image
 
-    tmp = path.with_name(f".{path.stem}.tmp.png")
-    Image.fromarray(image[..., 0] if image.shape[-1] == 1 else image).save(tmp)
-    os.replace(tmp, path)
+    img = Image.fromarray(image[..., 0] if image.shape[-1] == 1 else image)
+    atomic_write(path, lambda tmp: img.save(tmp, format="PNG"), point="image-write", sync=False)
+
+
+def read_png(path: Path) -> np.ndarray:
+    from PIL import Image
+
+    try:
+        with Image.open(path) as im:
+            return np.asarray(im)
+    except (OSError, SyntaxError, ValueError) as e:
+        raise ValueError(f"{path} is not a readable PNG ({type(e).__name__}); delete it and run the same command "
+                         "to draw it again") from None
 
 
 def write_npz(out: Path, num_images: int, path: Path, labels: np.ndarray | None = None) -> tuple[int, ...]:
     """Stream PNGs 0..num_images-1 into an ADM-format .npz (arr_0: uint8 N x H x W x 3; grey repeated to 3 channels;
     arr_1: int64 class labels, as ADM's class-conditional sampler writes them) without holding all images in memory
     (50K at 256 px would be 9.8 GB)."""
-    from PIL import Image
-
-    first = np.asarray(Image.open(image_path(out, 0)))
-    h, w = first.shape[:2]
+    h, w = read_png(image_path(out, 0)).shape[:2]
     shape = (num_images, h, w, 3)
-    tmp = path.with_name(path.name + ".tmp")
-    with zipfile.ZipFile(tmp, "w", zipfile.ZIP_STORED, allowZip64=True) as zf:
-        with zf.open("arr_0.npy", "w", force_zip64=True) as f:
-            np.lib.format.write_array_header_1_0(f, {"descr": "|u1", "fortran_order": False, "shape": shape})
-            for i in range(num_images):
-                img = np.asarray(Image.open(image_path(out, i)))
-                img = np.repeat(img[..., None], 3, -1) if img.ndim == 2 else img[..., :3]
-                if img.shape != shape[1:]:
-                    raise ValueError(f"{image_path(out, i)} is {img.shape}, expected {shape[1:]}")
-                f.write(np.ascontiguousarray(img, dtype=np.uint8).tobytes())
-        if labels is not None:
-            with zf.open("arr_1.npy", "w", force_zip64=True) as f:
-                np.lib.format.write_array(f, np.asarray(labels, dtype=np.int64))
-    os.replace(tmp, path)
+
+    def write(tmp: Path) -> None:
+        with zipfile.ZipFile(tmp, "w", zipfile.ZIP_STORED, allowZip64=True) as zf:
+            with zf.open("arr_0.npy", "w", force_zip64=True) as f:
+                np.lib.format.write_array_header_1_0(f, {"descr": "|u1", "fortran_order": False, "shape": shape})
+                for i in range(num_images):
+                    img = read_png(image_path(out, i))
+                    img = np.repeat(img[..., None], 3, -1) if img.ndim == 2 else img[..., :3]
+                    if img.shape != shape[1:]:
+                        raise ValueError(f"{image_path(out, i)} is {img.shape}, expected {shape[1:]}")
+                    f.write(np.ascontiguousarray(img, dtype=np.uint8).tobytes())
+            if labels is not None:
+                with zf.open("arr_1.npy", "w", force_zip64=True) as f:
+                    np.lib.format.write_array(f, np.asarray(labels, dtype=np.int64))
+
+    atomic_write(path, write)
     return shape
 
 
@@ -299,9 +314,8 @@ def generate(checkpoint, out_dir, *, num_images: int = 50_000, seed: int = 0, ba
              progress: bool = True) -> GenerateResult:
     """Write images 0..num_images-1 as PNGs into out_dir (skipping those already there) and, on rank 0 after all
     ranks finish, out_dir/samples.npz. Under torchrun each rank makes a share of the missing images. `vae`: the VAE
-    folder or cached repo id that decodes a latent model's samples (see `make_decoder`)."""
-    from tqdm.auto import tqdm
-
+    folder or cached repo id that decodes a latent model's samples (see `make_decoder`). One `generate` at a time per
+    folder (a lock); what a crash loses: docs/RELIABILITY.md."""
     if num_images < 1 or batch_size < 1:
         raise ValueError(f"num images and batch size must be >= 1 (got {num_images}, {batch_size})")
     ctx = distributed.init()
@@ -311,14 +325,39 @@ def generate(checkpoint, out_dir, *, num_images: int = 50_000, seed: int = 0, ba
     classes = check_classes(classes, loaded.model.num_classes)
     decode = make_decoder(loaded, latent_store, vae)
     out = Path(out_dir)
-    manifest = dict(checkpoint=str(loaded.source.resolve()), weights=weights, seed=seed, classes=classes,
-                    latent_store=latent_store, vae=vae, sampler=opts.to_dict())
+    manifest = dict(checkpoint=str(loaded.source.resolve()), fingerprint=fingerprint(loaded.model), weights=weights,
+                    seed=seed, classes=classes, latent_store=latent_store, vae=vae, sampler=opts.to_dict())
     check_manifest(out, manifest)  # every rank checks before rank 0 writes anything
-    distributed.barrier()
-    if ctx.is_main:
-        out.mkdir(parents=True, exist_ok=True)
-        (out / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
-    distributed.barrier()
+    lock = FolderLock(out, "output folder")
+
+    def claim() -> None:  # rank 0: lock the folder, check again under the lock, clear temporary files, record
+        check_writable(out)
+        lock.acquire()
+        check_manifest(out, manifest)
+        remove_temporary(out)
+        atomic_write(out / MANIFEST, lambda tmp: tmp.write_text(json.dumps(manifest, indent=2) + "\n"))
+
+    on_rank0(claim)
+    try:
+        return generate_in(loaded, opts, out, ctx, num_images, seed, batch_size, classes, decode, npz, progress)
+    finally:
+        lock.release()
+
+
+def fingerprint(model: torch.nn.Module) -> str:
+    """SHA-256 (16 hex digits) of the weights sampled with: what a resumed generation must match."""
+    h = hashlib.sha256()
+    for k, v in sorted(model.state_dict().items()):
+        h.update(k.encode())
+        h.update(v.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+def generate_in(loaded, opts, out, ctx, num_images, seed, batch_size, classes, decode, npz, progress):
+    """The sampling loop of `generate`, with the output folder claimed. Alone (not under torchrun) SIGTERM/SIGINT stop
+    after the current batch with one line; every finished image is kept."""
+    from tqdm.auto import tqdm
+
     missing = [i for i in range(num_images) if not image_path(out, i).exists()]
     distributed.barrier()  # every rank has listed before any writes
     mine = missing[ctx.rank::ctx.world_size]
@@ -326,13 +365,20 @@ def generate(checkpoint, out_dir, *, num_images: int = 50_000, seed: int = 0, ba
     bar = tqdm(total=num_images, initial=num_images - len(missing), unit="img", dynamic_ncols=True,
                disable=not (progress and ctx.is_main))
     start = time.perf_counter()
-    for b in range(math.ceil(len(mine) / batch_size)):
-        idx = mine[b * batch_size:(b + 1) * batch_size]
-        y = image_labels(seed, idx, loaded.model.num_classes, classes)
-        # to_uint8's default truncation is the reference's quantisation, so the .npz compares with published FIDs
-        for i, img in zip(idx, to_uint8(sample_images(loaded, opts, seed, idx, y, decode))):
-            save_png(img, image_path(out, i))
-        bar.update(min(len(idx) * ctx.world_size, bar.total - bar.n))  # rank 0's progress stands for all ranks'
+    with (contextlib.nullcontext() if ctx.distributed else StopSignals()) as signals:
+        for b in range(math.ceil(len(mine) / batch_size)):
+            idx = mine[b * batch_size:(b + 1) * batch_size]
+            y = image_labels(seed, idx, loaded.model.num_classes, classes)
+            # to_uint8's default truncation is the reference's quantisation, so the .npz compares with published FIDs
+            for i, img in zip(idx, to_uint8(sample_images(loaded, opts, seed, idx, y, decode))):
+                save_png(img, image_path(out, i))
+            bar.update(min(len(idx) * ctx.world_size, bar.total - bar.n))  # rank 0's progress stands for all ranks'
+            if signals is not None and signals.received:
+                bar.close()
+                have = num_images - len(missing) + min(len(mine), (b + 1) * batch_size)
+                raise Stopped(f"stopped by {signals.received}; {have} of {num_images} images are in {out}; run the "
+                              "same command to continue",
+                              signals.exit_code)
     seconds = time.perf_counter() - start
     bar.close()
     distributed.barrier()

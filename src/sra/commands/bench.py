@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import json
 
+from ..cli import HelpFormatter
 from ..models.presets import MODEL_NAMES
 
 
@@ -14,7 +15,7 @@ def add_parser(sub) -> argparse.ArgumentParser:
                     "random data, interleaved, and print step times, images/s, achieved TFLOP/s (analytic FLOP count), "
                     "peak memory, the SRA/plain ratio and the EMA and teacher shares of the SRA step as one JSON object "
                     "on the last line. See docs/PERFORMANCE.md.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        formatter_class=HelpFormatter)
     p.add_argument("--model", default="SiT-B/4", metavar="NAME", help=f"preset; one of {', '.join(MODEL_NAMES)}")
     p.add_argument("--input-size", type=int, default=32, help="input side in pixels or latents (256 px images: 32)")
     p.add_argument("--in-channels", type=int, default=4, help="input channels (SD-VAE latents: 4)")
@@ -51,6 +52,7 @@ def run(args) -> int:
                       steps=args.steps, device=args.device, seed=args.seed,
                       methods=tuple(METHODS) if args.methods == "all" else tuple(m for m in args.methods.split(",") if m))
     if args.dry_run:
+        cfg.validate()
         print(json.dumps(dataclasses.asdict(cfg)))
         return 0
     result = run_benchmark(cfg, log=lambda msg: print(msg, flush=True))

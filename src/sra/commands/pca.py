@@ -4,7 +4,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from .probe import HelpFormatter, add_common, load_for_analysis, parse_blocks, parse_times
+from ..cli import HelpFormatter
+from .probe import add_common, load_for_analysis, parse_blocks, parse_times
 
 
 def add_parser(sub) -> argparse.ArgumentParser:

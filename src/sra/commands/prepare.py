@@ -5,6 +5,8 @@ import argparse
 import dataclasses
 import json
 
+from ..cli import HelpFormatter
+
 
 def add_parser(sub) -> argparse.ArgumentParser:
     p = sub.add_parser(
@@ -12,7 +14,7 @@ def add_parser(sub) -> argparse.ArgumentParser:
         description="Center-crop images as ADM does, encode them with an AutoencoderKL and store the posterior mean "
                     "and std (float16) in one memory-mapped array that `sra train --data-dir OUT` reads. Running the "
                     "same command again resumes; under torchrun every rank encodes a share.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        formatter_class=HelpFormatter)
     p.add_argument("src", help="ImageNet-style folder (SRC/<class>/<image>) or a list file of `PATH [LABEL]` lines")
     p.add_argument("out", help="output store folder (created; an interrupted store of the same settings resumes)")
     p.add_argument("--resolution", type=int, default=256, help="image side in pixels after the crop (256 or 512 in "
@@ -44,6 +46,7 @@ def run(args) -> int:
                         num_workers=args.num_workers, max_chunks=args.max_chunks, progress=args.progress,
                         encoder=args.encoder, encoder_grid=args.encoder_grid)
     if args.dry_run:
+        cfg.validate()
         print(json.dumps(dataclasses.asdict(cfg), indent=2))
         return 0
     summary = prepare(cfg)  # one line per rank under torchrun

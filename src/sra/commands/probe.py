@@ -6,15 +6,10 @@ import argparse
 import json
 from pathlib import Path
 
+from ..cli import HelpFormatter
+
 TIMES_HELP = ("comma-separated times t in [0, 1] on SiT's scale (0 = data, 1 = noise); DiT models get the DDPM step "
               "round(1000 t), at most 999")
-
-
-class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
-    """Shows defaults, except None ones: their help text says what None means."""
-
-    def _get_help_string(self, action):
-        return action.help if action.default is None else super()._get_help_string(action)
 
 
 def add_common(p: argparse.ArgumentParser) -> None:
@@ -113,6 +108,9 @@ def split_data(data_dir, seed: int):
 def run(args) -> int:
     from ..evaluation.probe import linear_probe, plot_probe, sample_indices
 
+    if args.max_train < 0 or args.max_test < 0 or args.batch_size < 1:
+        raise ValueError(f"--max-train and --max-test must be >= 0 and --batch-size >= 1 (got {args.max_train}, "
+                         f"{args.max_test}, {args.batch_size})")
     loaded, path, device, out = load_for_analysis(args)
     model = loaded.model
     blocks, times = parse_blocks(args.blocks, model.depth), parse_times(args.times)

@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import math
 
+MAX_GRID = 1024  # images in one `sra sample` grid (all are sampled in one batch and held in memory)
 PROTOCOL_NOTE = ("Defaults reproduce the authors' evaluation protocol: SiT: SDE, 250 steps, CFG 1.8 in the guidance "
                  "interval [0, 0.7] (SRA/REPA, ImageNet 256 px); DiT: 250 respaced DDPM steps, CFG 1.5 on epsilon channels "
                  "0-2 (DiT's forward_with_cfg).")
@@ -110,6 +111,9 @@ def run(args) -> int:
             raise ValueError(f"--num-images must be >= 1 (got {args.num_images})")
         labels = image_labels(args.seed, range(args.num_images), loaded.model.num_classes)
         nrow = math.ceil(math.sqrt(args.num_images))
+    if len(labels) > MAX_GRID:
+        raise ValueError(f"a grid of {len(labels)} images is too large (at most {MAX_GRID}); use `sra generate` for "
+                         "many images")
     x = sample_images(loaded, opts, args.seed, range(len(labels)), labels, decode)
     save_grid(x, args.output, nrow=nrow, scale=args.scale or max(1, 128 // x.shape[-1]))
     print(f"wrote {args.output} ({len(labels)} images, {opts.mode} {opts.num_steps} steps, cfg {opts.cfg_scale})")

@@ -1,7 +1,7 @@
 """Images in [-1, 1] to uint8 (the one conversion, see `to_uint8`) and to PNG grids."""
 from __future__ import annotations
 
-import os
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -38,7 +38,7 @@ def make_grid(images: np.ndarray, nrow: int, pad: int = 2, fill: int = 255) -> n
     return out
 
 
-def save_grid(x: torch.Tensor, path: str | os.PathLike, nrow: int, scale: int = 1) -> None:
+def save_grid(x: torch.Tensor, path: str | Path, nrow: int, scale: int = 1) -> None:
     """Save images (N, C, H, W) in [-1, 1] as a PNG grid, optionally upscaled (nearest) for small images."""
     from PIL import Image
 
@@ -46,6 +46,6 @@ def save_grid(x: torch.Tensor, path: str | os.PathLike, nrow: int, scale: int = 
     img = Image.fromarray(grid[..., 0] if grid.shape[-1] == 1 else grid)
     if scale > 1:
         img = img.resize((img.width * scale, img.height * scale), Image.NEAREST)
-    tmp = f"{path}.tmp.png"
-    img.save(tmp)
-    os.replace(tmp, path)
+    from ..runfolder import atomic_write
+
+    atomic_write(Path(path), lambda tmp: img.save(tmp, format="PNG"), sync=False)

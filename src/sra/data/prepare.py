@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..runfolder import fault
 from .latents import (DONE, FEATURES, FILES, FORMAT, HEADER, LABELS, MOMENTS, NORMALIZATIONS, PENDING, SKIP, SKIPPED,
                       STATUS, VERSION, read_header)
 from .pixels import IMAGE_EXTENSIONS, DataError
@@ -37,6 +38,19 @@ class PrepareConfig:
     encoder: str | None = None    # REPA encoder ('fmnist' or a local DINOv2 folder): also store its patch features
     encoder_grid: int = 0         # encoder token grid side = the model's (latent side / patch); 0: latent side / 2
     progress: bool = True         # tqdm bar with images/s
+
+    def validate(self) -> None:
+        """Every option, before any image is read or the VAE loaded."""
+        if self.normalize not in NORMALIZATIONS:
+            raise DataError(f"unknown normalisation {self.normalize!r}; choices: {', '.join(NORMALIZATIONS)}")
+        if self.resolution <= 0 or self.batch_size <= 0 or self.chunk_size <= 0:
+            raise DataError("resolution, batch size and chunk size must be positive")
+        if self.num_workers < 0 or (self.max_chunks is not None and self.max_chunks < 1):
+            raise DataError("--num-workers must be >= 0 and --max-chunks >= 1")
+        if not Path(self.src).exists():
+            raise DataError(f"source {self.src} does not exist")
+        if Path(self.out).exists() and not Path(self.out).is_dir():
+            raise DataError(f"output {self.out} is a file, not a folder")
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -217,6 +231,7 @@ class StoreWriter:
             data = np.ascontiguousarray(arr, dtype=np.float16)
             pwrite_all(fd, data.tobytes(), off + first_row * (data.nbytes // len(data)))
             os.fdatasync(fd)
+        fault("chunk-commit")  # tests: a kill between the rows and their commit mark
         if skipped:
             with open(self.out / SKIPPED, "a") as f:
                 f.write("".join(s + "\n" for s in skipped))
@@ -278,10 +293,7 @@ def prepare(cfg: PrepareConfig) -> dict:
     from .. import distributed
     from .vae import encode_moments, load_vae, vae_info
 
-    if cfg.normalize not in NORMALIZATIONS:
-        raise DataError(f"unknown normalisation {cfg.normalize!r}; choices: {', '.join(NORMALIZATIONS)}")
-    if cfg.resolution <= 0 or cfg.batch_size <= 0 or cfg.chunk_size <= 0:
-        raise DataError("resolution, batch size and chunk size must be positive")
+    cfg.validate()
     ctx = distributed.init(timeout_s=3600.0)
     out, src = Path(cfg.out), Path(cfg.src)
     paths, labels, class_names = list_images(src)

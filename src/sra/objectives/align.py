@@ -3,6 +3,7 @@ the projection head, regress the EMA teacher's tokens after block m >= s, seen a
 from __future__ import annotations
 
 import contextlib
+import math
 from dataclasses import dataclass
 
 import torch
@@ -45,6 +46,8 @@ class AlignConfig:
             raise ValueError(f"unknown time interval {self.interval!r}; choices: {', '.join(INTERVALS)}")
         if self.teacher not in TEACHERS:
             raise ValueError(f"unknown teacher {self.teacher!r}; choices: {', '.join(TEACHERS)}")
+        if not (math.isfinite(self.weight) and self.weight >= 0):
+            raise ValueError(f"alignment weight must be a finite number >= 0 (got {self.weight})")
         if not self.active:
             return
         if not 1 <= self.block_out_s <= depth or not 1 <= self.block_out_t <= depth:

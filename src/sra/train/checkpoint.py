@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import argparse
 import os
+import pickle
 import re
+import zipfile
 from pathlib import Path
 
 import torch
@@ -19,12 +21,27 @@ class CheckpointError(ValueError):
 
 
 def save_checkpoint(obj: dict, path: str | os.PathLike) -> None:
-    """Write to a temporary file in the same folder, then rename: a crash never leaves a half-written checkpoint."""
+    """Write to a temporary file in the same folder, then rename: a crash never leaves a half-written checkpoint, and
+    a failed write (a full disk) leaves the previous checkpoints intact and no temporary file."""
+    from ..runfolder import atomic_write
+
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+    atomic_write(path, lambda tmp: torch.save(obj, tmp), point="checkpoint-write")
+
+
+def unreadable_reason(e: Exception) -> str:
+    """Why torch.load refused a file, in words that do not suggest unpickling it unsafely."""
+    text = str(e)
+    if "Weights only load failed" in text:
+        found = re.search(r"GLOBAL ([\w.]+)", text)
+        what = f" ({found.group(1)})" if found else ""
+        return (f"it holds Python objects other than tensors and plain containers{what}; they are not loaded, "
+                "since unpickling them could run code")
+    if isinstance(e, (KeyError, EOFError, zipfile.BadZipFile, pickle.UnpicklingError)) or "zip archive" in text:
+        return "not a PyTorch checkpoint, or a truncated one"
+    first = text.strip().splitlines()[0] if text.strip() else type(e).__name__
+    return first
 
 
 def load_checkpoint(path: str | os.PathLike, map_location="cpu") -> dict:
@@ -35,8 +52,7 @@ def load_checkpoint(path: str | os.PathLike, map_location="cpu") -> dict:
         with torch.serialization.safe_globals([argparse.Namespace]):
             obj = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as e:  # truncated zip, foreign pickle, ...
-        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise CheckpointError(f"cannot read checkpoint {path}: {msg}") from None
+        raise CheckpointError(f"cannot read checkpoint {path}: {unreadable_reason(e)}") from None
     if not isinstance(obj, dict):
         raise CheckpointError(f"checkpoint {path} holds a {type(obj).__name__}, not a dict")
     return obj
@@ -56,22 +72,29 @@ def model_state(ckpt: dict, prefer: str = "ema") -> dict:
     return {re.sub(r"^(module\.|_orig_mod\.)+", "", k): v for k, v in state.items()}
 
 
-def load_weights(model: torch.nn.Module, state: dict, source: str = "checkpoint") -> None:
-    """Strict load with a one-line explanation of what does not match."""
-    own = model.state_dict()
+def state_mismatch(own: dict, state: dict) -> str | None:
+    """What keeps `state` from loading strictly into a module whose state dict is `own`: the first mismatching tensor
+    with both shapes, missing and unexpected keys; None when it fits."""
     missing = [k for k in own if k not in state]
     unexpected = [k for k in state if k not in own]
-    shapes = [k for k in own if k in state and own[k].shape != state[k].shape]
-    if missing or unexpected or shapes:
-        parts = []
-        if shapes:
-            k = shapes[0]
-            parts.append(f"{len(shapes)} shape mismatches (e.g. {k}: {tuple(state[k].shape)} vs model {tuple(own[k].shape)})")
-        if missing:
-            parts.append(f"{len(missing)} missing keys (e.g. {missing[0]})")
-        if unexpected:
-            parts.append(f"{len(unexpected)} unexpected keys (e.g. {unexpected[0]})")
-        raise CheckpointError(f"{source} does not fit this model: " + "; ".join(parts))
+    shapes = [k for k in own if k in state and tuple(own[k].shape) != tuple(getattr(state[k], "shape", ()))]
+    parts = []
+    if shapes:
+        k = shapes[0]
+        parts.append(f"{len(shapes)} shape mismatches (first: {k} is {tuple(state[k].shape)} in the checkpoint, "
+                     f"{tuple(own[k].shape)} in the model)")
+    if missing:
+        parts.append(f"{len(missing)} missing keys (e.g. {missing[0]})")
+    if unexpected:
+        parts.append(f"{len(unexpected)} unexpected keys (e.g. {unexpected[0]})")
+    return "; ".join(parts) or None
+
+
+def load_weights(model: torch.nn.Module, state: dict, source: str = "checkpoint") -> None:
+    """Strict load with a one-line explanation of what does not match."""
+    problem = state_mismatch(model.state_dict(), state)
+    if problem:
+        raise CheckpointError(f"{source} does not fit this model: {problem}")
     model.load_state_dict(state, strict=True)
 
 
@@ -79,11 +102,16 @@ def checkpoint_path(run_dir: str | os.PathLike, step: int) -> Path:
     return Path(run_dir) / "checkpoints" / f"{step:07d}.pt"
 
 
-def latest_checkpoint(run_dir: str | os.PathLike) -> Path | None:
+def checkpoint_files(run_dir: str | os.PathLike) -> list[Path]:
+    """RUN/checkpoints/NNNNNNN.pt, oldest first."""
     folder = Path(run_dir) / "checkpoints"
     if not folder.is_dir():
-        return None
-    found = sorted(p for p in folder.glob("*.pt") if re.fullmatch(r"\d+\.pt", p.name))
+        return []
+    return sorted(p for p in folder.glob("*.pt") if re.fullmatch(r"\d+\.pt", p.name))
+
+
+def latest_checkpoint(run_dir: str | os.PathLike) -> Path | None:
+    found = checkpoint_files(run_dir)
     return found[-1] if found else None
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from dataclasses import dataclass
 
 from .. import options
@@ -26,9 +27,9 @@ class TrainConfig:
     input_size: int | None = option(None, help="model input side in pixels or latents (unset: from the data)")
     in_channels: int | None = option(None, help="model input channels (unset: from the data)")
     num_classes: int | None = option(None, help="number of classes (unset: from the data)")
-    # -- run folder
-    output_dir: str = option("runs", group="run folder", help="parent folder of runs")
-    exp_name: str = option("demo", help="run folder name: OUTPUT_DIR/EXP_NAME")
+    # -- run folder (resumable: where the folder is, not what it holds; a moved or copied run folder resumes)
+    output_dir: str = option("runs", group="run folder", resumable=True, help="parent folder of runs")
+    exp_name: str = option("demo", resumable=True, help="run folder name: OUTPUT_DIR/EXP_NAME")
     # -- optimisation
     batch_size: int = option(64, group="optimisation",
                              help="global batch in images per optimizer step (all ranks, all micro-steps)")
@@ -85,6 +86,9 @@ class TrainConfig:
                                    help="also log metrics, sample grids and evaluations to TensorBoard (RUN/tensorboard) "
                                         "or W&B (offline unless WANDB_MODE=online); metrics.jsonl is always written "
                                         "(unset: tensorboard where installed, else none)")
+    max_nonfinite_steps: int = option(100, resumable=True,
+                                      help="stop with exit status 3 after this many consecutive steps with a "
+                                           "non-finite loss or gradient (0: never); the last good checkpoint is kept")
     num_workers: int = option(0, resumable=True, help="DataLoader workers (datasets not held in memory)")
     progress: bool = option(True, resumable=True, help="show a progress bar")
 
@@ -104,6 +108,11 @@ class TrainConfig:
         c.in_channels = c.in_channels or shape[0]
         c.input_size = c.input_size or shape[-1]
         c.num_classes = c.num_classes or num_classes
+        if shape[1] != shape[2]:
+            raise ValueError(f"images are {shape[1]}x{shape[2]} pixels; the model takes square inputs (crop or resize "
+                             "them, or encode them with `sra prepare`)")
+        if c.num_classes < num_classes:
+            raise ValueError(f"--num-classes {c.num_classes} is smaller than the data's {num_classes} classes")
         if (c.in_channels, c.input_size) != (shape[0], shape[-1]):
             raise ValueError(f"data is {shape[0]}x{shape[1]}x{shape[2]} but the config asks for "
                              f"{c.in_channels}x{c.input_size}x{c.input_size}")
@@ -142,6 +151,25 @@ class TrainConfig:
                              f"got {self.eval_samples}")
         if self.keep_last < 0 or self.keep_every < 0:
             raise ValueError(f"--keep-last and --keep-every must be >= 0 (got {self.keep_last}, {self.keep_every})")
+        for name in ("log_every", "sample_every", "sample_steps", "checkpoint_every", "eval_samples"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"--{name.replace('_', '-')} must be >= 1 (got {getattr(self, name)})")
+        for name in ("eval_every", "num_workers", "max_nonfinite_steps", "lr_warmup_steps"):
+            if getattr(self, name) is not None and getattr(self, name) < 0:
+                raise ValueError(f"--{name.replace('_', '-')} must be >= 0 (got {getattr(self, name)})")
+        if self.lr is not None and not (math.isfinite(self.lr) and self.lr > 0):
+            raise ValueError(f"--lr must be a finite number > 0 (got {self.lr})")
+        if self.ema_decay is not None and not 0 <= self.ema_decay <= 1:
+            raise ValueError(f"--ema-decay must be in [0, 1] (got {self.ema_decay})")
+        if self.ema_half_life_kimg is not None and not (math.isfinite(self.ema_half_life_kimg)
+                                                        and self.ema_half_life_kimg > 0):
+            raise ValueError(f"--ema-half-life-kimg must be a finite number > 0 (got {self.ema_half_life_kimg})")
+        if not (math.isfinite(self.max_grad_norm) and self.max_grad_norm > 0):
+            raise ValueError(f"--max-grad-norm must be a finite number > 0 (got {self.max_grad_norm})")
+        if not (math.isfinite(self.weight_decay) and self.weight_decay >= 0):
+            raise ValueError(f"--weight-decay must be a finite number >= 0 (got {self.weight_decay})")
+        if not all(0 <= b < 1 for b in self.adam_betas):
+            raise ValueError(f"Adam betas must be in [0, 1) (got {self.adam_betas})")
         if self.family == "SiT":
             self.flow.validate()
         if self.fsdp and self.align.teacher == "online":

@@ -15,17 +15,13 @@ from ..data import load_dataset
 from ..data.grid import save_grid
 from ..models import build_model
 from ..objectives import combine, slice_draws
-from .checkpoint import (CheckpointError, checkpoint_path, latest_checkpoint, load_checkpoint, prune_checkpoints,
-                         save_checkpoint)
-from .config import TrainConfig, config_differences
+from ..runfolder import RunFolder, Stopped, StopSignals, fault, on_rank0
+from .checkpoint import CheckpointError, checkpoint_path, prune_checkpoints, save_checkpoint, state_mismatch
+from .config import TrainConfig
 from . import parallel
 from .ema import ema_decay, update_ema
+from .guard import NonFiniteGuard
 from .tracking import Tracker
-
-
-class RunFolderError(ValueError):
-    """The run folder holds another run; nothing is touched."""
-
 
 # ----------------------------------------------------------------------------------------------------------------
 # Data order: a global, world-size-independent schedule of batches
@@ -78,39 +74,6 @@ def local_batches(dataset, schedule: BatchSchedule, start: int, stop: int, ctx, 
     it = iter(loader)
     for step in range(start, stop):
         yield step, [next(it) for _ in range(cfg.grad_accum)]
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# Run folder
-# ----------------------------------------------------------------------------------------------------------------
-
-def check_run_dir(cfg: TrainConfig) -> Path:
-    """OUTPUT_DIR/EXP_NAME must be new, empty, or hold the same run (then we resume). Touches nothing."""
-    run = Path(cfg.output_dir) / cfg.exp_name
-    cfg_file = run / "config.json"
-    if cfg_file.exists():
-        try:
-            old = json.loads(cfg_file.read_text())
-        except json.JSONDecodeError:
-            raise RunFolderError(f"{cfg_file} is not valid JSON; choose another --exp-name") from None
-        diffs = config_differences(old, cfg.to_dict())
-        if diffs:
-            raise RunFolderError(f"run folder {run} holds a different run (differs in: {', '.join(diffs[:6])}); "
-                                 "use another --exp-name or --output-dir")
-    elif run.exists() and any(run.iterdir()):
-        raise RunFolderError(f"run folder {run} exists and is not an sra run; use another --exp-name")
-    return run
-
-
-def write_run_dir(run: Path, cfg: TrainConfig, ctx) -> None:
-    """Rank 0 creates the folders and writes the resolved config (after a resume has loaded successfully)."""
-    if ctx.is_main:
-        (run / "checkpoints").mkdir(parents=True, exist_ok=True)
-        (run / "samples").mkdir(exist_ok=True)
-        tmp = run / "config.json.tmp"
-        tmp.write_text(json.dumps(cfg.to_dict(), indent=2) + "\n")
-        os.replace(tmp, run / "config.json")
-    distributed.barrier()
 
 
 def build_objective(cfg: TrainConfig, encoder=None):
@@ -170,13 +133,23 @@ def optimizer_update(model, opt, scaler, ema, params, max_grad_norm: float, deca
 
 def train(cfg: TrainConfig) -> Path:
     ctx = distributed.init()
-    # 1. Data and the resolved config.
+    # 1. Data, the resolved config, the run folder (locked and checked before anything is built or trained).
     dataset = load_dataset(cfg.data_dir)
     cfg = cfg.resolve(dataset.shape, dataset.num_classes, ctx.device.type)
     if cfg.batch_size % (ctx.world_size * cfg.grad_accum):
         raise ValueError(f"global batch {cfg.batch_size} is not divisible by world size {ctx.world_size} x "
                          f"accumulation {cfg.grad_accum}")
-    run = check_run_dir(cfg)
+    folder = RunFolder(cfg)
+    on_rank0(lambda: folder.open(cfg))
+    try:
+        with StopSignals() as signals:
+            return train_in(cfg, ctx, dataset, folder, signals)
+    finally:
+        folder.close()
+
+
+def train_in(cfg: TrainConfig, ctx, dataset, folder: RunFolder, signals: StopSignals) -> Path:
+    run = folder.path
     torch.manual_seed(cfg.seed)
 
     # 2. Model (with REPA's projector when on), EMA (= SRA teacher), optimizer, loss scaler.
@@ -203,20 +176,28 @@ def train(cfg: TrainConfig) -> Path:
     scaler = torch.amp.GradScaler(ctx.device.type, enabled=fp16)
     amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(cfg.mixed_precision)
 
-    # 3. Resume: the same command continues from the latest checkpoint.
-    start = 0
-    ckpt_file = latest_checkpoint(run)
-    if ckpt_file is not None:
-        ck = load_checkpoint(ckpt_file)
+    # 3. Resume: the same command continues from the newest readable checkpoint; the log is cut back to its step.
+    start, stats = 0, {}
+    ckpt_file, ck = folder.resume_from()
+    if ck is not None:
+        problem = state_mismatch(ema.state_dict(), ck.get("ema", {})) if isinstance(ck.get("ema"), dict) else \
+            "it holds no 'ema' weights"
         try:
+            if problem:
+                raise ValueError(problem)
             parallel.load_model_and_optimizer_state(model, opt, ck["model"], ck["opt"])
             ema.load_state_dict(ck["ema"])
             scaler.load_state_dict(ck["scaler"])
         except (KeyError, RuntimeError, ValueError) as e:
             raise CheckpointError(f"{ckpt_file} does not fit this run: {str(e).splitlines()[0]}") from None
         start = int(ck["step"])
+        log_state = ck.get("log", {})  # the partial logging interval, so its row equals an uninterrupted run's
+        stats = {k: v.to(ctx.device) for k, v in log_state.get("stats", {}).items()}
+        stats.update({"n": log_state["n"]} if log_state.get("n") else {})
         distributed.print0(f"resuming {run} from step {start}")
-    write_run_dir(run, cfg, ctx)
+    guard = NonFiniteGuard(cfg.max_nonfinite_steps, ctx.device, ck.get("nonfinite") if ck else None)
+    folder.begin(cfg, start)
+    last_good = ckpt_file
 
     # 4. Objective, teacher, data order.
     objective = build_objective(cfg, encoder)
@@ -239,7 +220,25 @@ def train(cfg: TrainConfig) -> Path:
         from ..evaluation.fmnist import evaluate_fmnist_for_training, fmnist_scorer
         if ctx.is_main:
             fmnist_scorer(ctx.device)  # train/cache the classifier now, not in the middle of the run
-    stats, t_log, skipped = {}, time.perf_counter(), 0
+    t_log, skipped = time.perf_counter(), guard.state_dict()["total"]
+
+    def write_row(row: dict) -> None:
+        if metrics:
+            metrics.write(json.dumps({**row, "wall_time": time.time()}) + "\n")
+            metrics.flush()
+
+    def checkpoint(done: int) -> Path:
+        model_state, opt_state = parallel.model_and_optimizer_state(model, opt)  # collective under FSDP
+        path = checkpoint_path(run, done)
+        if ctx.is_main:
+            log_state = {"stats": {k: torch.as_tensor(v).detach().cpu() for k, v in stats.items() if k != "n"},
+                         "n": stats.get("n", 0)}
+            save_checkpoint({"model": model_state, "ema": ema.state_dict(), "opt": opt_state,
+                             "scaler": scaler.state_dict(), "step": done, "config": cfg.to_dict(),
+                             "nonfinite": guard.state_dict(), "log": log_state}, path)
+            prune_checkpoints(run, cfg.keep_last, cfg.keep_every, protect=(path, ckpt_file))
+        distributed.barrier()
+        return path
 
     from tqdm.auto import tqdm
     bar = tqdm(total=cfg.max_train_steps, initial=start, disable=not (ctx.is_main and cfg.progress),
@@ -276,62 +275,64 @@ def train(cfg: TrainConfig) -> Path:
             for k, v in terms.items():
                 stats[k] = stats.get(k, 0.0) + v.detach().mean() / cfg.grad_accum
 
-        # 7. Clip, skip non-finite steps (never written into weights), update, EMA.
+        # 7. Clip, skip non-finite steps (never written into weights), update, EMA; count them on the device.
         decay = ema_decay(step, decay=cfg.ema_decay, half_life_kimg=cfg.ema_half_life_kimg,
                           batch_size=cfg.batch_size, warmup=cfg.ema_warmup)
-        grad_norm, was_skipped = optimizer_update(model, opt, scaler, ema, params, cfg.max_grad_norm, decay, fp16)
-        skipped = skipped + was_skipped.int()  # a device tensor: read at log time, never per step
+        grad_norm, nonfinite = optimizer_update(model, opt, scaler, ema, params, cfg.max_grad_norm, decay, fp16)
+        guard.update(nonfinite)
         if sync_debug:
             torch.cuda.set_sync_debug_mode("default")
         stats["grad_norm"] = stats.get("grad_norm", 0.0) + grad_norm.detach()
         stats["n"] = stats.get("n", 0) + 1
         bar.update(1)
         done = step + 1
+        fault("step")  # tests: SRA_FAULT=kill:step:N
 
-        # 8. Log (the only place loss values are read back), sample, checkpoint.
+        # 8. Log (the only place loss values are read back), stop on divergence, checkpoint; then what is optional
+        # (a stop request, the sample grid, the evaluation), so that a failure there loses no training.
         last = done == cfg.max_train_steps
-        evaluation, t_extra = {}, time.perf_counter()  # time spent outside training steps is not in images/s
+        log_step, ckpt_step = done % cfg.log_every == 0 or last, done % cfg.checkpoint_every == 0 or last
+        stop = signals.received is not None
+        if ctx.distributed:  # every rank must agree; ask only where the loop syncs anyway
+            stop = log_step and distributed.any_rank(stop)
+        if log_step:
+            n = stats.pop("n")
+            row = {k: float(distributed.all_reduce_mean(torch.as_tensor(v, device=ctx.device).float())) / n
+                   for k, v in sorted(stats.items())}
+            elapsed = time.perf_counter() - t_log
+            skipped = int(guard.total)
+            row.update(step=done, lr=lr, align_weight=weight, skipped_steps=skipped,
+                       images_per_s=n * cfg.batch_size / max(elapsed, 1e-9))
+            row["loss"] = float(combine({k: torch.tensor(row[k]) for k in ("denoise", "vb", "align", "repa")
+                                         if k in row}, weight, cfg.repa.weight))
+            write_row(row)
+            tracker.scalars({"train/" + k: v for k, v in row.items() if k != "step"}, done)
+            bar.set_postfix({k: f"{row[k]:.4f}" for k in ("denoise", "align") if k in row} |
+                            {"img/s": f"{row['images_per_s']:.0f}"})
+            stats, t_log = {}, time.perf_counter()
+        t_extra = time.perf_counter()  # time spent outside training steps is not in images/s
+        if log_step or ckpt_step or stop:
+            skipped = guard.check(done, (model, ema), last_good)
+        if ckpt_step or stop:
+            last_good = checkpoint(done)
+        if stop:
+            bar.close()
+            raise Stopped(f"stopped by {signals.received or 'a signal'} after step {done}; checkpoint {last_good} "
+                          "saved; run the same command to resume", signals.exit_code if signals.received else 143)
+        if ctx.is_main and (done % cfg.sample_every == 0 or last):
+            x = sample_grid(cfg, ema, dataset, sample_shape, ctx.device)
+            save_grid(x, run / "samples" / f"{done:07d}.png", nrow=8, scale=max(1, 128 // x.shape[-1]))
+            tracker.image("samples", run / "samples" / f"{done:07d}.png", done)
         if cfg.eval_every and (done % cfg.eval_every == 0 or last):
+            evaluation = {}
             if fid is not None:
                 evaluation = fid()  # collective; the scores on rank 0
             elif ctx.is_main:
                 evaluation = evaluate_fmnist_for_training(ema, cfg.eval_samples, ctx.device, cfg.seed)
                 evaluation.pop("num_samples", None)
-        t_log += time.perf_counter() - t_extra
-        if evaluation and not (done % cfg.log_every == 0 or last) and metrics:
-            metrics.write(json.dumps({"step": done, **evaluation, "wall_time": time.time()}) + "\n")  # own row
-            tracker.scalars({f"eval/{k}": v for k, v in evaluation.items()}, done)
-        if done % cfg.log_every == 0 or last:
-            n = stats.pop("n")
-            row = {k: float(distributed.all_reduce_mean(torch.as_tensor(v, device=ctx.device).float())) / n
-                   for k, v in sorted(stats.items())}
-            elapsed = time.perf_counter() - t_log
-            row.update(evaluation)
-            row.update(step=done, lr=lr, align_weight=weight, skipped_steps=int(skipped),
-                       images_per_s=n * cfg.batch_size / max(elapsed, 1e-9))
-            row["loss"] = float(combine({k: torch.tensor(row[k]) for k in ("denoise", "vb", "align", "repa")
-                                         if k in row}, weight, cfg.repa.weight))
-            if metrics:
-                metrics.write(json.dumps({**row, "wall_time": time.time()}) + "\n")
-                metrics.flush()
-                tracker.scalars({("eval/" if k in evaluation else "train/") + k: v for k, v in row.items()
-                                 if k != "step"}, done)
-            bar.set_postfix({k: f"{row[k]:.4f}" for k in ("denoise", "align") if k in row} |
-                            {"img/s": f"{row['images_per_s']:.0f}"})
-            stats, t_log = {}, time.perf_counter()
-        t_extra = time.perf_counter()
-        if ctx.is_main and (done % cfg.sample_every == 0 or last):
-            x = sample_grid(cfg, ema, dataset, sample_shape, ctx.device)
-            save_grid(x, run / "samples" / f"{done:07d}.png", nrow=8, scale=max(1, 128 // x.shape[-1]))
-            tracker.image("samples", run / "samples" / f"{done:07d}.png", done)
-        if done % cfg.checkpoint_every == 0 or last:
-            model_state, opt_state = parallel.model_and_optimizer_state(model, opt)  # collective under FSDP
-            if ctx.is_main:
-                save_checkpoint({"model": model_state, "ema": ema.state_dict(), "opt": opt_state,
-                                 "scaler": scaler.state_dict(), "step": done, "config": cfg.to_dict()},
-                                checkpoint_path(run, done))
-                prune_checkpoints(run, cfg.keep_last, cfg.keep_every, protect=(checkpoint_path(run, done), ckpt_file))
-            distributed.barrier()
+            if evaluation:
+                write_row({"step": done, **evaluation})  # its own row: written after the step's checkpoint
+                tracker.scalars({f"eval/{k}": v for k, v in evaluation.items()}, done)
         t_log += time.perf_counter() - t_extra
     bar.close()
     tracker.close()

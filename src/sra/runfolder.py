@@ -1,0 +1,325 @@
+"""Run and output folders: one writer at a time, atomic files, a log that agrees with the checkpoint it resumes from.
+The only place that knows how sra's folders are locked and written (train, generate and sample use it).
+
+A training run folder OUTPUT_DIR/EXP_NAME holds config.json, metrics.jsonl, checkpoints/NNNNNNN.pt and samples/. What a
+crash may lose and what is refused is listed in docs/RELIABILITY.md; this module is where those promises are kept:
+- `FolderLock`: an advisory fcntl.flock on FOLDER/.lock, taken by rank 0 only and released by the OS when the process
+  dies, so a second `sra train` (or `sra generate`) on the same folder is refused with the holder's PID;
+- `atomic_write`: temporary file in the same folder, fsync, rename; the temporary file is removed on any failure, and
+  a full disk becomes one line instead of a traceback;
+- `RunFolder`: checks before any training (the folder holds this run, every folder is writable), stale temporary files
+  removed, metrics.jsonl cut back to the step the run resumes from;
+- `StopSignals`: SIGTERM/SIGINT become a request the loop honours at the next step boundary;
+- `fault`: the fault-injection hook the tests use (SRA_FAULT), a no-op otherwise.
+"""
+from __future__ import annotations
+
+import errno
+import fcntl
+import json
+import os
+import signal
+import sys
+import threading
+from pathlib import Path
+from typing import Callable
+
+from . import distributed
+
+LOCK = ".lock"
+
+
+class RunFolderError(ValueError):
+    """The run folder holds another run, is in use, or cannot be written; the CLI prints it as one line."""
+
+
+class Stopped(Exception):
+    """The run stopped early on purpose (a signal, divergence). The CLI prints the message and exits with `code`."""
+
+    def __init__(self, message: str, code: int):
+        super().__init__(message)
+        self.code = code
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Fault injection (tests): SRA_FAULT="ACTION:POINT[:N]" acts the N-th time (default 1) POINT is reached
+# ----------------------------------------------------------------------------------------------------------------
+
+_reached: dict[str, int] = {}
+
+
+SIGNALS = {"kill": signal.SIGKILL, "stop": signal.SIGSTOP, "term": signal.SIGTERM, "int": signal.SIGINT}
+
+
+def fault(point: str, path: Path | None = None) -> None:
+    """ACTION kill/stop/term/int: send SIGKILL/SIGSTOP/SIGTERM/SIGINT to this process; enospc: raise ENOSPC. For kill
+    and enospc with `path` (a file being written) the file is first cut to half its size, as a write interrupted
+    midway would leave it. Points: step (after an optimizer step), checkpoint-write, image-write, chunk-commit."""
+    spec = os.environ.get("SRA_FAULT")
+    if not spec:
+        return
+    action, where, *n = spec.split(":")
+    if where != point:
+        return
+    _reached[point] = _reached.get(point, 0) + 1
+    if _reached[point] != int(n[0] if n else 1):
+        return
+    if action in ("kill", "enospc") and path is not None and path.exists():
+        os.truncate(path, path.stat().st_size // 2)
+    if action == "enospc":
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path or point))
+    os.kill(os.getpid(), SIGNALS[action])
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Files
+# ----------------------------------------------------------------------------------------------------------------
+
+def write_failure(path: Path, e: BaseException) -> RunFolderError:
+    """One line for a failed write; torch wraps the OS error of its zip writer in a RuntimeError without errno."""
+    if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT):
+        return RunFolderError(f"cannot write {path}: no space left on device (nothing was replaced)")
+    reason = e.strerror if isinstance(e, OSError) and e.strerror else str(e).strip().splitlines()[0]
+    return RunFolderError(f"cannot write {path}: {reason} (is the disk full?)" if isinstance(e, RuntimeError)
+                          else f"cannot write {path}: {reason}")
+
+
+def atomic_write(path: str | os.PathLike, write: Callable[[Path], None], point: str | None = None,
+                 sync: bool = True) -> None:
+    """write(tmp) to PATH.tmp in the same folder, fsync (unless `sync` is false: files cheap to redo), rename onto
+    PATH. On any failure the temporary file is removed and PATH is untouched; OS and torch write errors become one
+    RunFolderError line. `point` names the fault-injection point between the write and the rename."""
+    path = Path(path)
+    if path.is_dir():
+        raise RunFolderError(f"cannot write {path}: it is a folder")
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        write(tmp)
+        if point:
+            fault(point, tmp)
+        if sync:
+            with open(tmp, "rb+") as f:
+                os.fsync(f.fileno())  # the rename must not reach the disk before the data (power loss)
+        os.replace(tmp, path)
+    except BaseException as e:
+        tmp.unlink(missing_ok=True)
+        if isinstance(e, (OSError, RuntimeError)) and not isinstance(e, RunFolderError):
+            raise write_failure(path, e) from None
+        raise
+
+
+def remove_temporary(folder: Path, patterns=("*.tmp", "*.tmp.png", ".*.tmp.png")) -> None:
+    """Temporary files a killed process left behind (only called while holding the folder's lock)."""
+    if folder.is_dir():
+        for pattern in patterns:
+            for p in folder.glob(pattern):
+                p.unlink(missing_ok=True)
+
+
+def check_writable(folder: Path) -> None:
+    """Create `folder` if needed and prove it writable by creating a file in it (os.access is wrong for root and
+    for read-only mounts)."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe = folder / f".write-test-{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except FileExistsError:
+        raise RunFolderError(f"{folder} is a file, not a folder; move it away") from None
+    except OSError as e:
+        raise RunFolderError(f"cannot write to {folder}: {e.strerror or e}") from None
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    """The rows of a JSONL file; a line cut by a kill (or not an object) is dropped."""
+    rows = []
+    for line in path.read_text().splitlines() if path.exists() else []:
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(row, dict):
+            rows.append(row)
+    return rows
+
+
+def truncate_log(path: Path, step: int) -> None:
+    """Keep the rows of steps <= `step` (the step a run resumes from), so that every step is logged exactly once."""
+    if not path.exists():
+        return
+    keep = [r for r in read_jsonl(path) if isinstance(r.get("step"), int) and r["step"] <= step]
+    atomic_write(path, lambda tmp: tmp.write_text("".join(json.dumps(r) + "\n" for r in keep)))
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Lock
+# ----------------------------------------------------------------------------------------------------------------
+
+class FolderLock:
+    """Exclusive advisory lock on FOLDER/.lock holding the owner's PID. The OS drops it when the process dies (also on
+    SIGKILL), so a stale lock never blocks a rerun. Advisory: it only excludes other sra processes."""
+
+    def __init__(self, folder: str | os.PathLike, what: str = "run folder"):
+        self.folder, self.what, self.fd = Path(folder), what, None
+
+    def acquire(self) -> "FolderLock":
+        fd = os.open(self.folder / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
+            os.close(fd)
+            raise RunFolderError(f"{self.what} {self.folder} is in use by process {holder}; wait for it to finish "
+                                 "or stop it") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        self.fd = fd
+        return self
+
+    def release(self) -> None:
+        if self.fd is not None:
+            fcntl.flock(self.fd, fcntl.LOCK_UN)
+            os.close(self.fd)
+            self.fd = None
+
+
+def on_rank0(fn: Callable[[], object]):
+    """fn() on rank 0; if it raises, every rank raises (nobody waits at a barrier for a rank that gave up)."""
+    result, error = None, None
+    if distributed.current().is_main:
+        try:
+            result = fn()
+        except Exception as e:  # noqa: BLE001 -- re-raised below, on every rank
+            error = e
+    if distributed.any_rank(error is not None):
+        raise error if error is not None else RunFolderError("rank 0 could not set up the folder (see its message)")
+    return result
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Signals
+# ----------------------------------------------------------------------------------------------------------------
+
+class StopSignals:
+    """SIGTERM (what schedulers send) and SIGINT set `received`; the loop saves a checkpoint at the next step boundary
+    and stops. A second signal stops at once (KeyboardInterrupt). Installed only in the main thread."""
+
+    def __init__(self):
+        self.received: str | None = None
+        self._old = {}
+
+    def _handler(self, signum, frame):
+        if self.received is not None:
+            raise KeyboardInterrupt
+        self.received = signal.Signals(signum).name
+
+    def __enter__(self) -> "StopSignals":
+        if threading.current_thread() is threading.main_thread():
+            for s in (signal.SIGTERM, signal.SIGINT):
+                self._old[s] = signal.signal(s, self._handler)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for s, old in self._old.items():
+            signal.signal(s, old)
+        self._old = {}
+
+    @property
+    def exit_code(self) -> int:
+        return 128 + int(getattr(signal, self.received))  # the shell's convention: 143 SIGTERM, 130 SIGINT
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The training run folder
+# ----------------------------------------------------------------------------------------------------------------
+
+OURS = {LOCK, "config.json", "metrics.jsonl", "checkpoints", "samples"}
+
+
+def same_data(a: str | None, b: str | None) -> bool:
+    """Two --data-dir values name the same data: equal names ('digits', None) or the same folder, however spelled."""
+    if a == b:
+        return True
+    if a is None or b is None:
+        return False
+    return os.path.realpath(a) == os.path.realpath(b)
+
+
+class RunFolder:
+    """OUTPUT_DIR/EXP_NAME of one training run. `open` (rank 0, before any model is built) locks it and checks it;
+    `resume_from` picks the checkpoint; `begin` writes config.json and cuts metrics.jsonl back to the start step."""
+
+    def __init__(self, cfg):
+        self.path = Path(cfg.output_dir) / cfg.exp_name
+        self.checkpoints, self.samples, self.metrics = (self.path / "checkpoints", self.path / "samples",
+                                                        self.path / "metrics.jsonl")
+        self.lock: FolderLock | None = None
+        self.recorded: dict | None = None  # config.json of the run already in the folder
+
+    def open(self, cfg) -> None:
+        from .train.checkpoint import checkpoint_files
+        from .train.config import config_differences
+
+        run = self.path
+        if run.exists() and not run.is_dir():
+            raise RunFolderError(f"run folder {run} is a file; use another --exp-name")
+        if run.is_dir() and not (run / "config.json").exists() and set(os.listdir(run)) - OURS:
+            raise RunFolderError(f"run folder {run} exists and is not an sra run; use another --exp-name")
+        check_writable(run)
+        self.lock = FolderLock(run).acquire()
+        try:
+            cfg_file = run / "config.json"
+            if cfg_file.exists():
+                try:
+                    self.recorded = json.loads(cfg_file.read_text())
+                except (json.JSONDecodeError, UnicodeDecodeError):
+                    self.recorded = None
+                if not isinstance(self.recorded, dict):
+                    raise RunFolderError(f"{cfg_file} is not a JSON object; choose another --exp-name")
+            for folder in (run, self.checkpoints, self.samples):
+                check_writable(folder)
+                remove_temporary(folder)
+            # A folder without checkpoints holds no training to protect (a crash before the first checkpoint, or
+            # checkpoints deleted): it restarts from step 0 with the new configuration.
+            if self.recorded is not None and checkpoint_files(run):
+                new = cfg.to_dict()
+                diffs = config_differences(self.recorded, new)
+                if diffs:
+                    raise RunFolderError(f"run folder {run} holds a different run (differs in: "
+                                         f"{', '.join(diffs[:6])}); use another --exp-name or --output-dir")
+                if not same_data(self.recorded.get("data_dir"), new.get("data_dir")):
+                    raise RunFolderError(
+                        f"run folder {run} was trained on --data-dir {self.recorded.get('data_dir')}, not "
+                        f"{new.get('data_dir')}; if that data moved, edit data_dir in {cfg_file}")
+            else:
+                self.recorded = None
+        except BaseException:
+            self.close()
+            raise
+
+    def resume_from(self) -> tuple[Path | None, dict | None]:
+        """The newest readable checkpoint and its contents; an unreadable newer one is skipped, saying so."""
+        from .train.checkpoint import CheckpointError, checkpoint_files, load_checkpoint
+
+        for file in reversed(checkpoint_files(self.path)):
+            try:
+                return file, load_checkpoint(file)
+            except CheckpointError as e:
+                distributed.print0(f"warning: {e}; resuming from the previous checkpoint", file=sys.stderr)
+        return None, None
+
+    def begin(self, cfg, start: int) -> None:
+        """Rank 0: write config.json (keeping the recorded data_dir), cut metrics.jsonl back to `start`."""
+        if distributed.current().is_main:
+            record = cfg.to_dict()
+            if self.recorded is not None:
+                record["data_dir"] = self.recorded.get("data_dir")
+            atomic_write(self.path / "config.json",
+                         lambda tmp: tmp.write_text(json.dumps(record, indent=2) + "\n"))
+            truncate_log(self.metrics, start)
+        distributed.barrier()
+
+    def close(self) -> None:
+        if self.lock is not None:
+            self.lock.release()
+            self.lock = None
