@@ -288,3 +288,194 @@ def test_prepare_sigkill_then_rerun_equals_uninterrupted(tmp_path):
         assert (tmp_path / "straight" / f).read_bytes() == (tmp_path / "k" / f).read_bytes() or f == "latents.json", f
     a, b = (json.loads((tmp_path / d / "latents.json").read_text()) for d in ("straight", "k"))
     assert {k: v for k, v in a.items() if k != "source"} == {k: v for k, v in b.items() if k != "source"}
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The log agrees with the checkpoints; late failures lose no training
+# ----------------------------------------------------------------------------------------------------------------
+
+def test_deleted_checkpoints_restart_cleanly(tmp_path, reference):
+    """Checkpoints deleted after a finished run: the rerun starts at step 1 and the log holds each step once."""
+    argv = train_argv(tmp_path, "del")
+    assert main(argv + ["--max-train-steps", "4"]) == 0
+    shutil.rmtree(tmp_path / "del" / "checkpoints")
+    assert main(argv) == 0
+    assert_same_run(tmp_path / "del", reference)
+
+
+def test_failing_grid_loses_no_training(tmp_path, monkeypatch, capsys):
+    """The sample grid (optional) fails at the last step: the step's checkpoint is already on disk."""
+    import sra.train.loop as loop
+
+    def broken(*a, **k):
+        raise ValueError("grid failed")
+
+    monkeypatch.setattr(loop, "sample_grid", broken)
+    assert main(train_argv(tmp_path, "g", "--max-train-steps", "2")) == 2
+    assert "grid failed" in capsys.readouterr().err
+    assert load_checkpoint(tmp_path / "g" / "checkpoints" / "0000002.pt")["step"] == 2
+
+
+@pytest.mark.parametrize("where", ["samples", "checkpoints"])
+def test_unwritable_folders_are_refused_before_training(tmp_path, capsys, where):
+    """A file where samples/ or checkpoints/ should be (as root, permissions cannot make a folder unwritable):
+    refused in one line before any step; a resumed run's log and checkpoints are untouched."""
+    argv = train_argv(tmp_path, "u", "--max-train-steps", "3")
+    assert main(argv) == 0
+    run = tmp_path / "u"
+    shutil.rmtree(run / where)
+    (run / where).write_text("in the way")
+    before = {p.name: p.read_bytes() for p in run.rglob("*") if p.is_file() and p.name != ".lock"}
+    assert main(argv[:-2] + ["--max-train-steps", "6"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"sra train: error: {run / where} is a file, not a folder; move it away"]
+    assert {p.name: p.read_bytes() for p in run.rglob("*") if p.is_file() and p.name != ".lock"} == before
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only folders")
+def test_read_only_checkpoints_are_refused_before_training(tmp_path, capsys):
+    argv = train_argv(tmp_path, "ro", "--max-train-steps", "3")
+    assert main(argv) == 0
+    (tmp_path / "ro" / "checkpoints").chmod(0o555)
+    try:
+        assert main(argv[:-2] + ["--max-train-steps", "6"]) == 2
+        assert "cannot write to" in capsys.readouterr().err
+    finally:
+        (tmp_path / "ro" / "checkpoints").chmod(0o755)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Resume checks
+# ----------------------------------------------------------------------------------------------------------------
+
+def test_resume_accepts_the_same_run_however_spelled_and_refuses_other_data(tmp_path, capsys):
+    from PIL import Image
+
+    argv = train_argv(tmp_path, "r", "--max-train-steps", "3")
+    assert main(argv) == 0
+    # The same folder spelled with a trailing slash and with '..': accepted (nothing left to do but the check).
+    for spelled in (f"{tmp_path}/", f"{tmp_path}/r/.."):
+        assert main(train_argv(spelled, "r", "--max-train-steps", "3")) == 0, capsys.readouterr().err
+    # A copied run folder resumes.
+    shutil.copytree(tmp_path / "r", tmp_path / "copy")
+    assert main(train_argv(tmp_path, "copy", "--max-train-steps", "4")) == 0
+    assert load_checkpoint(tmp_path / "copy" / "checkpoints" / "0000004.pt")["step"] == 4
+    # Other data of the same shape: refused, and config.json keeps the data the steps so far were trained on.
+    other = tmp_path / "other"
+    for c in range(10):
+        (other / str(c)).mkdir(parents=True)
+        for i in range(2):
+            Image.fromarray(np.full((8, 8), 20 * c + i, np.uint8)).save(other / str(c) / f"{i}.png")
+    bad = train_argv(tmp_path, "r", "--max-train-steps", "4")
+    bad[bad.index("digits")] = str(other)
+    assert main(bad) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "was trained on --data-dir digits" in err[0]
+    assert json.loads((tmp_path / "r" / "config.json").read_text())["data_dir"] == "digits"
+
+
+def test_run_without_checkpoint_does_not_block_its_corrected_rerun(tmp_path):
+    """Killed at step 1, before any checkpoint: the rerun with another setting starts afresh with a clean log."""
+    p = forked(train_argv(tmp_path, "x", "--t-max", "0.3"), "kill:step:1")
+    p.join()
+    assert p.exitcode == -signal.SIGKILL and json.loads((tmp_path / "x" / "config.json").read_text())
+    assert main(train_argv(tmp_path, "x", "--max-train-steps", "2")) == 0
+    assert [r["step"] for r in rows(tmp_path / "x")] == [1, 2]
+    assert json.loads((tmp_path / "x" / "config.json").read_text())["align"]["t_max"] == 0.2
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Unchecked inputs, tracebacks, messages: one line each, before any work
+# ----------------------------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("args, message", [
+    (["--checkpoint-every", "0"], "--checkpoint-every must be >= 1"),
+    (["--checkpoint-every", "-1"], "--checkpoint-every must be >= 1"),
+    (["--log-every", "0"], "--log-every must be >= 1"),
+    (["--sample-every", "0"], "--sample-every must be >= 1"),
+    (["--sample-steps", "0"], "--sample-steps must be >= 1"),
+    (["--num-classes", "3"], "smaller than the data's 10 classes"),
+    (["--lr-warmup-steps", "-5"], "--lr-warmup-steps must be >= 0"),
+    (["--ema-decay", "1.5"], "--ema-decay must be in [0, 1]"),
+    (["--sra-weight", "nan"], "alignment weight must be a finite number >= 0"),
+    (["--sra-weight", "-1"], "alignment weight must be a finite number >= 0"),
+    (["--max-nonfinite-steps", "-1"], "--max-nonfinite-steps must be >= 0"),
+])
+def test_bad_train_options_are_one_line_before_anything(tmp_path, capsys, args, message):
+    for extra in ([], ["--dry-run"]):
+        assert main(train_argv(tmp_path, "b", *args, *extra)) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and message in err[0], err
+    assert not (tmp_path / "b").exists()
+
+
+def test_non_square_images_are_refused(tmp_path, capsys):
+    from PIL import Image
+
+    for c in ("a", "b"):
+        (tmp_path / "img" / c).mkdir(parents=True)
+        Image.fromarray(np.zeros((8, 12), np.uint8)).save(tmp_path / "img" / c / "0.png")
+    argv = train_argv(tmp_path, "n")
+    argv[argv.index("digits")] = str(tmp_path / "img")
+    assert main(argv) == 2
+    assert "8x12 pixels; the model takes square inputs" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["prepare", "/nonexistent/src", "/tmp/x", "--dry-run"], "source /nonexistent/src does not exist"),
+    (["prepare", ".", "/tmp/x", "--chunk-size", "0", "--dry-run"], "must be positive"),
+    (["bench", "--batch-size", "0", "--dry-run"], "batch size, input size"),
+    (["bench", "--block-out-s", "9", "--dry-run"], "comes after teacher block"),
+])
+def test_dry_runs_validate(capsys, argv, message):
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and message in err[0], err
+
+
+def test_sampling_and_probe_inputs(tmp_path, reference, capsys):
+    ckpt = reference / "checkpoints" / f"{STEPS:07d}.pt"
+    cases = [
+        (["sample", str(ckpt), "--cfg-scale", "nan", "--steps", "1"], "cfg scale must be >= 1"),
+        (["generate", str(ckpt), "--output-dir", str(tmp_path / "o"), "--cfg-scale", "nan"], "cfg scale must be >= 1"),
+        (["sample", str(ckpt), "--num-images", "100000000", "--steps", "1"], "too large (at most 1024)"),
+        (["probe", str(ckpt), "--max-train", "-5"], "--max-train and --max-test must be >= 0"),
+        (["probe", str(ckpt), "--batch-size", "0"], "--batch-size >= 1"),
+        # an output path that is a folder, or lies under a file
+        (["sample", str(ckpt), "--steps", "1", "--num-images", "1", "--output", str(tmp_path)], "it is a folder"),
+        (["sample", str(ckpt), "--steps", "1", "--num-images", "1", "--output", str(ckpt / "x.png")],
+         "Not a directory"),
+        (["generate", str(ckpt), "--output-dir", str(ckpt), "--steps", "1"], "is a file"),
+    ]
+    for argv, message in cases:
+        assert main(argv) == 2, argv
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and message in err[0], (argv, err)
+
+
+def test_config_json_that_is_not_an_object(tmp_path, capsys):
+    (tmp_path / "j").mkdir()
+    (tmp_path / "j" / "config.json").write_text("[1, 2]")
+    assert main(train_argv(tmp_path, "j")) == 2
+    assert "config.json is not a JSON object" in capsys.readouterr().err
+
+
+def test_unreadable_checkpoints_get_plain_words(tmp_path, capsys):
+    """Junk and pickles of arbitrary objects: one line each, no torch advice to load with weights_only=False."""
+    import pickle
+
+    (tmp_path / "junk.pt").write_bytes(b"hello world, this is not a checkpoint" * 10)
+    with open(tmp_path / "obj.pt", "wb") as f:
+        pickle.dump({"model": {}, "x": np.random.default_rng(0)}, f)
+    for name, words in (("junk.pt", "not a PyTorch checkpoint, or a truncated one"),
+                        ("obj.pt", "not loaded, since unpickling them could run code")):
+        assert main(["sample", str(tmp_path / name)]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and words in err[0] and "weights_only" not in err[0], err
+
+
+def test_help_shows_no_none_defaults(capsys):
+    for command in ("train", "prepare", "bench", "probe", "pca", "generate", "sample"):
+        with pytest.raises(SystemExit):
+            main([command, "--help"])
+        assert "(default: None)" not in capsys.readouterr().out, command

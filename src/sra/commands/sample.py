@@ -95,6 +95,10 @@ def run(args) -> int:
     from ..data.grid import save_grid
     from ..generate import check_classes, image_labels, load_for_sampling, make_decoder, sample_images
 
+    count = len(args.classes or []) * args.per_class if args.classes else args.num_images
+    if count > MAX_GRID:
+        raise ValueError(f"a grid of {count} images is too large (at most {MAX_GRID}); use `sra generate` for many "
+                         "images")
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     torch.backends.cuda.matmul.allow_tf32 = args.tf32
     loaded = load_for_sampling(args.checkpoint, model_name=args.model, input_size=args.input_size,
@@ -111,9 +115,6 @@ def run(args) -> int:
             raise ValueError(f"--num-images must be >= 1 (got {args.num_images})")
         labels = image_labels(args.seed, range(args.num_images), loaded.model.num_classes)
         nrow = math.ceil(math.sqrt(args.num_images))
-    if len(labels) > MAX_GRID:
-        raise ValueError(f"a grid of {len(labels)} images is too large (at most {MAX_GRID}); use `sra generate` for "
-                         "many images")
     x = sample_images(loaded, opts, args.seed, range(len(labels)), labels, decode)
     save_grid(x, args.output, nrow=nrow, scale=args.scale or max(1, 128 // x.shape[-1]))
     print(f"wrote {args.output} ({len(labels)} images, {opts.mode} {opts.num_steps} steps, cfg {opts.cfg_scale})")

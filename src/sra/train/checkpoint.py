@@ -10,6 +10,7 @@ import argparse
 import os
 import pickle
 import re
+import warnings
 import zipfile
 from pathlib import Path
 
@@ -49,7 +50,8 @@ def load_checkpoint(path: str | os.PathLike, map_location="cpu") -> dict:
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} does not exist")
     try:
-        with torch.serialization.safe_globals([argparse.Namespace]):
+        with torch.serialization.safe_globals([argparse.Namespace]), warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # torch's pickle-protocol notes about foreign files
             obj = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as e:  # truncated zip, foreign pickle, ...
         raise CheckpointError(f"cannot read checkpoint {path}: {unreadable_reason(e)}") from None
