@@ -28,9 +28,9 @@ class NonFiniteGuard:
 
     def update(self, nonfinite: torch.Tensor) -> None:
         """Count one step; `nonfinite` is a 0-dim bool tensor on the device (no host sync here)."""
-        self.streak = torch.where(nonfinite, self.streak + 1, torch.zeros_like(self.streak))
-        self.peak = torch.maximum(self.peak, self.streak)
-        self.total = self.total + nonfinite
+        self.streak.add_(1).mul_(nonfinite)  # +1 on a non-finite step, back to 0 on a finite one; in place
+        torch.maximum(self.peak, self.streak, out=self.peak)
+        self.total.add_(nonfinite)
 
     def state_dict(self) -> dict:
         return {"streak": int(self.streak), "total": int(self.total)}
