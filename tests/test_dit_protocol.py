@@ -86,3 +86,64 @@ def test_all_channel_guidance_is_the_standard_rule_and_differs(dit):
     assert (ours_all - ours_dit)[:, 3].abs().max() > 1e-2  # channel 3 is where the two rules differ
     with pytest.raises(ValueError, match="cfg_channels"):
         sample(dit, z, y, method="ddim", num_steps=10, cfg_scale=4.0, cfg_channels="eps")
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Training defaults per family and the released epoch decay
+# ----------------------------------------------------------------------------------------------------------------
+
+def released_align_factor(family, distance, epoch, resolution):
+    """The factor on the mean alignment loss in the released train.py files, written out: SiT-SRA multiplies cos by
+    0.5 and every other distance by 2 * 0.1 ** (...), DiT-SRA (smooth-L1 only) by 0.4 * 0.1 ** (...)."""
+    if family == "SiT" and distance == "cos":
+        return 0.5
+    base = 2 if family == "SiT" else 0.4
+    if resolution == 256:
+        return base * (0.1 ** (((epoch - 149) / 1000 + 1) if epoch > 149 else 1))
+    return base * (0.1 ** (((epoch - 99) / 800 + 1) if epoch > 99 else 1))
+
+
+@pytest.mark.parametrize("model, distance", [("DiT-XL/2", None), ("SiT-XL/2", None), ("SiT-XL/2", "sml1")])
+@pytest.mark.parametrize("latent_side, resolution", [(32, 256), (64, 512)])
+def test_family_defaults_and_epoch_decay_are_the_released_codes(model, distance, latent_side, resolution):
+    from sra.train import TrainConfig
+
+    cfg = TrainConfig(model=model)
+    if distance:
+        cfg.align.distance = distance
+    cfg = cfg.resolve((4, latent_side, latent_side), 1000)
+    family = model[:3]
+    want_distance = distance or ("sml1" if family == "DiT" else "cos")
+    assert cfg.align.distance == want_distance
+    for epoch in list(range(0, 1700, 37)) + [99, 100, 149, 150]:
+        want = released_align_factor(family, want_distance, epoch, resolution)
+        got = cfg.align.effective_weight(epoch, cfg.input_size)
+        assert got == pytest.approx(want, rel=1e-12), (epoch, got, want)
+
+
+def test_explicit_alignment_options_win_over_the_family_defaults():
+    from sra.train import TrainConfig
+
+    cfg = TrainConfig(model="DiT-B/2")
+    cfg.align.distance, cfg.align.legacy_epoch_decay = "cos", None
+    a = cfg.resolve((4, 32, 32), 1000).align
+    assert (a.distance, a.weight, a.legacy_epoch_decay) == ("cos", 0.5, False)
+    cfg = TrainConfig(model="DiT-B/2")
+    cfg.align.weight, cfg.align.legacy_epoch_decay = 0.1, False
+    a = cfg.resolve((4, 32, 32), 1000).align
+    assert (a.distance, a.weight, a.legacy_epoch_decay) == ("sml1", 0.1, False)
+    assert a.effective_weight(900, 32) == 0.1
+
+
+def test_cli_dry_run_shows_dit_defaults(capsys):
+    import json
+
+    from sra.cli import main
+
+    assert main(["train", "--model", "DiT-T/4", "--data-dir", "digits", "--dry-run"]) == 0
+    align = json.loads(capsys.readouterr().out)["align"]
+    assert (align["distance"], align["weight"], align["legacy_epoch_decay"]) == ("sml1", 0.04, True)
+    assert main(["train", "--model", "DiT-T/4", "--data-dir", "digits", "--no-legacy-epoch-decay", "--loss-type",
+                 "l2", "--dry-run"]) == 0
+    align = json.loads(capsys.readouterr().out)["align"]
+    assert (align["distance"], align["weight"], align["legacy_epoch_decay"]) == ("l2", 0.04, False)

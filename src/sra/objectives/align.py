@@ -18,9 +18,12 @@ TEACHERS = ("ema", "online")
 
 @dataclass(kw_only=True)
 class AlignConfig:
-    weight: float = option(0.5, flag="--sra-weight", help="alignment weight lambda; 0 = plain training, no teacher forward")
-    distance: str = option("cos", flag="--loss-type", choices=DISTANCES,
-                           help="alignment distance: cos (1 - cosine per token), sml1 (smooth-L1, beta 0.05), l1, l2")
+    weight: float | None = option(0.5, flag="--sra-weight",
+                                  help="alignment weight lambda; 0 = plain training, no teacher forward (unset: 0.5 "
+                                       "with cos; else 0.2 for SiT, 0.04 for DiT, as the released code)")
+    distance: str | None = option("cos", flag="--loss-type", choices=DISTANCES,
+                                  help="alignment distance: cos (1 - cosine per token), sml1 (smooth-L1, beta 0.05), "
+                                       "l1, l2 (unset: cos for SiT, sml1 for DiT, as the released code)")
     block_out_s: int = option(3, help="student tokens after this many blocks (1-indexed; 0: the paper's per-size default)")
     block_out_t: int = option(8, help="teacher tokens after this many blocks, >= the student's (1-indexed; 0: the "
                                       "paper's per-size default)")
@@ -32,8 +35,9 @@ class AlignConfig:
     teacher: str = option("ema", choices=TEACHERS, help="teacher network: the EMA (paper) or the online model (no grad)")
     teacher_bf16: bool | None = option(True, help="run the teacher under bf16 autocast, its tokens are only a target "
                                                   "(unset: on where bf16 is native: CUDA, AVX512-BF16/AMX CPUs)")
-    legacy_epoch_decay: bool = option(False, help="the authors' smooth-L1 schedule: weight x0.1 per 1000 epochs "
-                                                  "after epoch 149")
+    legacy_epoch_decay: bool | None = option(False, help="the released code's decay of lambda: x0.1 per 1000 epochs "
+                                                         "after epoch 149 at 256 px (inputs up to 32), per 800 after "
+                                                         "epoch 99 at 512 px (unset: on except with cos)")
 
     @property
     def active(self) -> bool:
@@ -57,11 +61,21 @@ class AlignConfig:
         if not 0.0 <= self.t_max <= 1.0:
             raise ValueError(f"t_max must be in [0, 1] (got {self.t_max})")
 
-    def effective_weight(self, epoch: int = 0) -> float:
-        """lambda, or the authors' legacy epoch schedule 0.2 * 0.1 ** ((epoch - 149) / 1000) after epoch 149."""
-        if not self.legacy_epoch_decay or epoch <= 149:
+    def effective_weight(self, epoch: int = 0, input_size: int = 32) -> float:
+        """lambda, or with legacy_epoch_decay the released code's schedule lambda * 0.1 ** ((epoch - E) / D) after
+        epoch E (0-based epochs), with (E, D) from the resolution as the released SiT-SRA and DiT-SRA train.py pick
+        them: (149, 1000) at 256 px, (99, 800) at 512 px (see `legacy_decay_constants`)."""
+        start, span = legacy_decay_constants(input_size)
+        if not self.legacy_epoch_decay or epoch <= start:
             return self.weight
-        return self.weight * 0.1 ** ((epoch - 149) / 1000)
+        return self.weight * 0.1 ** ((epoch - start) / span)
+
+
+def legacy_decay_constants(input_size: int) -> tuple[int, int]:
+    """(first epoch of the decay, epochs per factor 10) of the released schedule, from the model's input side: up to
+    32 (256 px through the SD-VAE, and every smaller input) the 256-px constants, above (64 = 512 px) the 512-px ones
+    (the released code: `if resolution == 256 ... else ...`)."""
+    return (149, 1000) if input_size <= 32 else (99, 800)
 
 
 def token_distance(pred: torch.Tensor, target: torch.Tensor, kind: str) -> torch.Tensor:

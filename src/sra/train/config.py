@@ -54,8 +54,9 @@ class TrainConfig:
     ema_warmup: bool | None = option(None, help="cap the decay at (1+n)/(10+n) at step n (unset: on for *-T presets)")
     # -- objective (0 blocks / unset precision: the preset's default)
     flow: FlowConfig = option(group="objective", help="SiT path and training times", factory=FlowConfig)
-    align: AlignConfig = option(help="the SRA term", factory=lambda: AlignConfig(block_out_s=0, block_out_t=0,
-                                                                                  teacher_bf16=None))
+    align: AlignConfig = option(help="the SRA term", factory=lambda: AlignConfig(
+        block_out_s=0, block_out_t=0, teacher_bf16=None, weight=None, distance=None, legacy_epoch_decay=None))
+    # (unset weight / distance / decay: the family's, see `align_defaults`)
     mix: MixConfig = option(help="token groups: dual-timestep scheduling, attention separation (objectives.dts)",
                             factory=MixConfig)
     repa: RepaConfig = option(help="REPA: alignment to a frozen external encoder (objectives.repa)", factory=RepaConfig)
@@ -132,6 +133,7 @@ class TrainConfig:
         if c.repa.active:
             from ..objectives.repa import REPA_BLOCKS
             c.repa.block = c.repa.block or REPA_BLOCKS[size]
+        align_defaults(c.align, family)
         c.validate()
         return c
 
@@ -195,6 +197,20 @@ class TrainConfig:
 
 # Fields that may change between a run and its resumption (they do not change the math).
 RESUMABLE_CHANGES = {f.name for f in dataclasses.fields(TrainConfig) if f.metadata.get("resumable")}
+
+
+def align_defaults(align: AlignConfig, family: str) -> None:
+    """Fill the unset (None) distance, weight and decay as the released code trains each family:
+    SiT (SiT-SRA train.py): cosine with lambda 0.5, no decay (the authors' recommendation); with smooth-L1 (or l1/l2)
+        2 x 0.1 = 0.2 with the epoch decay (the paper's setting).
+    DiT (DiT-SRA train.py, smooth-L1 only): 0.4 x 0.1 = 0.04 with the epoch decay; the released code multiplies
+        its DiT term by 0.4 where SiT's has 2, so DiT's lambda is a fifth of SiT's."""
+    if align.distance is None:
+        align.distance = "cos" if family == "SiT" else "sml1"
+    if align.weight is None:
+        align.weight = 0.5 if align.distance == "cos" else (0.2 if family == "SiT" else 0.04)
+    if align.legacy_epoch_decay is None:
+        align.legacy_epoch_decay = align.distance != "cos"
 
 
 def config_differences(old: dict, new: dict) -> list[str]:

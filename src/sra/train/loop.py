@@ -256,7 +256,7 @@ def train_in(cfg: TrainConfig, ctx, dataset, folder: RunFolder, signals: StopSig
         gen = distributed.generator(distributed.step_seed(cfg.seed, step), ctx.device)
         draws = objective.draw(cfg.batch_size, sample_shape, ctx.device, gen)
         posterior_gen = distributed.generator(distributed.step_seed(cfg.seed, step, 2 + ctx.rank), ctx.device)
-        weight = cfg.align.effective_weight(schedule.epoch(step))
+        weight = cfg.align.effective_weight(schedule.epoch(step), cfg.input_size)
 
         # 6. Forward/backward over the micro-batches; gradients sync on the last one only.
         micro = cfg.batch_size // (ctx.world_size * cfg.grad_accum)
