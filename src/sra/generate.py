@@ -185,7 +185,8 @@ def make_decoder(loaded: LoadedModel, latent_store: str | None = None,
         raise ValueError(f"the model works on {c}-channel latents and no VAE is known to decode them ({e}); pass "
                          "--vae DIR (a diffusers AutoencoderKL folder such as sd-vae-ft-ema, or a repo id in the local "
                          "Hugging Face cache), set SRA_VAE, or give the `sra prepare` store as --latent-store") from None
-    info = vae_info(net, name or DEFAULT_VAE)
+    name = name or DEFAULT_VAE
+    info = vae_info(net, name)
     if info["latent_channels"] != c:
         raise ValueError(f"the VAE {name} makes {info['latent_channels']}-channel latents but the model takes {c}")
     return lambda x: decode_latents(net, x.float() / info["scaling_factor"])
