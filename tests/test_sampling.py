@@ -150,7 +150,7 @@ def class_gaussian_field(path, mus=(1.0, -0.5, 0.3, 0.0), s0=0.5):
 def reference_sde(fn, path, noise, y, num_steps, cfg_scale, high, generator, g_of_t):
     """The released SRA/REPA Euler-Maruyama sampler written out: diffusion g = g_of_t(t) (theirs: 2 t), drift
     d = v - g/2 * score per branch, CFG on d inside [0, high], x += d dt + sqrt(g) sqrt(|dt|) eps; last step d dt."""
-    t_steps = torch.cat([torch.linspace(1.0, 0.04, num_steps, dtype=torch.float64), torch.zeros(1, dtype=torch.float64)])
+    t_steps = torch.linspace(1.0, 0.04, num_steps, dtype=torch.float64).tolist() + [0.0]
     null = torch.full_like(y, 3)
     x = noise.double()
     for i in range(num_steps):

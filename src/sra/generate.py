@@ -184,7 +184,8 @@ def make_decoder(loaded: LoadedModel, latent_store: str | None = None,
             raise
         raise ValueError(f"the model works on {c}-channel latents and no VAE is known to decode them ({e}); pass "
                          "--vae DIR (a diffusers AutoencoderKL folder such as sd-vae-ft-ema, or a repo id in the local "
-                         "Hugging Face cache), set SRA_VAE, or give the `sra prepare` store as --latent-store") from None
+                         "Hugging Face cache), set SRA_VAE, or give the `sra prepare` store as "
+                         "--latent-store") from None
     name = name or DEFAULT_VAE
     info = vae_info(net, name)
     if info["latent_channels"] != c:

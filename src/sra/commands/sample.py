@@ -6,8 +6,8 @@ import math
 
 MAX_GRID = 1024  # images in one `sra sample` grid (all are sampled in one batch and held in memory)
 PROTOCOL_NOTE = ("Defaults reproduce the authors' evaluation protocol: SiT: SDE, 250 steps, CFG 1.8 in the guidance "
-                 "interval [0, 0.7] (SRA/REPA, ImageNet 256 px); DiT: 250 respaced DDPM steps, CFG 1.5 on epsilon channels "
-                 "0-2 (DiT's forward_with_cfg).")
+                 "interval [0, 0.7] (SRA/REPA, ImageNet 256 px); DiT: 250 respaced DDPM steps, CFG 1.5 on epsilon "
+                 "channels 0-2 (DiT's forward_with_cfg).")
 
 
 def class_list(text: str) -> list[int]:
