@@ -46,7 +46,8 @@ RECIPES = {
         "arXiv 2505.02831 DiT-XL/2 + SRA (layers 8 -> 16); authors' DiT-SRA train.py defaults (fp16, smooth-L1, "
         "~800 epochs)",
         {"model": "DiT-XL/2", **_IN256, "max_train_steps": 800 * _EPOCH_STEPS,
-         "align": {**_PAPER_ALIGN, "block_out_s": 8, "block_out_t": 16}},
+         "align": {**_PAPER_ALIGN, "weight": 0.04, "legacy_epoch_decay": True, "block_out_s": 8,
+                   "block_out_t": 16}},  # DiT-SRA's factor 0.4 x 0.1, not SiT's 2 x 0.1
         data="latent store of ImageNet at 256 px (`sra prepare IMAGENET/train DIR --resolution 256`)"),
 }
 
