@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 import torch
 
+from ..options import option
 from ..transport.path import path_coefficients, sample_time
 
 TEACHER_TIMES = ("sra", "self_flow", "same")
@@ -23,15 +24,21 @@ TEACHER_TIMES = ("sra", "self_flow", "same")
 
 @dataclass(kw_only=True)
 class MixConfig:
-    mask_ratio: tuple[float, ...] = (0.0,)  # token-group shares per image: one r in (0, 1) -> groups (r, 1 - r); several
-                                            # values are normalised to sum 1; 0 (or >= 1): one group, i.e. plain SRA
-    dual_time_scheduling: bool = True     # each group at its own time (off: every group at group 0's time)
-    attention_separation: bool = True     # tokens attend only within their group (student, and teacher with the mask)
-    teacher_t: str = "sra"                # sra: t_g - U(0, t_max) per group; self_flow: the lowest group time;
-                                          # same: exactly the student's input
-    teacher_mask: bool = True             # teacher sees the same groups (off: the whole image at the lowest time;
-                                          # self_flow only, as the authors' code)
-    full_sample_prob: float = 0.0         # chance that a two-group sample is one group instead (all tokens in group 1)
+    mask_ratio: tuple[float, ...] = option(
+        (0.0,), metavar="R",
+        group="token groups: dual-time scheduling and attention separation (SiT; flags as the authors' SiT-SRA_DTS_AS)",
+        help="token-group shares per image: one R in (0, 1) gives groups R, 1 - R (the authors' recipe: 0.25); several "
+             "values (0.5 0.3 0.2) are normalised to sum 1; 0 or >= 1: one group, i.e. plain SRA")
+    dual_time_scheduling: bool = option(True, help="each token group at its own time t_g (off: all groups share one t)")
+    attention_separation: bool = option(True, help="tokens attend only within their group (the student, and the "
+                                                   "teacher with the teacher mask)")
+    teacher_t: str = option("sra", choices=TEACHER_TIMES,
+                            help="teacher time: sra (t_g - U(0, t_max) per group), self_flow (the lowest group time), "
+                                 "same (exactly the student's input)")
+    teacher_mask: bool = option(True, help="the teacher sees the same groups (--no-teacher-mask: the whole image at "
+                                           "the lowest time, full attention; self_flow only, as the authors' code)")
+    full_sample_prob: float = option(0.0, help="probability that a two-group sample is one group instead (all its "
+                                               "tokens in group 1)")
 
     def ratios(self) -> list[float]:
         """Group shares, normalised as the authors' code does: one value r gives [r, 1 - r] (or [1] when r is 0 or

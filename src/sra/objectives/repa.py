@@ -8,17 +8,22 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from ..options import option
+
 # REPA's student block (their --encoder-depth) per model size: SiT-B 4, SiT-L/XL 8 (paper, Sec. 4); tiny: 2.
 REPA_BLOCKS = {"T": 2, "S": 4, "B": 4, "L": 8, "XL": 8}
 
 
 @dataclass(kw_only=True)
 class RepaConfig:
-    weight: float = 0.0                   # REPA's lambda (their --proj-coeff; paper 0.5); 0: off
-    encoder: str | None = None            # 'fmnist' (the FD-FMNIST classifier) or a local DINOv2 folder; latent data
-                                          # needs the features stored by `sra prepare --encoder`
-    block: int = 0                        # student tokens after this many blocks (1-indexed); 0: REPA's per-size choice
-    projector_dim: int = 2048             # hidden width of REPA's MLP projector
+    weight: float = option(0.0, flag="--repa-weight", group="REPA: alignment to a frozen external encoder (SiT)",
+                           help="REPA's lambda (their --proj-coeff; 0.5 in the paper); 0: off")
+    encoder: str | None = option(None, flag="--repa-encoder", metavar="DIR",
+                                 help="'fmnist' (the FD-FMNIST classifier) or a local DINOv2 folder (transformers); "
+                                      "latent stores need the features stored by `sra prepare --encoder`")
+    block: int = option(0, flag="--repa-block", help="student tokens after this many blocks (their --encoder-depth; "
+                                                     "0: 4 for S/B, 8 for L/XL, 2 for the tiny preset)")
+    projector_dim: int = option(2048, help="hidden width of REPA's MLP projector")
 
     @property
     def active(self) -> bool:
