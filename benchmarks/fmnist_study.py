@@ -621,6 +621,10 @@ def report(opts) -> None:
           "OMP_NUM_THREADS=1 sra train --output-dir runs/study --exp-name sra-s0 --max-train-steps 1200 --seed 0 \\",
           "    --checkpoint-every 300 --sample-every 1200 --block-out-s 2 --block-out-t 4 --sra-weight 0.5 \\",
           f"    --ema-half-life-kimg {H:g} --no-ema-warmup",
+          "# the family's runs add to that command (with their own --exp-name):",
+          "#   SRA + DTS + AS: --mask-ratio 0.25          DTS + AS alone: --mask-ratio 0.25 --sra-weight 0",
+          "#   Self-Flow teacher: --mask-ratio 0.25 --teacher-t self_flow --no-teacher-mask",
+          "#   REPA: --sra-weight 0 --repa-weight 0.5 --repa-encoder fmnist --repa-block 2 --projector-dim 256",
           "# smoke test (~2 min when the machine is free)",
           "python benchmarks/fmnist_study.py --quick --runs-dir /tmp/q/runs --results /tmp/q/r.jsonl --docs-dir /tmp/q/docs",
           "```", ""]
