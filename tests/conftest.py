@@ -34,3 +34,14 @@ def randomize_zero_layers(model, seed=0):
             if name != "pos_embed":
                 p.copy_(torch.randn(p.shape, generator=g) * 0.05)
     return model
+
+
+def save_tiny_vae(path, sample_size: int = 32):
+    """A tiny diffusers AutoencoderKL (3 -> 4 latent channels, downsampling 2, seed 0) saved as a folder at `path`."""
+    from diffusers import AutoencoderKL
+
+    torch.manual_seed(0)
+    AutoencoderKL(in_channels=3, out_channels=3, down_block_types=("DownEncoderBlock2D",) * 2,
+                  up_block_types=("UpDecoderBlock2D",) * 2, block_out_channels=(8, 16), latent_channels=4,
+                  norm_num_groups=4, sample_size=sample_size, layers_per_block=1).save_pretrained(path)
+    return path

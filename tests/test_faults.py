@@ -262,13 +262,11 @@ def test_prepare_sigkill_then_rerun_equals_uninterrupted(tmp_path):
     """A tiny VAE; the child is killed between a chunk's rows and its commit mark; the rerun's store equals an
     uninterrupted one byte for byte."""
     pytest.importorskip("diffusers")
-    from diffusers import AutoencoderKL
     from PIL import Image
 
-    torch.manual_seed(0)
-    AutoencoderKL(in_channels=3, out_channels=3, down_block_types=("DownEncoderBlock2D",) * 2,
-                  up_block_types=("UpDecoderBlock2D",) * 2, block_out_channels=(8, 16), latent_channels=4,
-                  norm_num_groups=4, sample_size=16, layers_per_block=1).save_pretrained(tmp_path / "vae")
+    from conftest import save_tiny_vae
+
+    save_tiny_vae(tmp_path / "vae", sample_size=16)
     rng = np.random.default_rng(0)
     for c in ("a", "b"):
         (tmp_path / "img" / c).mkdir(parents=True)

@@ -15,21 +15,14 @@ from sra.data import DataError, load_dataset  # noqa: E402
 from sra.data.latents import ReferenceLatents, is_latent_store, open_latent_store  # noqa: E402
 from sra.data.prepare import PrepareConfig, center_crop_adm, prepare  # noqa: E402
 from sra.data.vae import encode_moments, load_vae  # noqa: E402
+from conftest import save_tiny_vae  # noqa: E402
 
 RES = 16  # image side; the tiny VAE halves it -> latents 4 x 8 x 8
 
 
 @pytest.fixture(scope="module")
 def vae_dir(tmp_path_factory):
-    from diffusers import AutoencoderKL
-
-    torch.manual_seed(0)
-    vae = AutoencoderKL(in_channels=3, out_channels=3, down_block_types=("DownEncoderBlock2D",) * 2,
-                        up_block_types=("UpDecoderBlock2D",) * 2, block_out_channels=(8, 16), latent_channels=4,
-                        norm_num_groups=4, sample_size=32, layers_per_block=1)
-    path = tmp_path_factory.mktemp("vae") / "tiny-vae"
-    vae.save_pretrained(path)
-    return path
+    return save_tiny_vae(tmp_path_factory.mktemp("vae") / "tiny-vae")
 
 
 @pytest.fixture(scope="module")

@@ -118,12 +118,10 @@ def test_latent_model_without_vae_is_a_clear_error(tmp_path):
 
 
 def test_cli_pca_on_a_latent_model_encodes_with_the_vae(tmp_path):
-    diffusers = pytest.importorskip("diffusers")
-    torch.manual_seed(0)
-    vae = diffusers.AutoencoderKL(in_channels=3, out_channels=3, down_block_types=("DownEncoderBlock2D",) * 2,
-                                  up_block_types=("UpDecoderBlock2D",) * 2, block_out_channels=(8, 16),
-                                  latent_channels=4, norm_num_groups=4, sample_size=16, layers_per_block=1)
-    vae.save_pretrained(tmp_path / "vae")
+    pytest.importorskip("diffusers")
+    from conftest import save_tiny_vae
+
+    save_tiny_vae(tmp_path / "vae", sample_size=16)
     model = build_model("DiT-T/4", input_size=8, in_channels=4, num_classes=3, depth=2)  # latents 4x8x8 <- 16 px
     torch.save({"ema": model.state_dict()}, tmp_path / "dit.pt")
     Image.new("RGB", (40, 30), "orange").save(tmp_path / "a.jpg")

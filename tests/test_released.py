@@ -12,7 +12,7 @@ import pytest
 import torch
 
 import sra
-from conftest import randomize_zero_layers
+from conftest import randomize_zero_layers, save_tiny_vae
 from sra.cli import main
 from sra.generate import SamplerOptions, image_generators, image_labels, sample_model_space
 from sra.models import load_model
@@ -24,13 +24,7 @@ STEPS = ["--steps", "3", "--no-progress"]
 @pytest.fixture(scope="module")
 def vae_dir(tmp_path_factory) -> Path:
     """A tiny AutoencoderKL (4 latent channels, downsampling 2) saved as a diffusers folder."""
-    torch.manual_seed(0)
-    vae = diffusers.AutoencoderKL(in_channels=3, out_channels=3, down_block_types=("DownEncoderBlock2D",) * 2,
-                                  up_block_types=("UpDecoderBlock2D",) * 2, block_out_channels=(8, 16),
-                                  latent_channels=4, norm_num_groups=4, sample_size=8, layers_per_block=1)
-    path = tmp_path_factory.mktemp("vae") / "tiny-vae"
-    vae.save_pretrained(path)
-    return path
+    return save_tiny_vae(tmp_path_factory.mktemp("vae") / "tiny-vae", sample_size=8)
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,7 @@ from PIL import Image
 from sra.objectives import AlignConfig, FlowConfig, FlowObjective, RepaConfig
 from sra.objectives.repa import repa_term
 from sra.train import TrainConfig, train
-from conftest import randomize_zero_layers, tiny_model
+from conftest import randomize_zero_layers, save_tiny_vae, tiny_model
 
 pytest.importorskip("transformers")
 pytest.importorskip("diffusers")
@@ -92,15 +92,7 @@ def test_dinov2_encoder_follows_repas_preprocessing(dino_dir):
 
 @pytest.fixture(scope="module")
 def vae_dir(tmp_path_factory):
-    from diffusers import AutoencoderKL
-
-    torch.manual_seed(0)
-    vae = AutoencoderKL(in_channels=3, out_channels=3, down_block_types=("DownEncoderBlock2D",) * 2,
-                        up_block_types=("UpDecoderBlock2D",) * 2, block_out_channels=(8, 16), latent_channels=4,
-                        norm_num_groups=4, sample_size=32, layers_per_block=1)
-    path = tmp_path_factory.mktemp("vae") / "tiny-vae"
-    vae.save_pretrained(path)
-    return path
+    return save_tiny_vae(tmp_path_factory.mktemp("vae") / "tiny-vae")
 
 
 @pytest.fixture(scope="module")
