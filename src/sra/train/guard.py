@@ -35,9 +35,9 @@ class NonFiniteGuard:
     def state_dict(self) -> dict:
         return {"streak": int(self.streak), "total": int(self.total)}
 
-    def check(self, step: int, modules, last_good: Path | None) -> int:
-        """Raise Stopped if the run diverged by `step`; returns the total of non-finite steps (one host sync)."""
-        peak, total = int(self.peak), int(self.total)
+    def check(self, step: int, modules, last_good: Path | None) -> None:
+        """Raise Stopped if the run diverged by `step` (one host sync)."""
+        peak = int(self.peak)
         self.peak = self.streak.clone()
         keep = f"the last good checkpoint is {last_good}" if last_good else "no checkpoint was written"
         finite = torch.stack([torch.isfinite(local(p)).all() for m in modules for p in m.parameters()]).all()
@@ -49,7 +49,6 @@ class NonFiniteGuard:
             raise Stopped(f"training diverged: {peak} consecutive steps with a non-finite loss or gradient by step "
                           f"{step} (limit --max-nonfinite-steps {self.limit}; lower --lr or use bf16); {keep}",
                           DIVERGED_EXIT)
-        return total
 
 
 def local(p: torch.Tensor) -> torch.Tensor:

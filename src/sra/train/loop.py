@@ -220,7 +220,7 @@ def train_in(cfg: TrainConfig, ctx, dataset, folder: RunFolder, signals: StopSig
         from ..evaluation.fmnist import evaluate_fmnist_for_training, fmnist_scorer
         if ctx.is_main:
             fmnist_scorer(ctx.device)  # train/cache the classifier now, not in the middle of the run
-    t_log, skipped = time.perf_counter(), guard.state_dict()["total"]
+    t_log = time.perf_counter()
 
     def write_row(row: dict) -> None:
         if metrics:
@@ -300,8 +300,7 @@ def train_in(cfg: TrainConfig, ctx, dataset, folder: RunFolder, signals: StopSig
             row = {k: float(distributed.all_reduce_mean(torch.as_tensor(v, device=ctx.device).float())) / n
                    for k, v in sorted(stats.items())}
             elapsed = time.perf_counter() - t_log
-            skipped = int(guard.total)
-            row.update(step=done, lr=lr, align_weight=weight, skipped_steps=skipped,
+            row.update(step=done, lr=lr, align_weight=weight, skipped_steps=int(guard.total),
                        images_per_s=n * cfg.batch_size / max(elapsed, 1e-9))
             row["loss"] = float(combine({k: torch.tensor(row[k]) for k in ("denoise", "vb", "align", "repa")
                                          if k in row}, weight, cfg.repa.weight))
@@ -312,7 +311,7 @@ def train_in(cfg: TrainConfig, ctx, dataset, folder: RunFolder, signals: StopSig
             stats, t_log = {}, time.perf_counter()
         t_extra = time.perf_counter()  # time spent outside training steps is not in images/s
         if log_step or ckpt_step or stop:
-            skipped = guard.check(done, (model, ema), last_good)
+            guard.check(done, (model, ema), last_good)
         if ckpt_step or stop:
             last_good = checkpoint(done)
         if stop:
@@ -338,6 +337,6 @@ def train_in(cfg: TrainConfig, ctx, dataset, folder: RunFolder, signals: StopSig
     tracker.close()
     if metrics:
         metrics.close()
-    if int(skipped):
-        distributed.print0(f"skipped {int(skipped)} steps with a non-finite loss or gradient")
+    if int(guard.total):
+        distributed.print0(f"skipped {int(guard.total)} steps with a non-finite loss or gradient")
     return run
