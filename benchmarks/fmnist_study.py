@@ -179,7 +179,7 @@ def probe_run(run: Run, step: int, opts) -> None:
     from sra.commands.probe import split_data
     from sra.evaluation.probe import linear_probe, sample_indices
     from sra.models.loading import load_model
-    from sra.train.checkpoint import checkpoint_path
+    from sra.checkpoint import checkpoint_path
 
     t0 = time.perf_counter()
     loaded = load_model(checkpoint_path(Path(opts.runs_dir) / run.name, step))
@@ -216,7 +216,7 @@ def run_one(run: Run, opts) -> None:
     from sra.evaluation.fmnist import evaluate_fmnist_for_training
     from sra.models.loading import load_model
     from sra.train import train
-    from sra.train.checkpoint import checkpoint_path, latest_checkpoint
+    from sra.checkpoint import checkpoint_path, latest_checkpoint
 
     run_dir = Path(opts.runs_dir) / run.name
     results = Path(opts.results)
@@ -600,7 +600,7 @@ def report(opts) -> None:
     L += ema_section(rows, old, opts)
     L += wallclock_section(rows)
     if grids.exists():
-        L += ["", "## Samples", "", f"Final EMA sample grids of seed 0 (rows: classes 0–9, i.e. T-shirt, trouser, "
+        L += ["", "## Samples", "", "Final EMA sample grids of seed 0 (rows: classes 0–9, i.e. T-shirt, trouser, "
               "pullover, dress, coat, sandal, shirt, sneaker, bag, ankle boot; same noise for both runs):", "",
               f"![plain vs SRA samples]({rel(grids, docs)})"]
     notes = sibling(opts, "_notes.md")

@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from sra.data.pixels import fashion_mnist_dataset
 from sra.models import build_model
 from sra.models.loading import load_model
-from sra.train.checkpoint import checkpoint_path
+from sra.checkpoint import checkpoint_path
 from sra.transport.path import interpolate
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -21,7 +21,7 @@ import torch
 
 def build(root: Path, n: int) -> tuple[Path, Path]:
     """The same random moments as an sra store (header + float16 array) and as a reference vae-sd/ folder."""
-    from sra.data.latents import DONE, FORMAT, HEADER, LABELS, MOMENTS, STATUS, VERSION
+    from sra.data.base import DONE, FORMAT, HEADER, LABELS, MOMENTS, STATUS, VERSION
 
     rng = np.random.default_rng(0)
     store, ref = root / "store", root / "ref"

@@ -1,7 +1,7 @@
 """Checkpoint housekeeping: --keep-last K and --keep-every M."""
 from sra.cli import main
 from sra.train import load_checkpoint
-from sra.train.checkpoint import prune_checkpoints
+from sra.checkpoint import prune_checkpoints
 
 FAST = ["train", "--model", "SiT-T/2", "--data-dir", "digits", "--batch-size", "16", "--log-every", "1",
         "--sample-every", "1000", "--sample-steps", "1", "--no-progress", "--checkpoint-every", "1"]

@@ -79,7 +79,7 @@ def token_mix(images, groups, p):
 
 def authors_terms(model, teacher, x0, y, draws, mix: MixConfig, align: AlignConfig):
     """The DTS_AS loss for given draws: per-group images and targets, token mixing, teacher view per option."""
-    noise, groups, n = draws["noise"], draws["groups"], x0.shape[0]
+    noise, groups = draws["noise"], draws["groups"]
     t0 = draws["t"]
     ts = [t0] + ([draws["t_more"][:, i] for i in range(draws["t_more"].shape[1])] if mix.dual_time_scheduling
                  else [t0] * draws["t_more"].shape[1])

@@ -12,7 +12,8 @@ from PIL import Image
 pytest.importorskip("diffusers")
 
 from sra.data import DataError, load_dataset  # noqa: E402
-from sra.data.latents import ReferenceLatents, is_latent_store, open_latent_store  # noqa: E402
+from sra.data.base import is_latent_store  # noqa: E402
+from sra.data.latents import ReferenceLatents, open_latent_store  # noqa: E402
 from sra.data.prepare import PrepareConfig, center_crop_adm, prepare  # noqa: E402
 from sra.data.vae import encode_moments, load_vae  # noqa: E402
 from conftest import save_tiny_vae  # noqa: E402

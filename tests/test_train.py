@@ -1,6 +1,5 @@
 """Training loop and `sra train`: end to end, resume, bad input."""
 import json
-import os
 import shutil
 import subprocess
 import sys

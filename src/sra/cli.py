@@ -12,8 +12,9 @@ import sys
 
 
 def user_errors() -> tuple[type[BaseException], ...]:
+    from .checkpoint import CheckpointError
     from .data import DataError
-    from .train import CheckpointError, RunFolderError
+    from .runfolder import RunFolderError
 
     return (DataError, CheckpointError, RunFolderError, ValueError, FileNotFoundError, NotADirectoryError,
             PermissionError)
@@ -32,15 +33,6 @@ def command_modules() -> dict:
         if callable(getattr(module, "add_parser", None)) and callable(getattr(module, "run", None)):
             found[info.name] = module
     return found
-
-
-class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
-    """Shows defaults, except None ones (their help text says what None means) and those of on/off switches."""
-
-    def _get_help_string(self, action):
-        if action.default is None or action.nargs == 0:
-            return action.help
-        return super()._get_help_string(action)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from . import distributed
+from .checkpoint import CheckpointError
 from .data.grid import to_uint8
 from .diffusion.samplers import CFG_CHANNELS
 from .models import LoadedModel, load_model
@@ -107,7 +108,6 @@ def describe(loaded: LoadedModel) -> str:
 def load_for_sampling(checkpoint, *, model_name: str | None = None, input_size: int | None = None,
                       weights: str = "ema", device="cpu") -> LoadedModel:
     """load_model, then refuse a checkpoint for another preset or input size when the caller names one."""
-    from .train.checkpoint import CheckpointError
 
     loaded = load_model(checkpoint, weights=weights, device=device)
     m = loaded.model
@@ -157,7 +157,8 @@ def make_decoder(loaded: LoadedModel, latent_store: str | None = None,
     from the cache. The scaling: the store's (the run's data_dir, or `latent_store`); without a store the released
     code's, latents = scaling_factor (0.18215 for the SD-VAE) x VAE latents, no shift."""
     from .data import DataError
-    from .data.latents import is_latent_store, open_latent_store
+    from .data.base import is_latent_store
+    from .data.latents import open_latent_store
     from .data.vae import DEFAULT_VAE, decode_latents, env_vae, load_vae, vae_info
 
     c = loaded.model.in_channels

@@ -1,14 +1,14 @@
-"""Run and output folders: one writer at a time, atomic files, a log that agrees with the checkpoint it resumes from.
-The only place that knows how sra's folders are locked and written (train, generate and sample use it).
+"""Output folders: one writer at a time, atomic files, a log that agrees with the checkpoint it resumes from. The only
+place that knows how sra's folders are locked and written (checkpoints, train, generate, sample and prepare use it);
+it imports nothing of sra but `distributed`, so everything can build on it.
 
-A training run folder OUTPUT_DIR/EXP_NAME holds config.json, metrics.jsonl, checkpoints/NNNNNNN.pt and samples/. What a
-crash may lose and what is refused is listed in docs/RELIABILITY.md; this module is where those promises are kept:
+What a crash may lose and what is refused is listed in docs/RELIABILITY.md; this module (with sra.train.folder, the
+training run folder's checks) is where those promises are kept:
 - `FolderLock`: an advisory fcntl.flock on FOLDER/.lock, taken by rank 0 only and released by the OS when the process
   dies, so a second `sra train` (or `sra generate`) on the same folder is refused with the holder's PID;
 - `atomic_write`: temporary file in the same folder, fsync, rename; the temporary file is removed on any failure, and
   a full disk becomes one line instead of a traceback;
-- `RunFolder`: checks before any training (the folder holds this run, every folder is writable), stale temporary files
-  removed, metrics.jsonl cut back to the step the run resumes from;
+- `truncate_log`: metrics.jsonl cut back to the step a run resumes from;
 - `StopSignals`: SIGTERM/SIGINT become a request the loop honours at the next step boundary;
 - `fault`: the fault-injection hook the tests use (SRA_FAULT), a no-op otherwise.
 """
@@ -19,7 +19,6 @@ import fcntl
 import json
 import os
 import signal
-import sys
 import threading
 from pathlib import Path
 from typing import Callable
@@ -227,99 +226,3 @@ class StopSignals:
     @property
     def exit_code(self) -> int:
         return 128 + int(getattr(signal, self.received))  # the shell's convention: 143 SIGTERM, 130 SIGINT
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# The training run folder
-# ----------------------------------------------------------------------------------------------------------------
-
-OURS = {LOCK, "config.json", "metrics.jsonl", "checkpoints", "samples"}
-
-
-def same_data(a: str | None, b: str | None) -> bool:
-    """Two --data-dir values name the same data: equal names ('digits', None) or the same folder, however spelled."""
-    if a == b:
-        return True
-    if a is None or b is None:
-        return False
-    return os.path.realpath(a) == os.path.realpath(b)
-
-
-class RunFolder:
-    """OUTPUT_DIR/EXP_NAME of one training run. `open` (rank 0, before any model is built) locks it and checks it;
-    `resume_from` picks the checkpoint; `begin` writes config.json and cuts metrics.jsonl back to the start step."""
-
-    def __init__(self, cfg):
-        self.path = Path(cfg.output_dir) / cfg.exp_name
-        self.checkpoints, self.samples, self.metrics = (self.path / "checkpoints", self.path / "samples",
-                                                        self.path / "metrics.jsonl")
-        self.lock: FolderLock | None = None
-        self.recorded: dict | None = None  # config.json of the run already in the folder
-
-    def open(self, cfg) -> None:
-        from .train.checkpoint import checkpoint_files
-        from .train.config import config_differences
-
-        run = self.path
-        if run.exists() and not run.is_dir():
-            raise RunFolderError(f"run folder {run} is a file; use another --exp-name")
-        if run.is_dir() and not (run / "config.json").exists() and set(os.listdir(run)) - OURS:
-            raise RunFolderError(f"run folder {run} exists and is not an sra run; use another --exp-name")
-        check_writable(run)
-        self.lock = FolderLock(run).acquire()
-        try:
-            cfg_file = run / "config.json"
-            if cfg_file.exists():
-                try:
-                    self.recorded = json.loads(cfg_file.read_text())
-                except (json.JSONDecodeError, UnicodeDecodeError):
-                    self.recorded = None
-                if not isinstance(self.recorded, dict):
-                    raise RunFolderError(f"{cfg_file} is not a JSON object; choose another --exp-name")
-            for folder in (run, self.checkpoints, self.samples):
-                check_writable(folder)
-                remove_temporary(folder)
-            # A folder without checkpoints holds no training to protect (a crash before the first checkpoint, or
-            # checkpoints deleted): it restarts from step 0 with the new configuration.
-            if self.recorded is not None and checkpoint_files(run):
-                new = cfg.to_dict()
-                diffs = config_differences(self.recorded, new)
-                if diffs:
-                    raise RunFolderError(f"run folder {run} holds a different run (differs in: "
-                                         f"{', '.join(diffs[:6])}); use another --exp-name or --output-dir")
-                if not same_data(self.recorded.get("data_dir"), new.get("data_dir")):
-                    raise RunFolderError(
-                        f"run folder {run} was trained on --data-dir {self.recorded.get('data_dir')}, not "
-                        f"{new.get('data_dir')}; if that data moved, edit data_dir in {cfg_file}")
-            else:
-                self.recorded = None
-        except BaseException:
-            self.close()
-            raise
-
-    def resume_from(self) -> tuple[Path | None, dict | None]:
-        """The newest readable checkpoint and its contents; an unreadable newer one is skipped, saying so."""
-        from .train.checkpoint import CheckpointError, checkpoint_files, load_checkpoint
-
-        for file in reversed(checkpoint_files(self.path)):
-            try:
-                return file, load_checkpoint(file)
-            except CheckpointError as e:
-                distributed.print0(f"warning: {e}; resuming from the previous checkpoint", file=sys.stderr)
-        return None, None
-
-    def begin(self, cfg, start: int) -> None:
-        """Rank 0: write config.json (keeping the recorded data_dir), cut metrics.jsonl back to `start`."""
-        if distributed.current().is_main:
-            record = cfg.to_dict()
-            if self.recorded is not None:
-                record["data_dir"] = self.recorded.get("data_dir")
-            atomic_write(self.path / "config.json",
-                         lambda tmp: tmp.write_text(json.dumps(record, indent=2) + "\n"))
-            truncate_log(self.metrics, start)
-        distributed.barrier()
-
-    def close(self) -> None:
-        if self.lock is not None:
-            self.lock.release()
-            self.lock = None

@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from ..cli import HelpFormatter
+from . import HelpFormatter
 from ..models.presets import MODEL_NAMES
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ..cli import HelpFormatter
+from . import HelpFormatter
 from .probe import add_common, load_for_analysis, parse_blocks, parse_times
 
 

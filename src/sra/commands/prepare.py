@@ -5,7 +5,7 @@ import argparse
 import dataclasses
 import json
 
-from ..cli import HelpFormatter
+from . import HelpFormatter
 
 
 def add_parser(sub) -> argparse.ArgumentParser:

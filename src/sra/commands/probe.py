@@ -6,7 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
-from ..cli import HelpFormatter
+from . import HelpFormatter
 
 TIMES_HELP = ("comma-separated times t in [0, 1] on SiT's scale (0 = data, 1 = noise); DiT models get the DDPM step "
               "round(1000 t), at most 999")

@@ -28,41 +28,9 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from .pixels import DataError
+from .base import (DONE, FEATURES, LABELS, MOMENTS, NORMALIZATIONS, PENDING, REFERENCE_JSON, STATUS, DataError,
+                   read_header, reference_dir)
 from .vae import DEFAULT_VAE
-
-FORMAT = "sra-latents"
-VERSION = 1
-HEADER, MOMENTS, LABELS, STATUS, FILES, SKIPPED = ("latents.json", "moments.npy", "labels.npy", "status.npy",
-                                                   "files.txt", "skipped.txt")
-FEATURES = "features.npy"
-PENDING, DONE, SKIP = 0, 1, 2
-REFERENCE_DIR, REFERENCE_JSON = "vae-sd", "dataset.json"
-NORMALIZATIONS = ("scale", "channel")
-
-
-def read_header(root: str | os.PathLike) -> dict | None:
-    """The store header, or None when `root` is not an sra store."""
-    f = Path(root) / HEADER
-    try:
-        h = json.loads(f.read_text())
-    except (OSError, json.JSONDecodeError):
-        return None
-    return h if isinstance(h, dict) and h.get("format") == FORMAT else None
-
-
-def reference_dir(root: str | os.PathLike) -> Path | None:
-    """The folder holding the reference layout's dataset.json and .npy files: ROOT/vae-sd or ROOT itself."""
-    root = Path(root)
-    for d in (root / REFERENCE_DIR, root):
-        if (d / REFERENCE_JSON).is_file() and any(p.suffix == ".npy" for p in d.rglob("*.npy")):
-            return d
-    return None
-
-
-def is_latent_store(path: str | os.PathLike) -> bool:
-    return read_header(path) is not None or reference_dir(path) is not None
-
 
 def open_latent_store(path: str | os.PathLike, normalize: str | None = None, vae: str | None = None):
     """A dataset over an sra store or a reference-layout folder. `normalize` ("scale" or "channel") defaults to the

@@ -14,14 +14,11 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from .base import IMAGE_EXTENSIONS, DataError
+
 FASHION_MNIST_DIRS = ("/usr/share/datasets/fashion-mnist",)
 FASHION_MNIST_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
                          "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot")
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".gif", ".tif", ".tiff")
-
-
-class DataError(ValueError):
-    """Bad or missing data; the CLI prints the message as one line and exits non-zero."""
 
 
 def read_idx(path: str | os.PathLike) -> np.ndarray:
@@ -164,26 +161,3 @@ def image_folder_dataset(root: str | os.PathLike, channels: int | None = None) -
     x = to_model_range(np.stack(arrays))
     x = x[:, None] if x.ndim == 3 else x.permute(0, 3, 1, 2)
     return TensorImageDataset(x, torch.tensor(labels), classes, f"folder:{root}")
-
-
-def load_dataset(data_dir: str | None = None, split: str = "train"):
-    """Resolve --data-dir: None -> Fashion-MNIST from the Debian package, else digits; a folder of IDX files ->
-    Fashion-MNIST (MNIST-format) from there; a latent store -> latents; otherwise an image folder."""
-    if data_dir is None:
-        if fashion_mnist_available():
-            return fashion_mnist_dataset(split=split)
-        return digits_dataset(split=split)
-    if data_dir == "digits":
-        return digits_dataset(split=split)
-    root = Path(data_dir)
-    if not root.exists():
-        raise DataError(f"data folder {root} does not exist")
-    if find_idx(root, "train-images-idx3-ubyte") or find_idx(root, "t10k-images-idx3-ubyte"):
-        return fashion_mnist_dataset(root, split=split)
-    try:  # latent stores (sra prepare) are recognised by their own module
-        from .latents import is_latent_store, open_latent_store
-    except ImportError:
-        is_latent_store = None
-    if is_latent_store is not None and is_latent_store(root):
-        return open_latent_store(root)
-    return image_folder_dataset(root)

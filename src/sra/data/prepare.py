@@ -18,9 +18,8 @@ import numpy as np
 import torch
 
 from ..runfolder import fault
-from .latents import (DONE, FEATURES, FILES, FORMAT, HEADER, LABELS, MOMENTS, NORMALIZATIONS, PENDING, SKIP, SKIPPED,
-                      STATUS, VERSION, read_header)
-from .pixels import IMAGE_EXTENSIONS, DataError
+from .base import (DONE, FEATURES, FILES, FORMAT, HEADER, IMAGE_EXTENSIONS, LABELS, MOMENTS, NORMALIZATIONS, PENDING,
+                   SKIP, SKIPPED, STATUS, VERSION, DataError, read_header)
 
 
 @dataclass(kw_only=True)

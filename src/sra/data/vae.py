@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-from .pixels import DataError
+from .base import DataError
 
 DEFAULT_VAE = "stabilityai/sd-vae-ft-ema"  # the authors' default decoder (their generate.py: --vae ema)
 HUB_NAME = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")  # owner/name on the Hugging Face hub

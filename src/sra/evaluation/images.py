@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..data.pixels import IMAGE_EXTENSIONS
+from ..data.base import IMAGE_EXTENSIONS
 
 STATS_KEYS = ("mu", "sigma")
 

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import torch
 
+from ..checkpoint import CheckpointError, latest_checkpoint, load_checkpoint, load_weights, model_state
 from .dit import DiffusionTransformer
 from .presets import SIZES
 
@@ -47,8 +48,6 @@ def architecture_from_state(state: dict) -> dict:
 
 def resolve_checkpoint(path: str | os.PathLike) -> Path:
     """A run folder -> its latest checkpoint; an `sra export` folder -> its model.safetensors; a file -> itself."""
-    from ..train.checkpoint import CheckpointError, latest_checkpoint
-
     path = Path(path)
     if path.is_dir() and (path / "model.safetensors").is_file():
         return path / "model.safetensors"
@@ -66,8 +65,6 @@ def load_model(path: str | os.PathLike, weights: str = "ema", num_heads: int | N
                device: str | torch.device = "cpu") -> LoadedModel:
     """Load for inference. `weights`: 'ema' (default) or 'model'. `num_heads` overrides the guess from the width.
     Also reads `sra export --format safetensors` output (its weights are the EMA ones)."""
-    from ..train.checkpoint import load_checkpoint, load_weights, model_state
-
     file = resolve_checkpoint(path)
     if file.suffix == ".safetensors":
         state, arch, config, step = read_safetensors(file)
@@ -95,8 +92,6 @@ def read_safetensors(file: Path) -> tuple[dict, dict, dict | None, int | None]:
     from the JSON config in the file's metadata (or beside it), else from the shapes."""
     from safetensors import SafetensorError, safe_open
     from safetensors.torch import load_file
-
-    from ..train.checkpoint import CheckpointError
 
     try:
         state = load_file(str(file))

@@ -15,11 +15,12 @@ from ..data import load_dataset
 from ..data.grid import save_grid
 from ..models import build_model
 from ..objectives import combine, slice_draws
-from ..runfolder import RunFolder, Stopped, StopSignals, fault, on_rank0
-from .checkpoint import CheckpointError, checkpoint_path, prune_checkpoints, save_checkpoint, state_mismatch
-from .config import TrainConfig
+from ..checkpoint import CheckpointError, checkpoint_path, prune_checkpoints, save_checkpoint, state_mismatch
+from ..runfolder import Stopped, StopSignals, fault, on_rank0
 from . import parallel
+from .config import TrainConfig
 from .ema import ema_decay, update_ema
+from .folder import RunFolder
 from .guard import NonFiniteGuard
 from .tracking import Tracker
 

@@ -1,4 +1,5 @@
-"""Checkpoints: atomic writes, safe loading (also of the authors' released files), finding the latest one.
+"""Checkpoints: atomic writes, safe loading (also of the authors' released files), finding the latest one. Below both
+models/ (which loads them for sampling) and train/ (which writes and resumes them).
 
 Our checkpoints bundle everything the next step needs: model, ema, opt, scaler, step, config. The released SiT/DiT+SRA
 files are dicts with 'model', 'ema', 'opt', 'args' (an argparse.Namespace); we load them with weights_only=True and
@@ -16,6 +17,8 @@ from pathlib import Path
 
 import torch
 
+from .runfolder import atomic_write
+
 
 class CheckpointError(ValueError):
     """A missing, truncated or mismatched checkpoint; the CLI prints it as one line."""
@@ -24,8 +27,6 @@ class CheckpointError(ValueError):
 def save_checkpoint(obj: dict, path: str | os.PathLike) -> None:
     """Write to a temporary file in the same folder, then rename: a crash never leaves a half-written checkpoint, and
     a failed write (a full disk) leaves the previous checkpoints intact and no temporary file."""
-    from ..runfolder import atomic_write
-
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write(path, lambda tmp: torch.save(obj, tmp), point="checkpoint-write")

@@ -1,0 +1,27 @@
+"""Which dataset a --data-dir names: the one place that chooses between pixel datasets and latent stores."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from .base import DataError, is_latent_store
+from .latents import open_latent_store
+from .pixels import digits_dataset, fashion_mnist_available, fashion_mnist_dataset, find_idx, image_folder_dataset
+
+
+def load_dataset(data_dir: str | None = None, split: str = "train"):
+    """Resolve --data-dir: None -> Fashion-MNIST from the Debian package, else digits; a folder of IDX files ->
+    Fashion-MNIST (MNIST-format) from there; a latent store -> latents; otherwise an image folder."""
+    if data_dir is None:
+        if fashion_mnist_available():
+            return fashion_mnist_dataset(split=split)
+        return digits_dataset(split=split)
+    if data_dir == "digits":
+        return digits_dataset(split=split)
+    root = Path(data_dir)
+    if not root.exists():
+        raise DataError(f"data folder {root} does not exist")
+    if find_idx(root, "train-images-idx3-ubyte") or find_idx(root, "t10k-images-idx3-ubyte"):
+        return fashion_mnist_dataset(root, split=split)
+    if is_latent_store(root):
+        return open_latent_store(root)
+    return image_folder_dataset(root)
