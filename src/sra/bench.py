@@ -80,7 +80,7 @@ class BenchConfig:
     batch_size: int = 8                   # images per step
     mixed_precision: str = "no"           # student autocast: no | bf16 (fp16 is not benchmarked)
     teacher_bf16: bool | None = None      # teacher under bf16 autocast; None: as `sra train` resolves it
-    compile: bool = False                 # torch.compile the trained model (the teacher stays eager, as in training)
+    compile: bool = False                 # torch.compile the trained model and the teacher's forward, as in training
     adamw: str = "fused"                  # AdamW implementation: fused (as `sra train`), foreach, or default
                                           # (torch's choice: foreach on CUDA, per-tensor on CPU)
     block_out_s: int = 0                  # student block; 0: the paper's per-size default
@@ -174,6 +174,7 @@ def run_benchmark(cfg: BenchConfig, log=print) -> dict:
     from .objectives.align import teacher_tokens
     from .train.ema import ema_decay, update_ema
     from .train.loop import build_objective, optimizer_update
+    from .train.parallel import CompiledTeacher
     from .transport.path import interpolate
 
     cfg.validate()
@@ -207,6 +208,8 @@ def run_benchmark(cfg: BenchConfig, log=print) -> dict:
     train_model = torch.compile(model) if cfg.compile else model
     amp_dtype = torch.bfloat16 if cfg.mixed_precision == "bf16" else None
     teacher = ema if tc.align.teacher == "ema" else model
+    if cfg.compile:
+        teacher = CompiledTeacher(teacher)
     n, shape = cfg.batch_size, (cfg.in_channels, cfg.input_size, cfg.input_size)
     gen = torch.Generator(device).manual_seed(cfg.seed)
     x0 = torch.randn((n, *shape), generator=gen, device=device)

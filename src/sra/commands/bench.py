@@ -24,7 +24,7 @@ def add_parser(sub) -> argparse.ArgumentParser:
     p.add_argument("--mixed-precision", default="no", choices=["no", "bf16"], help="student autocast precision")
     p.add_argument("--teacher-bf16", action=argparse.BooleanOptionalAction, default=None,
                    help="run the teacher under bf16 autocast (default: as `sra train` resolves it for the preset)")
-    p.add_argument("--compile", action="store_true", help="torch.compile the trained model (the teacher stays eager)")
+    p.add_argument("--compile", action="store_true", help="torch.compile the trained model and the teacher's forward_features, as `sra train --compile`")
     p.add_argument("--adamw", default="fused", choices=["default", "foreach", "fused"],
                    help="AdamW implementation: fused (as `sra train`), foreach, or torch's default (per-tensor on CPU)")
     p.add_argument("--block-out-s", type=int, default=0, help="student block (1-indexed; 0: the paper's default)")

@@ -203,6 +203,8 @@ def train_in(cfg: TrainConfig, ctx, dataset, folder: RunFolder, signals: StopSig
     # 4. Objective, teacher, data order.
     objective = build_objective(cfg, encoder)
     teacher = ema if cfg.align.teacher == "ema" else model  # "online": the trained weights, no gradient
+    if cfg.compile and cfg.align.active:
+        teacher = parallel.CompiledTeacher(teacher)
     schedule = BatchSchedule(len(dataset), cfg.batch_size, cfg.seed)
     params = [p for p in model.parameters() if p.requires_grad]
     sample_shape = dataset.shape

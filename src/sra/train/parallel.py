@@ -31,6 +31,17 @@ def wrap(model: torch.nn.Module, ctx, fsdp: bool, mixed_precision: str) -> torch
     return model
 
 
+class CompiledTeacher:
+    """The SRA teacher with `forward_features` under torch.compile (`--compile`). Left eager, the teacher made a compiled
+    SiT-XL/2 step cost 1.32x plain instead of the 1.25x of its arithmetic (one H200, docs/PERFORMANCE.md). Only that
+    call is compiled: the module stays eager for EMA updates, saving and sampling; its weights are read at each call,
+    so in-place EMA updates are seen."""
+
+    def __init__(self, module: torch.nn.Module):
+        self.module = module
+        self.forward_features = torch.compile(module.forward_features)
+
+
 def is_sharded(model: torch.nn.Module) -> bool:
     from torch.distributed.tensor import DTensor
 
