@@ -4,6 +4,7 @@ import warnings
 
 import numpy as np
 import pytest
+import scipy.linalg
 import torch
 
 from sra.cli import main
@@ -31,6 +32,30 @@ def test_frechet_distance_matches_closed_form_for_diagonal_gaussians():
     assert frechet_distance(mu1, np.diag(v1), mu2, np.diag(v2)) == pytest.approx(expected, rel=1e-10)
 
 
+def test_frechet_distance_equals_the_sqrtm_formula_of_adm_and_pytorch_fid():
+    rng = np.random.default_rng(0)
+    a = rng.normal(size=(500, 64)) @ rng.normal(size=(64, 64))
+    b = rng.normal(size=(500, 64)) @ rng.normal(size=(64, 64)) * 0.5 + 1
+    (mu1, s1), (mu2, s2) = gaussian_stats(a), gaussian_stats(b)
+    covmean = scipy.linalg.sqrtm(s1 @ s2).real  # evaluator.py / pytorch-fid: Tr(S1 + S2 - 2 sqrtm(S1 S2))
+    want = np.sum((mu1 - mu2) ** 2) + np.trace(s1) + np.trace(s2) - 2 * np.trace(covmean)
+    assert frechet_distance(mu1, s1, mu2, s2) == pytest.approx(want, rel=1e-10)
+
+
+def test_frechet_distance_of_few_samples_equals_the_small_exact_form():
+    # With S1 = X^T X / (n - 1) (X the n centred samples), S1 S2 has the nonzero eigenvalues of X S2 X^T / (n - 1),
+    # an n x n matrix: the trace of the root exactly, without any D x D root.
+    rng = np.random.default_rng(1)
+    a, b = rng.normal(size=(6, 40)) @ rng.normal(size=(40, 40)), rng.normal(size=(9, 40))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        (mu1, s1), (mu2, s2) = gaussian_stats(a), gaussian_stats(b)
+    x = a - a.mean(0)
+    root = np.sqrt(np.clip(np.linalg.eigvalsh(x @ s2 @ x.T / 5), 0, None)).sum()
+    want = np.sum((mu1 - mu2) ** 2) + np.trace(s1) + np.trace(s2) - 2 * root
+    assert frechet_distance(mu1, s1, mu2, s2) == pytest.approx(want, rel=1e-9)
+
+
 def test_frechet_distance_survives_singular_covariances_and_rejects_mismatches():
     rng = np.random.default_rng(0)
     a, b = rng.normal(size=(3, 10)), rng.normal(size=(4, 10))  # rank 2 and 3 in 10 dimensions
@@ -38,8 +63,12 @@ def test_frechet_distance_survives_singular_covariances_and_rejects_mismatches()
         warnings.simplefilter("ignore")
         d = frechet_distance(*gaussian_stats(a), *gaussian_stats(b))
     assert np.isfinite(d) and d > 0
+    s2 = np.cov(b, rowvar=False)  # a point mass (zero covariance) against a Gaussian: |mu1 - mu2|^2 + Tr(S2)
+    assert frechet_distance(np.ones(10), np.zeros((10, 10)), np.zeros(10), s2) == pytest.approx(10 + np.trace(s2))
     with pytest.raises(ValueError, match="do not match"):
         frechet_distance(np.zeros(3), np.eye(3), np.zeros(4), np.eye(4))
+    with pytest.raises(ValueError, match="NaN"):
+        frechet_distance(np.zeros(3), np.eye(3), np.zeros(3), np.full((3, 3), np.nan))
 
 
 def test_running_stats_equal_numpy_in_one_pass_even_far_from_the_origin():

@@ -7,6 +7,7 @@ import warnings
 
 import numpy as np
 import scipy.linalg
+import scipy.linalg.lapack
 import torch
 
 
@@ -63,33 +64,43 @@ def gaussian_stats(feats) -> tuple[np.ndarray, np.ndarray]:
     return stats.mean_cov()
 
 
-def frechet_distance(mu1, sigma1, mu2, sigma2, eps: float = 1e-6) -> float:
-    """||mu1 - mu2||^2 + Tr(S1 + S2 - 2 (S1 S2)^(1/2)) in float64.
+def frechet_distance(mu1, sigma1, mu2, sigma2) -> float:
+    """||mu1 - mu2||^2 + Tr(S1 + S2 - 2 (S1 S2)^(1/2)) in float64, for symmetric positive semi-definite S1, S2.
 
-    When the product is singular (sqrtm returns inf/NaN or a clearly complex root), both covariances get eps on the
-    diagonal and the root is taken again, as pytorch-fid and ADM do; a tiny imaginary part from rounding is dropped."""
+    The trace of the root comes from a pivoted Cholesky factor and symmetric eigenvalues (`trace_sqrt_product`), not
+    from scipy's sqrtm(S1 S2) as pytorch-fid and ADM take it: the same quantity (1e-9 relative apart on full-rank
+    2048-d statistics, 1e-10 in the tests), 10-40x faster on a CPU (2048-d, one loaded core: 1-3 s instead of sqrtm's
+    32-42 s), and exact for singular covariances (fewer samples than dimensions), where sqrtm loses ~1e-6 or fails
+    and pytorch-fid and ADM retry with eps on the diagonals."""
     mu1, mu2 = np.atleast_1d(np.asarray(mu1, np.float64)), np.atleast_1d(np.asarray(mu2, np.float64))
     s1, s2 = np.atleast_2d(np.asarray(sigma1, np.float64)), np.atleast_2d(np.asarray(sigma2, np.float64))
     if mu1.shape != mu2.shape or s1.shape != s2.shape or s1.shape != (mu1.size, mu1.size):
         raise ValueError(f"statistics do not match: mu {mu1.shape} vs {mu2.shape}, sigma {s1.shape} vs {s2.shape}")
+    if not all(np.isfinite(a).all() for a in (mu1, mu2, s1, s2)):
+        raise ValueError("statistics contain inf or NaN (features of a diverged model?)")
     diff = mu1 - mu2
+    return float(diff @ diff + np.trace(s1) + np.trace(s2) - 2 * trace_sqrt_product(s1, s2))
 
-    def root(a, b):
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # scipy warns on singular products; we check the result ourselves
-            r = scipy.linalg.sqrtm(a @ b)
-        ok = np.isfinite(r).all() and (not np.iscomplexobj(r) or np.allclose(np.diagonal(r).imag, 0, atol=1e-3))
-        return r, ok
 
-    covmean, ok = root(s1, s2)
-    if not ok:
-        offset = np.eye(len(s1)) * eps
-        covmean, ok = root(s1 + offset, s2 + offset)
-        if not ok:
-            raise ValueError("the covariance product has no usable square root even after adding "
-                             f"{eps} to the diagonals (degenerate statistics?)")
-    covmean = covmean.real
-    return float(diff @ diff + np.trace(s1) + np.trace(s2) - 2 * np.trace(covmean))
+def trace_sqrt_product(s1: np.ndarray, s2: np.ndarray) -> float:
+    """Tr((S1 S2)^(1/2)) for symmetric PSD S1, S2.
+
+    Pivoted Cholesky (LAPACK pstrf) factors S1 = B B^T with B of S1's numerical rank r (D x r); then S1 S2 = B (B^T S2)
+    has the nonzero eigenvalues of the symmetric PSD r x r matrix B^T S2 B, and the trace is the sum of their square
+    roots. The cost falls with the rank: the covariance of n < D samples (in-training FID with --eval-num 1000) needs
+    O(D^2 n) work, a full-rank one a Cholesky, two products and one symmetric eigenvalue pass. Ranks and eigenvalues
+    below LAPACK's/numpy's tolerance (size x machine epsilon x the largest) are rounding noise and count as 0."""
+    c, piv, rank, info = scipy.linalg.lapack.dpstrf(s1, lower=1)
+    if info < 0:
+        raise ValueError(f"LAPACK dpstrf rejected its argument {-info}")
+    if rank == 0:  # S1 = 0 (all features identical)
+        return 0.0
+    b = np.empty((len(s1), rank))
+    b[piv - 1] = np.tril(c)[:, :rank]  # P^T S1 P = L L^T, so S1 = (P L)(P L)^T
+    m = b.T @ s2 @ b
+    ev = scipy.linalg.eigvalsh((m + m.T) / 2)
+    ev = np.where(ev > ev.max() * len(ev) * np.finfo(np.float64).eps, ev, 0.0)
+    return float(np.sqrt(ev).sum())
 
 
 # ----------------------------------------------------------------------------------------------------------------
