@@ -142,6 +142,17 @@ def test_presets(capsys):
     assert main(["train", "--list-presets"]) == 0
     out = capsys.readouterr().out
     assert all(name in out for name in RECIPES) and "Table 1" in out and "--model SiT-XL/2" in out
+    assert "    --block-out-t 20: README.md 5.1 --block-out-t=20" in out.splitlines()
+
+
+def test_every_number_of_a_recipe_says_where_it_comes_from():
+    from sra.train.recipes import _flatten
+
+    for name, r in RECIPES.items():
+        assert set(r.origin) == set(_flatten(r.config)), name
+        # a file of the authors' code or their README; the paper (marked as not re-checked); or marked as ours
+        assert all(any(w in why for w in (".py", "README.md", "paper, not re-checked", "ours", "as align.")) for why in
+                   r.origin.values()), name
 
 
 def test_resumable_fields_come_from_the_declarations():

@@ -2,25 +2,68 @@
 format of config.json. Flags and `--config` files override them; `sra train --list-presets` prints them."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from .. import options
 
-# ImageNet 256x256 through the SD-VAE: 32x32x4 latents, 1000 classes; paper's optimisation (Sec. 4.1): global batch
-# 256, AdamW 1e-4 constant, fp16; the paper's alignment: smooth-L1 with lambda 0.2, t_max 0.2.
+# Where the numbers come from. The authors' code as this project's reference index stores it (one version each, by
+# commit): vvvvvjdy/SRA SiT-SRA/train.py @8e779b0, DiT-SRA/train.py @51996aa, README.md @66420a4; sihyun-yu/REPA
+# train.py @2b8c181, whose defaults SRA inherits. The paper's text was not available when these were checked: numbers
+# attributed to it are this project's record of the paper (README.md "Defaults follow the paper"), marked
+# "paper, not re-checked".
+_TRAIN = "SiT-SRA/ and DiT-SRA/train.py"
 _IN256 = {"input_size": 32, "in_channels": 4, "num_classes": 1000, "batch_size": 256, "lr": 1e-4,
-          "lr_warmup_steps": 0, "mixed_precision": "fp16", "ema_decay": 0.9999, "ema_warmup": False,
-          "log_every": 100, "sample_every": 10_000, "checkpoint_every": 50_000, "num_workers": 8}
-_PAPER_ALIGN = {"distance": "sml1", "weight": 0.2, "t_max": 0.2}
-# ImageNet-1k train has 1,281,167 images: 5,004 steps per epoch at batch 256, so 800 epochs ~ 4.0M steps.
+          "lr_warmup_steps": 0, "adam_betas": (0.9, 0.999), "weight_decay": 0.0, "max_grad_norm": 1.0,
+          "mixed_precision": "fp16", "ema_decay": 0.9999, "ema_warmup": False, "seed": 0, "log_every": 100,
+          "sample_every": 10_000, "checkpoint_every": 50_000, "num_workers": 8}
+_IN256_FROM = {
+    "input_size": f"{_TRAIN} --resolution 256 (default); latent side = resolution // 8",
+    "in_channels": f"{_TRAIN}: SD-VAE (sd-vae-ft-ema) latents, 4 channels (latents_scale has 4 entries)",
+    "num_classes": f"{_TRAIN} --num-classes 1000 (default)",
+    "batch_size": "README.md 5.1/5.2: --batch-size=32 per process on 1 node of 8 GPUs, 'total batch size of 256'; "
+                  "REPA train.py --batch-size 256 (global)",
+    "lr": f"{_TRAIN} --learning-rate 1e-4 (default)",
+    "lr_warmup_steps": f"{_TRAIN}: constant learning rate (get_scheduler is imported, never called)",
+    "adam_betas": f"{_TRAIN} --adam-beta1 0.9, --adam-beta2 0.999 (defaults)",
+    "weight_decay": f"{_TRAIN} --adam-weight-decay 0 (default)",
+    "max_grad_norm": f"{_TRAIN} --max-grad-norm 1.0 (default)",
+    "mixed_precision": f"{_TRAIN} --mixed-precision fp16 (default; README.md 5.1/5.2 pass it too)",
+    "ema_decay": f"{_TRAIN}: update_ema(ema, model) after every optimizer step, default decay=0.9999",
+    "ema_warmup": f"{_TRAIN}: no EMA warm-up (the EMA starts as a copy, update_ema(decay=0))",
+    "seed": f"{_TRAIN} --seed 0 (default; README.md passes --seed=0)",
+    "log_every": "ours: the released loops send every step to their tracker",
+    "sample_every": "REPA train.py --sampling-steps 10000 (default); SiT-SRA/train.py --sample-steps is 100000, "
+                    "DiT-SRA samples no grids",
+    "checkpoint_every": f"{_TRAIN} --checkpoint-steps 50000 (default; they also save every --checkpoint-epochs 200)",
+    "num_workers": f"{_TRAIN} --num-workers 8 (default)",
+}
+# SiT (flow matching) with the paper's alignment: smooth-L1 (beta 0.05), 2 x 0.1 with the epoch decay, t_max 0.2.
+_SIT = {"flow": {"path": "linear", "time_sampling": "uniform"},
+        "align": {"distance": "sml1", "weight": 0.2, "legacy_epoch_decay": True, "t_max": 0.2,
+                  "interval": "uniform"}}
+_SIT_FROM = {
+    "flow.path": "SiT-SRA/train.py --path-type linear (default; README.md 5.1 passes it)",
+    "flow.time_sampling": "SiT-SRA/train.py --weighting uniform (default; README.md 5.1 passes it)",
+    "align.distance": "SiT-SRA/train.py --loss-type sml1 (default); loss.py smooth_l1_loss(..., beta=0.05)",
+    "align.weight": "SiT-SRA/train.py: align_loss.mean() * 2 * 0.1 ** 1 up to epoch 149 at --resolution 256",
+    "align.legacy_epoch_decay": "SiT-SRA/train.py: * 2 * 0.1 ** ((epoch - 149) / 1000 + 1) after epoch 149 (256 px)",
+    "align.t_max": "SiT-SRA/train.py --t-max 0.2 (default; README.md 5.1 passes --t-max=0.2)",
+    "align.interval": "SiT-SRA/loss.py: teacher time t - t_max * rand (uniform offset), clamped to [0, 1]",
+}
+# ImageNet-1k train has 1,281,167 images: 5,004 drop-last steps per epoch at batch 256. The released loops run
+# --epochs 801 (epochs 0..800; --max-train-steps 4100000 is never reached) and save epoch-799.pt after 800 epochs.
 _EPOCH_STEPS = 1_281_167 // 256
+_800_EPOCHS = (f"800 epochs x {_EPOCH_STEPS} steps: {{}} --epochs 801 (default) saves epoch-799.pt, after 800 "
+               "epochs, with --checkpoint-epochs 200")
+_LATENTS = "latent store of ImageNet at 256 px (`sra prepare IMAGENET/train DIR --resolution 256`)"
 
 
 @dataclass(frozen=True)
 class Recipe:
     summary: str                          # one line: what is trained on what
-    source: str                           # where the recipe comes from (paper table, code)
+    source: str                           # the experiment it reproduces and what is known of its result
     config: dict                          # partial TrainConfig dict
+    origin: dict = field(default_factory=dict)  # dotted config key -> where that number comes from (file and flag)
     data: str | None = None               # the data it expects; --data-dir must be given when set
 
 
@@ -30,25 +73,54 @@ RECIPES = {
         "this project's CPU demo (docs/RESULTS.md); the same as `sra train` with no flags", {}),
     "sit-b2-sra-in256": Recipe(
         "SiT-B/2 + SRA on ImageNet 256 latents, 400K steps (~80 epochs)",
-        "arXiv 2505.02831 Table 1: SiT-B/2 + SRA at 400K iterations, FID 29.10 without guidance (plain SiT-B/2: 33.02)",
-        {"model": "SiT-B/2", **_IN256, "max_train_steps": 400_000,
-         "align": {**_PAPER_ALIGN, "block_out_s": 3, "block_out_t": 8}},
-        data="latent store of ImageNet at 256 px (`sra prepare IMAGENET/train DIR --resolution 256`)"),
+        "arXiv 2505.02831 Table 1 (paper, not re-checked): SiT-B/2 + SRA at 400K iterations, "
+        "FID 29.10 without guidance (plain SiT-B/2: 33.02)",
+        {"model": "SiT-B/2", **_IN256, **_SIT, "max_train_steps": 400_000,
+         "align": {**_SIT["align"], "block_out_s": 3, "block_out_t": 8}},
+        {**_IN256_FROM, **_SIT_FROM,
+         "model": "arXiv 2505.02831 Table 1's SiT-B/2 (paper, not re-checked)",
+         "max_train_steps": "REPA train.py --max-train-steps 400000 (default): the 400K-iteration comparison",
+         "align.block_out_s": "the paper's SiT-B layers 3 -> 8 (paper, not re-checked); the "
+                              "authors' SiT-SRA_DTS_AS/scripts/train.sh trains SiT-B/2 with --block-out-s 3 "
+                              "--block-out-t 8; SiT-SRA/train.py defaults are 4 -> 8",
+         "align.block_out_t": "as align.block_out_s"},
+        data=_LATENTS),
     "sit-xl2-sra-in256": Recipe(
         "SiT-XL/2 + SRA on ImageNet 256 latents, 800 epochs (~4.0M steps)",
-        "arXiv 2505.02831 system-level comparison: SiT-XL/2 + SRA at 800 epochs, FID 1.58 with CFG 1.8 and guidance "
-        "interval (SDE, 250 steps); authors' SiT-SRA README command (blocks 8 -> 20, t_max 0.2)",
-        {"model": "SiT-XL/2", **_IN256, "max_train_steps": 800 * _EPOCH_STEPS,
-         "align": {**_PAPER_ALIGN, "block_out_s": 8, "block_out_t": 20, "legacy_epoch_decay": True}},
-        data="latent store of ImageNet at 256 px (`sra prepare IMAGENET/train DIR --resolution 256`)"),
+        "the authors' SiT-XL/2 run: README.md 5.1's command; README.md 6.1 lists its 800-epoch checkpoint at "
+        "FID-50K 2.06, IS 270.27; the paper reports FID 1.58 with CFG 1.8 and guidance interval (SDE, 250 "
+        "steps; paper, not re-checked)",
+        {"model": "SiT-XL/2", **_IN256, **_SIT, "max_train_steps": 800 * _EPOCH_STEPS,
+         "align": {**_SIT["align"], "block_out_s": 8, "block_out_t": 20}},
+        {**_IN256_FROM, **_SIT_FROM,
+         "model": "README.md 5.1 --model=\"SiT-XL/2\"",
+         "max_train_steps": _800_EPOCHS.format("SiT-SRA/train.py") + "; README.md 6.1: 800 epochs",
+         "align.block_out_s": "README.md 5.1 --block-out-s=8",
+         "align.block_out_t": "README.md 5.1 --block-out-t=20"},
+        data=_LATENTS),
     "dit-xl2-sra-in256": Recipe(
         "DiT-XL/2 + SRA (DDPM, learned sigma) on ImageNet 256 latents, 800 epochs (~4.0M steps)",
-        "arXiv 2505.02831 DiT-XL/2 + SRA (layers 8 -> 16); authors' DiT-SRA train.py defaults (fp16, smooth-L1, "
-        "~800 epochs)",
+        "the authors' DiT-XL/2 run: README.md 5.2's command with DiT-SRA/train.py's defaults; its result is in the "
+        "paper's tables (not re-checked)",
         {"model": "DiT-XL/2", **_IN256, "max_train_steps": 800 * _EPOCH_STEPS,
-         "align": {**_PAPER_ALIGN, "weight": 0.04, "legacy_epoch_decay": True, "block_out_s": 8,
-                   "block_out_t": 16}},  # DiT-SRA's factor 0.4 x 0.1, not SiT's 2 x 0.1
-        data="latent store of ImageNet at 256 px (`sra prepare IMAGENET/train DIR --resolution 256`)"),
+         "align": {"distance": "sml1", "weight": 0.04, "legacy_epoch_decay": True, "t_max": 0.2,
+                   "interval": "uniform", "block_out_s": 8, "block_out_t": 16}},
+        {**_IN256_FROM,
+         "model": "README.md 5.2 --model=\"DiT-XL/2\"",
+         "max_train_steps": _800_EPOCHS.format("DiT-SRA/train.py"),
+         "align.distance": "DiT-SRA/train.py --loss-type sml1 (its only choice); diffusion/gaussian_diffusion.py "
+                           "training_losses: smooth_l1_loss(..., beta=0.05)",
+         "align.weight": "DiT-SRA/train.py: align_loss.mean() * 0.4 * 0.1 ** 1 up to epoch 149 at --resolution 256 "
+                         "(SiT's factor is 2)",
+         "align.legacy_epoch_decay": "DiT-SRA/train.py: * 0.4 * 0.1 ** ((epoch - 149) / 1000 + 1) after epoch 149",
+         "align.t_max": "README.md 5.2 --t-max=0.2 (DiT-SRA/train.py's own default is 0.1); gaussian_diffusion.py "
+                        "draws k = randint(0, int(1000 * t_max)), i.e. U{0..199}",
+         "align.interval": "DiT-SRA gaussian_diffusion.py: teacher step t - randint(0, 200), clamped to [1, 999]",
+         "align.block_out_s": "the paper's DiT-XL layers 8 -> 16 (paper, not re-checked); "
+                              "README.md 5.2's command passes --block-out-s=8 --block-out-t=20 (exp-name "
+                              "ditxl-ab820, as its SiT-XL command); DiT-SRA/train.py defaults are 4 -> 8",
+         "align.block_out_t": "as align.block_out_s"},
+        data=_LATENTS),
 }
 
 
@@ -61,14 +133,14 @@ def recipe(name: str) -> Recipe:
 def as_flags(config: dict, cls) -> str:
     """A partial config as the equivalent `sra train` flags (for --list-presets)."""
     fields = options.option_names(cls)
-    parts = []
-    for key, value in _flatten(config).items():
-        flag = options.flag_name(fields[key])
-        if isinstance(value, bool):
-            parts.append(flag if value else "--no-" + flag[2:])
-        else:
-            parts.append(f"{flag} {' '.join(map(str, value)) if isinstance(value, tuple) else value}")
-    return " ".join(parts)
+    return " ".join(_flag(fields[key], value) for key, value in _flatten(config).items())
+
+
+def _flag(f, value) -> str:
+    flag = options.flag_name(f)
+    if isinstance(value, bool):
+        return flag if value else "--no-" + flag[2:]
+    return f"{flag} {' '.join(map(str, value)) if isinstance(value, tuple) else value}"
 
 
 def _flatten(d: dict, prefix: str = "") -> dict:
@@ -79,10 +151,12 @@ def _flatten(d: dict, prefix: str = "") -> dict:
 
 
 def list_recipes(cls) -> str:
+    fields = options.option_names(cls)
     lines = []
     for name, r in RECIPES.items():
         lines += [f"{name}: {r.summary}", f"  source: {r.source}"]
         if r.data:
             lines.append(f"  data:   --data-dir DIR, a {r.data}")
         lines.append(f"  flags:  {as_flags(r.config, cls) or '(the defaults)'}")
+        lines += [f"    {_flag(fields[k], v)}: {r.origin[k]}" for k, v in _flatten(r.config).items()]
     return "\n".join(lines)
