@@ -143,6 +143,7 @@ def test_presets(capsys):
     out = capsys.readouterr().out
     assert all(name in out for name in RECIPES) and "Table 1" in out and "--model SiT-XL/2" in out
     assert "    --block-out-t 20: README.md 5.1 --block-out-t=20" in out.splitlines()
+    assert "    --block-out-t 16: README.md 5.2 --block-out-t=16" in out.splitlines()
 
 
 def test_every_number_of_a_recipe_says_where_it_comes_from():

@@ -6,11 +6,12 @@ from dataclasses import dataclass, field
 
 from .. import options
 
-# Where the numbers come from. The authors' code as this project's reference index stores it (one version each, by
-# commit): vvvvvjdy/SRA SiT-SRA/train.py @8e779b0, DiT-SRA/train.py @51996aa, README.md @66420a4; sihyun-yu/REPA
-# train.py @2b8c181, whose defaults SRA inherits. The paper's text was not available when these were checked: numbers
-# attributed to it are this project's record of the paper (README.md "Defaults follow the paper"), marked
-# "paper, not re-checked".
+# Where the numbers come from: the authors' code as this project's reference index stores it (by commit where the
+# index names one): vvvvvjdy/SRA SiT-SRA/train.py @8e779b0, DiT-SRA/train.py @51996aa, README.md in its latest stored
+# version (news up to 2026-01-26; an earlier one, @66420a4, had the DiT-XL command at blocks 8 -> 20 and a checkpoint
+# row of FID 2.06, IS 270.27); sihyun-yu/REPA train.py @2b8c181, whose defaults SRA inherits. The paper's text was not
+# available when these were checked: numbers attributed to it are this project's record of the paper (README.md,
+# "Defaults follow the paper"), marked "paper, not re-checked".
 _TRAIN = "SiT-SRA/ and DiT-SRA/train.py"
 _IN256 = {"input_size": 32, "in_channels": 4, "num_classes": 1000, "batch_size": 256, "lr": 1e-4,
           "lr_warmup_steps": 0, "adam_betas": (0.9, 0.999), "weight_decay": 0.0, "max_grad_norm": 1.0,
@@ -87,21 +88,21 @@ RECIPES = {
         data=_LATENTS),
     "sit-xl2-sra-in256": Recipe(
         "SiT-XL/2 + SRA on ImageNet 256 latents, 800 epochs (~4.0M steps)",
-        "the authors' SiT-XL/2 run: README.md 5.1's command; README.md 6.1 lists its 800-epoch checkpoint at "
-        "FID-50K 2.06, IS 270.27; the paper reports FID 1.58 with CFG 1.8 and guidance interval (SDE, 250 "
-        "steps; paper, not re-checked)",
+        "the authors' SiT-XL/2 run: README.md 5.1's command; README.md 6.1 lists its 800-epoch checkpoint "
+        "(sitxl-sra-res256-ep800.pt) at FID-50K 1.58, IS 311.4, sampled with guidance and the guidance interval "
+        "(CFG 1.8, SDE 250 steps in the paper's system-level table; paper, not re-checked)",
         {"model": "SiT-XL/2", **_IN256, **_SIT, "max_train_steps": 800 * _EPOCH_STEPS,
          "align": {**_SIT["align"], "block_out_s": 8, "block_out_t": 20}},
         {**_IN256_FROM, **_SIT_FROM,
          "model": "README.md 5.1 --model=\"SiT-XL/2\"",
-         "max_train_steps": _800_EPOCHS.format("SiT-SRA/train.py") + "; README.md 6.1: 800 epochs",
+         "max_train_steps": _800_EPOCHS.format("SiT-SRA/train.py") + "; README.md 6.1: Epochs 800",
          "align.block_out_s": "README.md 5.1 --block-out-s=8",
          "align.block_out_t": "README.md 5.1 --block-out-t=20"},
         data=_LATENTS),
     "dit-xl2-sra-in256": Recipe(
         "DiT-XL/2 + SRA (DDPM, learned sigma) on ImageNet 256 latents, 800 epochs (~4.0M steps)",
-        "the authors' DiT-XL/2 run: README.md 5.2's command with DiT-SRA/train.py's defaults; its result is in the "
-        "paper's tables (not re-checked)",
+        "the authors' DiT-XL/2 run: README.md 5.2's command (exp-name ditxl-ab816-t0.2-res256) with "
+        "DiT-SRA/train.py's defaults; its result is in the paper's tables (not re-checked)",
         {"model": "DiT-XL/2", **_IN256, "max_train_steps": 800 * _EPOCH_STEPS,
          "align": {"distance": "sml1", "weight": 0.04, "legacy_epoch_decay": True, "t_max": 0.2,
                    "interval": "uniform", "block_out_s": 8, "block_out_t": 16}},
@@ -116,10 +117,9 @@ RECIPES = {
          "align.t_max": "README.md 5.2 --t-max=0.2 (DiT-SRA/train.py's own default is 0.1); gaussian_diffusion.py "
                         "draws k = randint(0, int(1000 * t_max)), i.e. U{0..199}",
          "align.interval": "DiT-SRA gaussian_diffusion.py: teacher step t - randint(0, 200), clamped to [1, 999]",
-         "align.block_out_s": "the paper's DiT-XL layers 8 -> 16 (paper, not re-checked); "
-                              "README.md 5.2's command passes --block-out-s=8 --block-out-t=20 (exp-name "
-                              "ditxl-ab820, as its SiT-XL command); DiT-SRA/train.py defaults are 4 -> 8",
-         "align.block_out_t": "as align.block_out_s"},
+         "align.block_out_s": "README.md 5.2 --block-out-s=8 (the paper's DiT-XL layers; README @66420a4 had "
+                              "--block-out-t=20 there; DiT-SRA/train.py defaults are 4 -> 8)",
+         "align.block_out_t": "README.md 5.2 --block-out-t=16"},
         data=_LATENTS),
 }
 
