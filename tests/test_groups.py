@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 
 from conftest import randomize_zero_layers, tiny_model
+from sra.models import TokenTimes
 
 
 def reference_forward(m, images, t_tok, y, groups, separate: bool, depths=(2, 5)):
@@ -92,6 +93,10 @@ def test_matches_authors_dts_as_model(model, separate):
                                        atol=1e-4, rtol=1e-4)
         out, h = model(x, t_tok, y, feature_depth=2, **kw)
         torch.testing.assert_close(h, feats[2], atol=1e-4, rtol=1e-4)
+        # The same times kept once per group (adaLN once per group, spread to the tokens afterwards)
+        tt = TokenTimes(t_group, groups)
+        torch.testing.assert_close(model(x, tt, y, **kw), want, atol=1e-4, rtol=1e-4)
+        torch.testing.assert_close(model.forward_features(x, tt, y, depth=5, **kw), feats[5], atol=1e-4, rtol=1e-4)
 
 
 def legacy_forward(m, x, t, y):
@@ -144,6 +149,35 @@ def test_separated_token_ignores_other_groups(model):
         assert (a[keep] - c[keep]).abs().max() > 1e-3
 
 
+@pytest.mark.parametrize("checkpointing", [False, True])
+def test_group_times_equal_per_token_times_with_gradients(model, checkpointing):
+    """TokenTimes(values, index) and the per-token tensor values.gather(1, index): the same prediction, block tokens
+    and parameter gradients (also through activation checkpointing, which passes the index to every block)."""
+    gen = torch.Generator().manual_seed(4)
+    x, y = torch.randn(3, 1, 16, 16, generator=gen), torch.tensor([0, 1, 2])
+    values, index = torch.rand(3, 2, generator=gen), torch.randint(0, 2, (3, 16), generator=gen)
+    grads = []
+    model.grad_checkpointing = checkpointing
+    try:
+        for t in (TokenTimes(values, index), values.gather(1, index)):
+            model.zero_grad()
+            out, h = model(x, t, y, feature_depth=2, groups=index)
+            (out.square().mean() + h.square().mean()).backward()
+            grads.append(({k: p.grad.clone() for k, p in model.named_parameters() if p.grad is not None}, out, h))
+    finally:
+        model.grad_checkpointing = False
+        model.zero_grad()
+    (g1, out1, h1), (g2, out2, h2) = grads
+    torch.testing.assert_close(out1, out2, atol=1e-6, rtol=1e-5)
+    torch.testing.assert_close(h1, h2, atol=1e-6, rtol=1e-5)
+    assert g1.keys() == g2.keys() and "blocks.0.adaLN_modulation.1.weight" in g1
+    for k in g1:
+        torch.testing.assert_close(g1[k], g2[k], atol=1e-6, rtol=1e-4)
+
+
 def test_bad_token_time_shape(model):
     with pytest.raises(ValueError, match="per-token times"):
         model(torch.randn(2, 1, 16, 16), torch.rand(2, 5), torch.tensor([0, 1]))
+    with pytest.raises(ValueError, match="token times"):
+        model(torch.randn(2, 1, 16, 16), TokenTimes(torch.rand(2, 2), torch.zeros(2, 5, dtype=torch.long)),
+              torch.tensor([0, 1]))

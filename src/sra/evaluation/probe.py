@@ -71,10 +71,10 @@ def block_tokens(model, x: torch.Tensor, t, y: torch.Tensor, depths) -> dict[int
     if depths and not 0 <= depths[0] <= depths[-1] <= model.depth:
         raise ValueError(f"block depths {depths} outside 0..{model.depth}")
     t = torch.as_tensor(t, dtype=torch.float32, device=x.device).expand(x.shape[0])
-    h, c = model.embed(x, t, y)  # (N, T, D), (N, D)
+    h, c, index = model.embed(x, t, y)  # (N, T, D), (N, D), None
     out = {0: h} if 0 in depths else {}
     for i, block in enumerate(model.blocks[:depths[-1] if depths else 0]):
-        h = block(h, c)
+        h = block(h, c, None, index)
         if i + 1 in depths:
             out[i + 1] = h
     return out

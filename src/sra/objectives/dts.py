@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 import torch
 
+from ..models.dit import TokenTimes
 from ..options import option
 from ..transport.path import path_coefficients, sample_time
 
@@ -131,14 +132,12 @@ def group_times(cfg: MixConfig, t: torch.Tensor, draws: dict) -> torch.Tensor:
 
 
 def teacher_view(cfg: MixConfig, t_max_offsets: torch.Tensor, t_groups: torch.Tensor, groups: torch.Tensor):
-    """What the teacher sees, as (per-token times of its input (N, T), time fed to its embedder: (N,) or (N, T),
-    group ids for its attention or None). `t_max_offsets` (N, G) are the SRA offsets k_g."""
-    if cfg.teacher_t == "same":
-        t_tok = t_groups.gather(1, groups)
-        return t_tok, t_tok, groups
-    if cfg.teacher_t == "sra":
-        t_tok = (t_groups - t_max_offsets).clamp(0.0, 1.0).gather(1, groups)
-        return t_tok, t_tok, groups
+    """What the teacher sees, as (per-token times of its input (N, T), time fed to its embedder: (N,) or per token as
+    `TokenTimes`, group ids for its attention or None). `t_max_offsets` (N, G) are the SRA offsets k_g."""
+    if cfg.teacher_t in ("same", "sra"):
+        t_teacher = TokenTimes(t_groups if cfg.teacher_t == "same" else (t_groups - t_max_offsets).clamp(0.0, 1.0),
+                               groups)
+        return t_teacher.per_token(), t_teacher, groups
     t_min = t_groups.min(dim=1).values  # self_flow: the least noisy of the student's times
     if not cfg.teacher_mask:
         return t_min[:, None].expand_as(groups), t_min, None

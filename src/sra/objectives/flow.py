@@ -5,8 +5,9 @@ from dataclasses import dataclass
 
 import torch
 
-from ..transport.path import PATHS, TIME_SAMPLINGS, interpolate, sample_time
+from ..models.dit import TokenTimes
 from ..models.encoders import encode
+from ..transport.path import PATHS, TIME_SAMPLINGS, interpolate, sample_time
 from ..options import option
 from .align import AlignConfig, alignment, offset_from_uniform, teacher_offset
 from .dts import MixConfig, draw_extra, group_times, mixed_interpolant, teacher_view
@@ -62,8 +63,8 @@ class FlowObjective:
         y = apply_label_drop(unwrap(model), y, draws["drop"])
         kw = {}
         if mix.active:  # token groups: each patch at its group's time, target mixed alike (objectives.dts)
-            t_model = group_times(mix, t, draws).gather(1, draws["groups"])  # (N, T)
-            xt, target = mixed_interpolant(cfg.path, x0, noise, t_model, self.patch_size)
+            t_model = TokenTimes(group_times(mix, t, draws), draws["groups"])  # (N, G) times, adaLN once per group
+            xt, target = mixed_interpolant(cfg.path, x0, noise, t_model.per_token(), self.patch_size)
             if mix.attention_separation:
                 kw["groups"] = draws["groups"]
         else:
