@@ -274,19 +274,19 @@ class DiffusionTransformer(nn.Module):
         one time per token, t (N, T) (dual-timestep scheduling: adaLN then modulates each token by its own time);
         (N, K, D) and the (N, T) index for `TokenTimes`. Labels are used as given (no dropout here)."""
         tokens = self.x_embedder(x) + self.pos_embed  # (N, T, D)
+        index = None
         if isinstance(t, TokenTimes):
             if t.index.shape != tokens.shape[:2] or t.values.shape[0] != tokens.shape[0]:
                 raise ValueError(f"token times have index {tuple(t.index.shape)} and values {tuple(t.values.shape)}, "
                                  f"expected index {tuple(tokens.shape[:2])} and values ({tokens.shape[0]}, K)")
-            t_emb = self.t_embedder(t.values.reshape(-1)).reshape(*t.values.shape, -1)  # (N, K, D)
-            return tokens, t_emb.to(tokens.dtype) + self.y_embedder(y)[:, None], t.index
-        if t.ndim == 0:
+            t, index = t.values, t.index
+        elif t.ndim == 0:
             t = t.expand(x.shape[0])
-        if t.ndim == 2:
-            if t.shape != tokens.shape[:2]:
-                raise ValueError(f"per-token times have shape {tuple(t.shape)}, expected {tuple(tokens.shape[:2])}")
-            t_emb = self.t_embedder(t.reshape(-1)).reshape(*t.shape, -1)  # (N, T, D)
-            return tokens, t_emb.to(tokens.dtype) + self.y_embedder(y)[:, None], None
+        elif t.ndim == 2 and t.shape != tokens.shape[:2]:
+            raise ValueError(f"per-token times have shape {tuple(t.shape)}, expected {tuple(tokens.shape[:2])}")
+        if t.ndim == 2:  # one time per token (N, T), or per group (N, K) spread by `index`
+            t_emb = self.t_embedder(t.reshape(-1)).reshape(*t.shape, -1)  # (N, T or K, D)
+            return tokens, t_emb.to(tokens.dtype) + self.y_embedder(y)[:, None], index
         c = self.t_embedder(t).to(tokens.dtype) + self.y_embedder(y)  # (N, D)
         return tokens, c, None
 
