@@ -83,3 +83,20 @@ def test_token_similarity_invariants():
             q.mul_(10)
     acted = sim.similarity(model.eval(), x, y, 0.5, 1, 3, seed=0)
     assert acted["cos"] < 0.99 and acted["cos_shuffled"] < acted["cos"] and acted["r2_linear"] < 1 - 1e-3
+
+
+def test_deep_runs_train_the_deeper_model_they_name():
+    """The deep section's runs resolve to a valid 12-block config with SRA 3 -> 8, probe their student block, and stay
+    out of the main comparison; the family runs still probe block 2."""
+    study = load_study()
+    opts = study.parse(["--only", "deep"])
+    runs = study.study_runs(opts)
+    assert [r.name for r in runs] == ["plain-d12-s0", "sra-d12-s0", "sra-dts-as-d12-s0"]
+    for r in runs:
+        cfg = study.train_config(r, opts).resolve((1, 32, 32), 10)
+        assert cfg.model_depth == 12 and (cfg.align.block_out_s, cfg.align.block_out_t) == (3, 8)
+        assert r.probe and r.probe_block == 3 and not study.is_main_run(r.name)
+    assert [study.train_config(r, opts).resolve((1, 32, 32), 10).align.weight for r in runs] == [0.0, 0.5, 0.5]
+    assert study.train_config(runs[2], opts).mix.mask_ratio == (0.25,)
+    family = study.study_runs(study.parse(["--only", "family"]))
+    assert {r.probe_block for r in family} == {2} and all(r.depth is None for r in family)

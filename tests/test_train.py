@@ -58,6 +58,21 @@ def test_plain_training_lowers_the_loss(tmp_path):
     assert rows[-1]["denoise"] < rows[0]["denoise"]
 
 
+def test_depth_overrides_the_preset_and_the_checkpoint_loads_with_it(tmp_path):
+    from sra.models.loading import load_model
+
+    assert run_cli("--output-dir", str(tmp_path), "--exp-name", "deep", "--max-train-steps", "2", "--depth", "8",
+                   "--block-out-s", "3", "--block-out-t", "7") == 0
+    run = tmp_path / "deep"
+    assert json.loads((run / "config.json").read_text())["depth"] == 8
+    ck = load_checkpoint(run / "checkpoints" / "0000002.pt")
+    assert {int(k.split(".")[1]) for k in ck["ema"] if k.startswith("blocks.")} == set(range(8))
+    loaded = load_model(run)
+    assert loaded.model.depth == 8 and loaded.model.hidden_size == 128  # SiT-T's width, 8 blocks instead of 6
+    rows = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    assert np.isfinite(rows[-1]["align"])
+
+
 def snapshot(folder):
     """Every file's bytes, except the lock file (it holds the PID of its last holder)."""
     return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*"))
@@ -68,6 +83,8 @@ def snapshot(folder):
     (["--model", "SiT-Q/2"], "unknown model"),
     (["--block-out-s", "3", "--block-out-t", "9"], "outside"),
     (["--block-out-s", "5", "--block-out-t", "3"], "after teacher"),
+    (["--depth", "0"], "--depth must be >= 1"),
+    (["--depth", "3"], "outside the model's 1..3 blocks"),  # the preset's SRA blocks 2 -> 4
     (["--mixed-precision", "fp8"], None),  # argparse rejects it
 ])
 def test_bad_flags(tmp_path, capsys, args, message):

@@ -178,12 +178,11 @@ def create_store(out: Path, header: dict, paths: list[str], labels: np.ndarray, 
     """Allocate (sparse) arrays, then write the header last: a store without a header is not a store."""
     out.mkdir(parents=True, exist_ok=True)
     n = header["count"]
-    mm = np.lib.format.open_memmap(out / MOMENTS, mode="w+", dtype=np.float16, shape=(n, *row_shape))
-    del mm  # the header and the sparse file are written; rows come by positioned writes
+    # Opening a memmap writes the .npy header and a sparse file; the rows come later by positioned writes.
+    np.lib.format.open_memmap(out / MOMENTS, mode="w+", dtype=np.float16, shape=(n, *row_shape))
     if "features" in header:
         f = header["features"]
-        mm = np.lib.format.open_memmap(out / FEATURES, mode="w+", dtype=np.float16, shape=(n, f["tokens"], f["dim"]))
-        del mm
+        np.lib.format.open_memmap(out / FEATURES, mode="w+", dtype=np.float16, shape=(n, f["tokens"], f["dim"]))
     np.save(out / STATUS, np.zeros(n, dtype=np.uint8))
     np.save(out / LABELS, labels)
     (out / FILES).write_text("".join(p + "\n" for p in paths))

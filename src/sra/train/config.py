@@ -24,6 +24,8 @@ class TrainConfig:
     data_dir: str | None = option(None, resumable=True,
                                   help="Fashion-MNIST IDX folder, class-subfolder image folder, latent store from `sra "
                                        "prepare`, or 'digits' (unset: Debian's Fashion-MNIST, else sklearn digits)")
+    depth: int | None = option(None, help="number of transformer blocks (unset: the preset's; e.g. SiT-T/4 with "
+                                          "--depth 12 is a deeper model that still trains on a CPU)")
     input_size: int | None = option(None, help="model input side in pixels or latents (unset: from the data)")
     in_channels: int | None = option(None, help="model input channels (unset: from the data)")
     num_classes: int | None = option(None, help="number of classes (unset: from the data)")
@@ -98,6 +100,13 @@ class TrainConfig:
         return parse_name(self.model)[0]
 
     @property
+    def model_depth(self) -> int:
+        """Blocks of the trained model: --depth, else the preset's."""
+        from ..models.presets import SIZES
+
+        return self.depth if self.depth is not None else SIZES[parse_name(self.model)[1]][0]
+
+    @property
     def tiny(self) -> bool:
         return parse_name(self.model)[1] == "T"
 
@@ -138,9 +147,9 @@ class TrainConfig:
         return c
 
     def validate(self) -> None:
-        from ..models.presets import SIZES
-
-        depth = SIZES[parse_name(self.model)[1]][0]
+        depth = self.model_depth
+        if depth < 1:
+            raise ValueError(f"--depth must be >= 1 (got {depth})")
         options.check_choices(self)
         if self.report_to:
             check_reporter(self.report_to)

@@ -160,8 +160,9 @@ def train_in(cfg: TrainConfig, ctx, dataset, folder: RunFolder, signals: StopSig
         from ..objectives.repa import feature_source
         z_dim, encoder = feature_source(cfg.repa, dataset, cfg.input_size // parse_name(cfg.model)[2], ctx.device)
         repa_kw = dict(z_dims=(z_dim,), projector_dim=cfg.repa.projector_dim)
+    depth_kw = {} if cfg.depth is None else dict(depth=cfg.depth)
     model = build_model(cfg.model, input_size=cfg.input_size, in_channels=cfg.in_channels,
-                        num_classes=cfg.num_classes, **repa_kw).to(ctx.device)
+                        num_classes=cfg.num_classes, **depth_kw, **repa_kw).to(ctx.device)
     if not (cfg.align.active and cfg.align.use_head):
         model.ap_head.requires_grad_(False)  # unused head: no gradient, no optimizer state, no DDP complaints
     model.grad_checkpointing = cfg.activation_checkpointing
