@@ -68,10 +68,11 @@ def frechet_distance(mu1, sigma1, mu2, sigma2) -> float:
     """||mu1 - mu2||^2 + Tr(S1 + S2 - 2 (S1 S2)^(1/2)) in float64, for symmetric positive semi-definite S1, S2.
 
     The trace of the root comes from a pivoted Cholesky factor and symmetric eigenvalues (`trace_sqrt_product`), not
-    from scipy's sqrtm(S1 S2) as pytorch-fid and ADM take it: the same quantity (1e-9 relative apart on full-rank
-    2048-d statistics, 1e-10 in the tests), 10-40x faster on a CPU (2048-d, one loaded core: 1-3 s instead of sqrtm's
-    32-42 s), and exact for singular covariances (fewer samples than dimensions), where sqrtm loses ~1e-6 or fails
-    and pytorch-fid and ADM retry with eps on the diagonals."""
+    from scipy's sqrtm(S1 S2) as pytorch-fid and ADM take it: the same quantity, faster, and exact for singular
+    covariances (fewer samples than dimensions), where sqrtm loses accuracy or fails and pytorch-fid and ADM retry
+    with eps on the diagonals. `benchmarks/frechet_distance.py` on 2048-d statistics, one core of the loaded 2-core
+    CPU machine: 3.5 s instead of sqrtm's 27.9 s at full rank (10 000 samples, 3e-15 relative apart), 1.0 s instead
+    of 34.3 s for 1000 samples (rank 999, 6e-8 apart: sqrtm's error)."""
     mu1, mu2 = np.atleast_1d(np.asarray(mu1, np.float64)), np.atleast_1d(np.asarray(mu2, np.float64))
     s1, s2 = np.atleast_2d(np.asarray(sigma1, np.float64)), np.atleast_2d(np.asarray(sigma2, np.float64))
     if mu1.shape != mu2.shape or s1.shape != s2.shape or s1.shape != (mu1.size, mu1.size):
