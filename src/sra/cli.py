@@ -10,6 +10,10 @@ import importlib
 import pkgutil
 import sys
 
+from . import __version__
+
+DISTRIBUTION = "sra-diffusion"  # the package index name (`sra` there is another project); import name and command: sra
+
 
 def user_errors() -> tuple[type[BaseException], ...]:
     from .checkpoint import CheckpointError
@@ -38,6 +42,7 @@ def command_modules() -> dict:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="sra", description="Train, sample and evaluate diffusion transformers with Self-Representation Alignment.")
+    parser.add_argument("--version", action="version", version=f"sra {__version__} (distribution {DISTRIBUTION})")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for module in command_modules().values():
         p = module.add_parser(sub)

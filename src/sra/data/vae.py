@@ -48,7 +48,7 @@ def load_vae(name_or_path: str, device: torch.device | str = "cpu", dtype: torch
     try:
         from diffusers import AutoencoderKL
     except ImportError:
-        raise DataError("the VAE needs diffusers: pip install 'sra[vae]'") from None
+        raise DataError("the VAE needs diffusers: pip install 'sra-diffusion[vae]'") from None
     source, sub = resolve_vae(name_or_path)
     kwargs = {"subfolder": sub} if sub else {}
     try:

@@ -26,7 +26,7 @@ class DinoV2Encoder(nn.Module):
         try:
             from transformers import Dinov2Model
         except ImportError:
-            raise ValueError("a DINOv2 encoder needs transformers: pip install 'sra[repa]'") from None
+            raise ValueError("a DINOv2 encoder needs transformers: pip install 'sra-diffusion[repa]'") from None
         try:
             self.net = Dinov2Model.from_pretrained(str(folder), local_files_only=True).eval().requires_grad_(False)
         except (OSError, ValueError) as e:

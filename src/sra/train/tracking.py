@@ -28,7 +28,7 @@ def check_reporter(kind: str) -> None:
     package = {"tensorboard": "tensorboard", "wandb": "wandb"}.get(kind)
     if package and not installed(package):
         raise ValueError(f"--report-to {kind} needs the {package} package: pip install {package} "
-                         f"(or pip install 'sra[track]'), or use --report-to none")
+                         f"(or pip install 'sra-diffusion[track]'), or use --report-to none")
 
 
 class Tracker:
