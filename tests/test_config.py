@@ -144,6 +144,16 @@ def test_presets(capsys):
     assert all(name in out for name in RECIPES) and "Table 1" in out and "--model SiT-XL/2" in out
     assert "    --block-out-t 20: README.md 5.1 --block-out-t=20" in out.splitlines()
     assert "    --block-out-t 16: README.md 5.2 --block-out-t=16" in out.splitlines()
+    # REPA's defaults each cite a file and line, the paper, or say they are ours; every preset size has a block
+    from sra.models.presets import SIZES
+    from sra.objectives.repa import REPA_BLOCKS, REPA_DEFAULTS_FROM, RepaConfig
+
+    assert set(REPA_BLOCKS) == set(SIZES)
+    assert {f"block {s}" for s in REPA_BLOCKS} <= {f"block {s}" for key in REPA_DEFAULTS_FROM
+                                                   for s in key.removeprefix("block ").split("/")}
+    assert {"weight", "projector_dim"} <= set(REPA_DEFAULTS_FROM) and RepaConfig().projector_dim == 2048
+    assert all(any(w in why for w in ("line", "paper, not re-checked", "ours")) for why in REPA_DEFAULTS_FROM.values())
+    assert "REPA's defaults" in out and "--encoder-depth default 8" in out
 
 
 def test_every_number_of_a_recipe_says_where_it_comes_from():

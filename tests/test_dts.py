@@ -15,13 +15,14 @@ P = 4  # patch size of the test model: 16x16 inputs -> 16 tokens
 
 
 def authors_counts(ratios, seq_len):
-    """Their _compute_group_counts: floor, then +1 for the `remainder` largest fractional parts (torch.topk)."""
-    expected = torch.tensor(ratios) * seq_len
+    """Their _compute_group_counts for one sample: float32 products, floor, then +1 for the `remainder` largest
+    fractional parts as torch.topk ranks them (its batch dimension of 1 kept, as they call it)."""
+    expected = torch.as_tensor(ratios, dtype=torch.float32).unsqueeze(0) * seq_len  # (1, G)
     counts = torch.floor(expected).long()
-    rem = seq_len - int(counts.sum())
-    if rem > 0:
-        counts[torch.topk(expected - counts.float(), k=rem).indices] += 1
-    return counts.tolist()
+    for row, rem in enumerate((seq_len - counts.sum(dim=1)).tolist()):
+        if rem > 0:
+            counts[row, torch.topk(expected[row] - counts[row].float(), k=rem).indices] += 1
+    return counts[0].tolist()
 
 
 @pytest.mark.parametrize("ratio,normalised", [((0.25,), [0.25, 0.75]), ((0.0,), [1.0]), ((1.0,), [1.0]),
@@ -36,6 +37,50 @@ def test_ratio_normalisation(ratio, normalised):
 def test_group_counts_round_as_the_authors(ratios, seq_len):
     assert group_counts(ratios, seq_len) == authors_counts(ratios, seq_len)
     assert sum(group_counts(ratios, seq_len)) == seq_len
+
+
+def test_group_counts_at_ties_and_over_a_grid():
+    # ties of the fractional parts, where rounding in float64 and sorting gave other counts than the reference
+    assert group_counts(MixConfig(mask_ratio=(0.7,)).ratios(), 5) == authors_counts([0.7, 0.30000000000000004], 5)
+    assert group_counts([0.7, 1 - 0.7], 5) == [4, 1]
+    five = MixConfig(mask_ratio=(0.2,) * 5).ratios()
+    assert group_counts(five, 16) == authors_counts(five, 16)
+    grid = [MixConfig(mask_ratio=(k / 100,)).ratios() for k in range(1, 100)]
+    grid += [MixConfig(mask_ratio=r).ratios() for r in ((0.2,) * 5, (0.5, 0.3, 0.2), (0.1, 0.6, 0.3), (1, 1, 1),
+                                                        (0.25,) * 4, (0.15, 0.35, 0.5), (1 / 3, 1 / 3, 1 / 3))]
+    for ratios in grid:
+        for tokens in range(1, 260):
+            assert group_counts(ratios, tokens) == authors_counts(ratios, tokens), (ratios, tokens)
+
+
+class LabelTeacher:
+    """Records the labels the teacher is given and delegates to a model."""
+
+    def __init__(self, model):
+        self.model, self.labels = model, []
+
+    def forward_features(self, x, t, y, depth, groups=None):
+        self.labels.append(y.clone())
+        return self.model.forward_features(x, t, y, depth=depth, groups=groups)
+
+
+@pytest.mark.parametrize("mix,clean", [(MixConfig(mask_ratio=(0.25,)), True), (MixConfig(), False)])
+def test_teacher_labels_follow_each_reference(mix, clean):
+    """SiT-SRA_DTS_AS (token groups) gives its eval-mode teacher the labels before dropout; plain SRA (SiT-SRA) the
+    student's dropped labels."""
+    kw = dict(input_size=16, depth=4, hidden_size=32, num_heads=4, patch_size=P, class_dropout_prob=0.5)
+    model = randomize_zero_layers(tiny_model(**kw))  # a null-label row, dropped half the time
+    teacher = randomize_zero_layers(tiny_model(**kw), seed=5)
+    seen = []
+    model.y_embedder.register_forward_pre_hook(lambda mod, args: seen.append(args[0].clone()))
+    recorder = LabelTeacher(teacher)
+    obj = FlowObjective(FlowConfig(), AlignConfig(weight=0.5, block_out_s=1, block_out_t=3, teacher_bf16=False), mix,
+                        patch_size=P)
+    x0, y = torch.randn(8, 1, 16, 16), torch.tensor([0, 1, 2, 0, 1, 2, 0, 1])
+    obj(model, recorder, x0, y, generator=torch.Generator().manual_seed(3))
+    dropped = seen[0]
+    assert (dropped == model.y_embedder.num_classes).any() and not torch.equal(dropped, y)
+    assert torch.equal(recorder.labels[0], y if clean else dropped)
 
 
 def test_group_ids_have_exact_counts_random_positions_and_full_samples():

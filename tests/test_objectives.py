@@ -1,5 +1,6 @@
 """SiT objective and SRA alignment against independent computations."""
 import copy
+import json
 import math
 
 import pytest
@@ -8,7 +9,7 @@ import torch.nn.functional as F
 
 from sra.objectives import AlignConfig, FlowConfig, FlowObjective, combine, token_distance
 from sra.objectives.align import teacher_offset
-from sra.train import ema_decay, update_ema
+from sra.train import TrainConfig, ema_decay, update_ema
 from sra.transport import interpolate, path_coefficients, sample_time
 from conftest import randomize_zero_layers, tiny_model
 
@@ -49,6 +50,48 @@ def test_token_distance_cosine_is_per_token_over_features():
     torch.testing.assert_close(token_distance(p, q, "sml1"),
                                F.smooth_l1_loss(p, q, beta=0.05, reduction="none").flatten(1).mean(1))
     torch.testing.assert_close(token_distance(p, q, "l2"), ((p - q) ** 2).flatten(1).mean(1))
+
+
+def released_cos_loss(a, b):
+    """SiT-SRA train.py with --loss-type cos, written out: Simpleloss's 1 - F.cosine_similarity(a, b) on (N, T, D)
+    (default dim=1: over the token axis, (N, D)), its mean, times 0.5. Spelled out as sums, not cosine_similarity."""
+    dots = (a * b).sum(1)
+    norms = a.pow(2).sum(1).sqrt().clamp_min(1e-8) * b.pow(2).sum(1).sqrt().clamp_min(1e-8)
+    return 0.5 * (1 - dots / norms).mean()
+
+
+def test_cos_over_tokens_is_the_released_cosine_with_its_weight():
+    torch.manual_seed(0)
+    student = torch.randn(4, 6, 8, dtype=torch.float64)
+    a = student.float().requires_grad_(True)
+    b = torch.randn(4, 6, 8)
+    cfg = TrainConfig(align=AlignConfig(weight=None, distance="cos-over-tokens", legacy_epoch_decay=None,
+                                        block_out_s=0, block_out_t=0, teacher_bf16=None))
+    cfg = cfg.resolve((1, 8, 8), 10)
+    assert cfg.align.weight == 0.5 and not cfg.align.legacy_epoch_decay  # as their train.py: * 0.5, no decay
+    assert cfg.align.effective_weight(epoch=900) == 0.5
+    terms = {"denoise": torch.zeros(4), "align": token_distance(a, b, "cos-over-tokens")}
+    ours = combine(terms, cfg.align.weight)
+    ours.backward()
+    ref_in = student.float().requires_grad_(True)
+    want = released_cos_loss(ref_in, b)
+    want.backward()
+    torch.testing.assert_close(ours, want, atol=1e-6, rtol=0)
+    torch.testing.assert_close(a.grad, ref_in.grad, rtol=1e-5, atol=1e-8)
+    # and it is not the per-token cosine, whose gradients differ
+    assert not torch.allclose(token_distance(a, b, "cos"), token_distance(a, b, "cos-over-tokens"))
+
+
+def test_cos_over_tokens_trains_from_the_cli(tmp_path):
+    from sra.cli import main
+
+    assert main(["train", "--model", "SiT-T/2", "--data-dir", "digits", "--batch-size", "8", "--no-progress",
+                 "--sample-every", "1000", "--sample-steps", "2", "--log-every", "1", "--max-train-steps", "2",
+                 "--loss-type", "cos-over-tokens", "--output-dir", str(tmp_path), "--exp-name", "c"]) == 0
+    cfg = json.loads((tmp_path / "c" / "config.json").read_text())["align"]
+    assert (cfg["distance"], cfg["weight"], cfg["legacy_epoch_decay"]) == ("cos-over-tokens", 0.5, False)
+    rows = [json.loads(line) for line in (tmp_path / "c" / "metrics.jsonl").read_text().splitlines()]
+    assert all(0 <= r["align"] <= 2 for r in rows)  # 1 - cosine
 
 
 def test_teacher_offset_bounds():

@@ -70,6 +70,15 @@ def dino_dir(tmp_path_factory):
     return path
 
 
+def antialiased_table(table, grid):
+    """REPA's set-up written out: timm's resample_abs_pos_embed (CLS kept, the square patch table resized by bicubic
+    interpolation with antialiasing in float32)."""
+    side = int(math.isqrt(table.shape[1] - 1))
+    patches = table[0, 1:].reshape(side, side, -1).permute(2, 0, 1)[None]
+    patches = F.interpolate(patches.float(), size=(grid, grid), mode="bicubic", antialias=True)
+    return torch.cat([table[:, :1], patches[0].permute(1, 2, 0).reshape(1, grid * grid, -1)], dim=1)
+
+
 def test_dinov2_encoder_follows_repas_preprocessing(dino_dir):
     from transformers import Dinov2Model
 
@@ -78,14 +87,31 @@ def test_dinov2_encoder_follows_repas_preprocessing(dino_dir):
     enc = load_encoder(str(dino_dir))
     images = torch.rand(2, 3, 16, 16) * 2 - 1
     got = encode(enc, images, grid=4)
-    # REPA: x in [0, 1], ImageNet normalisation, bicubic resize so the patch grid is the model's (4 x 2 px = 8 px)
+    # REPA: x in [0, 1], ImageNet normalisation, bicubic resize so the patch grid is the model's (4 x 2 px = 8 px);
+    # the 8 x 8 position table resized once to 4 x 4 with antialiasing (timm's resample_abs_pos_embed)
     x = (images + 1) / 2
     x = (x - torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)) / torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
     x = F.interpolate(x, size=8, mode="bicubic")
+    ref = Dinov2Model.from_pretrained(dino_dir).eval()
+    table = ref.embeddings.position_embeddings.detach().clone()
+    want_table = antialiased_table(table, 4)
+    plain_table = F.interpolate(table[0, 1:].reshape(8, 8, -1).permute(2, 0, 1)[None], size=(4, 4), mode="bicubic")
+    assert not torch.allclose(want_table[0, 1:], plain_table[0].permute(1, 2, 0).reshape(16, -1), atol=1e-3)
+    ref.embeddings.position_embeddings.data = want_table
     with torch.no_grad():
-        want = Dinov2Model.from_pretrained(dino_dir).eval()(pixel_values=x).last_hidden_state[:, 1:]
+        want = ref(pixel_values=x).last_hidden_state[:, 1:]
+        ref.embeddings.position_embeddings.data = table  # transformers' own per-call resize (no antialiasing)
+        unaliased = ref(pixel_values=x).last_hidden_state[:, 1:]
     assert got.shape == (2, 16, 16)
+    torch.testing.assert_close(enc.net.embeddings.position_embeddings, want_table)
     torch.testing.assert_close(got, want)
+    assert not torch.allclose(got, unaliased, atol=1e-4)
+    # resized once: a second batch on the same grid uses the same table; another grid resizes the trained table
+    table_id = enc.net.embeddings.position_embeddings.data_ptr()
+    torch.testing.assert_close(encode(enc, images, grid=4), got)
+    assert enc.net.embeddings.position_embeddings.data_ptr() == table_id
+    encode(enc, images, grid=2)
+    torch.testing.assert_close(enc.net.embeddings.position_embeddings, antialiased_table(table, 2))
     with pytest.raises(ValueError, match="neither 'fmnist' nor a local folder"):
         load_encoder("/no/such/dinov2")
 

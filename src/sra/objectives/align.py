@@ -11,7 +11,8 @@ import torch.nn.functional as F
 
 from ..options import option
 
-DISTANCES = ("cos", "sml1", "l1", "l2")
+DISTANCES = ("cos", "cos-over-tokens", "sml1", "l1", "l2")
+COSINES = ("cos", "cos-over-tokens")  # the distances whose lambda is 0.5 and that take no epoch decay
 INTERVALS = ("uniform", "fixed", "none")
 TEACHERS = ("ema", "online")
 
@@ -20,10 +21,12 @@ TEACHERS = ("ema", "online")
 class AlignConfig:
     weight: float | None = option(0.5, flag="--sra-weight",
                                   help="alignment weight lambda; 0 = plain training, no teacher forward (unset: 0.5 "
-                                       "with cos; else 0.2 for SiT, 0.04 for DiT, as the released code)")
+                                       "with either cosine; else 0.2 for SiT, 0.04 for DiT, as the released code)")
     distance: str | None = option("cos", flag="--loss-type", choices=DISTANCES,
-                                  help="alignment distance: cos (1 - cosine per token), sml1 (smooth-L1, beta 0.05), "
-                                       "l1, l2 (unset: cos for SiT, sml1 for DiT, as the released code)")
+                                  help="alignment distance: cos (1 - cosine over each token's features), "
+                                       "cos-over-tokens (1 - cosine over the token axis per feature, as the released "
+                                       "SiT-SRA code computes its cos), sml1 (smooth-L1, beta 0.05), l1, l2 (unset: "
+                                       "cos for SiT, sml1 for DiT)")
     block_out_s: int = option(3, help="student tokens after this many blocks (1-indexed; 0: the paper's per-size default)")
     block_out_t: int = option(8, help="teacher tokens after this many blocks, >= the student's (1-indexed; 0: the "
                                       "paper's per-size default)")
@@ -37,7 +40,7 @@ class AlignConfig:
                                                   "(unset: on where bf16 is native: CUDA, AVX512-BF16/AMX CPUs)")
     legacy_epoch_decay: bool | None = option(False, help="the released code's decay of lambda: x0.1 per 1000 epochs "
                                                          "after epoch 149 at 256 px (inputs up to 32), per 800 after "
-                                                         "epoch 99 at 512 px (unset: on except with cos)")
+                                                         "epoch 99 at 512 px (unset: on except with a cosine)")
 
     @property
     def active(self) -> bool:
@@ -80,10 +83,15 @@ def legacy_decay_constants(input_size: int) -> tuple[int, int]:
 
 def token_distance(pred: torch.Tensor, target: torch.Tensor, kind: str) -> torch.Tensor:
     """Per-sample distance (N,) between token sets (N, T, D): mean over tokens (and features for the L-norms).
-    cos is 1 - cosine similarity over the feature dimension of each token (not over the token axis)."""
+    cos: 1 - cosine similarity over the feature dimension of each token, (N, T), then the mean over tokens.
+    cos-over-tokens: 1 - cosine similarity over the token axis, (N, D), then the mean over features: what the released
+    SiT-SRA and SiT-SRA_DTS_AS `Simpleloss` compute for "cos" (`F.cosine_similarity(a, b)` on (N, T, D) takes its
+    default dim=1). The batch mean of either equals the released `.mean()`, since every sample has as many terms."""
     pred, target = pred.float(), target.float()
     if kind == "cos":
         d = 1 - F.cosine_similarity(pred, target, dim=-1, eps=1e-8)  # (N, T)
+    elif kind == "cos-over-tokens":
+        d = 1 - F.cosine_similarity(pred, target, dim=1, eps=1e-8)  # (N, D)
     elif kind == "sml1":
         d = F.smooth_l1_loss(pred, target, beta=0.05, reduction="none")
     elif kind == "l1":

@@ -68,14 +68,15 @@ class MixConfig:
 
 
 def group_counts(ratios: list[float], num_tokens: int) -> list[int]:
-    """Tokens per group: floor(r T), the remainder handed one each to the largest fractional parts (the authors'
-    rounding; ties go to the earlier group)."""
-    exact = [r * num_tokens for r in ratios]
-    counts = [int(e) for e in exact]
-    by_fraction = sorted(range(len(ratios)), key=lambda g: -(exact[g] - counts[g]))
-    for g in by_fraction[:num_tokens - sum(counts)]:
-        counts[g] += 1
-    return counts
+    """Tokens per group as the authors' `_compute_group_counts` gives them, ties included: floor(r T) in float32, and
+    the remaining tokens one each to the groups that `torch.topk` ranks first by their float32 fractional parts.
+    (Float32 products and topk's order among equal fractions decide ties: [0.7, 0.3] of 5 tokens is [4, 1].)"""
+    exact = torch.tensor(ratios, dtype=torch.float32) * num_tokens
+    counts = exact.floor().long()
+    remainder = num_tokens - int(counts.sum())
+    if remainder > 0:
+        counts[torch.topk(exact - counts.float(), k=remainder).indices] += 1
+    return counts.tolist()
 
 
 @functools.lru_cache(maxsize=64)

@@ -60,7 +60,10 @@ class FlowObjective:
         if draws is None:
             draws = self.draw(x0.shape[0], x0.shape[1:], x0.device, generator)
         t, noise = draws["t"], draws["noise"].to(x0.dtype)
-        y = apply_label_drop(unwrap(model), y, draws["drop"])
+        # The teacher's labels follow each reference: plain SRA's teacher sees the student's dropped labels (SiT-SRA
+        # loss.py `labels_teacher = labels_train`); with token groups, the authors' SiT-SRA_DTS_AS drops labels inside
+        # the student's forward only and hands its eval-mode teacher the labels as they came (`y=labels`).
+        y_clean, y = y, apply_label_drop(unwrap(model), y, draws["drop"])
         kw = {}
         if mix.active:  # token groups: each patch at its group's time, target mixed alike (objectives.dts)
             t_model = TokenTimes(group_times(mix, t, draws), draws["groups"])  # (N, G) times, adaLN once per group
@@ -77,7 +80,8 @@ class FlowObjective:
         terms = {"denoise": ((pred.float() - target) ** 2).flatten(1).mean(1)}
         if a.active:
             x_teacher, t_teacher, g_teacher = self.teacher_input(x0, noise, t, draws)
-            terms["align"] = alignment(a, unwrap(model), teacher, h, x_teacher, t_teacher, y, groups=g_teacher)
+            y_teacher = y_clean if mix.active else y
+            terms["align"] = alignment(a, unwrap(model), teacher, h, x_teacher, t_teacher, y_teacher, groups=g_teacher)
         if r.active:
             if features is None:
                 features = encode(self.encoder, x0, x0.shape[-1] // self.patch_size)
@@ -85,8 +89,8 @@ class FlowObjective:
         return terms
 
     def teacher_input(self, x0, noise, t, draws):
-        """(input, time (N,) or (N, T), group ids for attention or None) of the SRA teacher: same x0, same noise, same
-        (dropped) labels as the student."""
+        """(input, time (N,) or (N, T), group ids for attention or None) of the SRA teacher: same x0 and noise as the
+        student."""
         cfg, mix = self.cfg, self.mix
         if not mix.active:  # SRA's t - k, or t itself for the self_flow / same teacher times
             t_teacher = (t - draws["k"]).clamp(0.0, 1.0) if mix.teacher_t == "sra" else t
@@ -111,7 +115,7 @@ class FlowObjective:
 
 
 def apply_label_drop(model, y: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
-    """Null label where u < class_dropout_prob (u uniform per sample); the teacher sees the same dropped labels."""
+    """Null label where u < class_dropout_prob (u uniform per sample)."""
     emb = model.y_embedder
     if emb.dropout_prob <= 0:
         return y

@@ -10,20 +10,32 @@ import torch.nn.functional as F
 
 from ..options import option
 
-# REPA's student block (their --encoder-depth) per model size: SiT-B 4, SiT-L/XL 8 (paper, Sec. 4); tiny: 2.
+# REPA's student block (their --encoder-depth) per model size, and where each default comes from (sihyun-yu/REPA as
+# this project's reference index stores it, @67f7145).
 REPA_BLOCKS = {"T": 2, "S": 4, "B": 4, "L": 8, "XL": 8}
+REPA_DEFAULTS_FROM = {
+    "weight": "ours: 0 (off), REPA is opt-in here; REPA train.py line 436 --proj-coeff default 0.5 (README.md's "
+              "command passes --proj-coeff=0.5): the value to turn it on with",
+    "block L/XL": "REPA train.py line 400 --encoder-depth default 8 (README.md's SiT-XL/2 command passes 8)",
+    "block S/B": "4: the REPA paper's SiT-B/2 setting (paper, not re-checked); train.py's default 8 is 2/3 of SiT-B's "
+                 "12 blocks",
+    "block T": "ours: 2 of the tiny preset's 6 blocks (a third, as 4 of SiT-B's 12)",
+    "projector_dim": "REPA models/sit.py line 180: SiT(..., projector_dim=2048)",
+}
 
 
 @dataclass(kw_only=True)
 class RepaConfig:
     weight: float = option(0.0, flag="--repa-weight", group="REPA: alignment to a frozen external encoder (SiT)",
-                           help="REPA's lambda (their --proj-coeff; 0.5 in the paper); 0: off")
+                           help="REPA's lambda; 0: off (REPA's train.py --proj-coeff default, and its README's "
+                                "command: 0.5)")
     encoder: str | None = option(None, flag="--repa-encoder", metavar="DIR",
                                  help="'fmnist' (the FD-FMNIST classifier) or a local DINOv2 folder (transformers); "
                                       "latent stores need the features stored by `sra prepare --encoder`")
     block: int = option(0, flag="--repa-block", help="student tokens after this many blocks (their --encoder-depth; "
-                                                     "0: 4 for S/B, 8 for L/XL, 2 for the tiny preset)")
-    projector_dim: int = option(2048, help="hidden width of REPA's MLP projector")
+                                                     "0: 8 for L/XL as REPA's train.py default, 4 for S/B as the "
+                                                     "REPA paper's SiT-B, 2 for the tiny preset)")
+    projector_dim: int = option(2048, help="hidden width of REPA's MLP projector (REPA's models/sit.py default 2048)")
 
     @property
     def active(self) -> bool:

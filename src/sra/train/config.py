@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from .. import options
 from ..models.presets import MODEL_NAMES, default_sra_layers, parse_name
 from ..objectives import AlignConfig, FlowConfig, MixConfig, RepaConfig
-from ..objectives.align import fast_bf16
+from ..objectives.align import COSINES, fast_bf16
 from ..options import option
 from .tracking import REPORTERS, check_reporter, default_reporter
 
@@ -210,16 +210,29 @@ RESUMABLE_CHANGES = {f.name for f in dataclasses.fields(TrainConfig) if f.metada
 
 def align_defaults(align: AlignConfig, family: str) -> None:
     """Fill the unset (None) distance, weight and decay as the released code trains each family:
-    SiT (SiT-SRA train.py): cosine with lambda 0.5, no decay (the authors' recommendation); with smooth-L1 (or l1/l2)
-        2 x 0.1 = 0.2 with the epoch decay (the paper's setting).
+    SiT (SiT-SRA train.py): cosine with lambda 0.5, no decay (their default --loss-type cos; ours is the per-token
+        cosine, `cos-over-tokens` is theirs as computed, see objectives.align.token_distance); with smooth-L1 (or
+        l1/l2) 2 x 0.1 = 0.2 with the epoch decay (the paper's setting).
     DiT (DiT-SRA train.py, smooth-L1 only): 0.4 x 0.1 = 0.04 with the epoch decay; the released code multiplies
         its DiT term by 0.4 where SiT's has 2, so DiT's lambda is a fifth of SiT's."""
     if align.distance is None:
         align.distance = "cos" if family == "SiT" else "sml1"
     if align.weight is None:
-        align.weight = 0.5 if align.distance == "cos" else (0.2 if family == "SiT" else 0.04)
+        align.weight = 0.5 if align.distance in COSINES else (0.2 if family == "SiT" else 0.04)
     if align.legacy_epoch_decay is None:
-        align.legacy_epoch_decay = align.distance != "cos"
+        align.legacy_epoch_decay = align.distance not in COSINES
+
+
+def check_run_name(name: str) -> None:
+    """--exp-name is a relative path that stays inside --output-dir: no '..', not absolute, no empty or overlong
+    part (most file systems take 255 bytes per name)."""
+    parts = name.replace("\\", "/").rstrip("/").split("/")
+    if not name or name.startswith("/") or any(p in ("", ".", "..") for p in parts):
+        raise ValueError(f"--exp-name {name!r} must be a relative folder name inside --output-dir (no '..', '.', "
+                         "leading '/' or empty parts)")
+    if any(len(p.encode()) > 255 for p in parts):
+        raise ValueError(f"--exp-name is too long ({max(len(p.encode()) for p in parts)} bytes; at most 255 per "
+                         "folder name)")
 
 
 def config_differences(old: dict, new: dict) -> list[str]:

@@ -5,9 +5,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from .. import options
+from ..objectives.repa import REPA_DEFAULTS_FROM
 
 # Where the numbers come from: the authors' code as this project's reference index stores it (by commit where the
-# index names one): vvvvvjdy/SRA SiT-SRA/train.py @8e779b0, DiT-SRA/train.py @51996aa, README.md in its latest stored
+# index names one): vvvvvjdy/SRA SiT-SRA/train.py @8e779b0 and @1723f85 (the version whose --loss-type defaults to cos,
+# "legacy sml1 (only used for reproducing paper results ...)"), DiT-SRA/train.py @51996aa, README.md in its latest stored
 # version (news up to 2026-01-26; an earlier one, @66420a4, had the DiT-XL command at blocks 8 -> 20 and a checkpoint
 # row of FID 2.06, IS 270.27); sihyun-yu/REPA train.py @2b8c181, whose defaults SRA inherits. The paper's text was not
 # available when these were checked: numbers attributed to it are this project's record of the paper (README.md,
@@ -45,7 +47,8 @@ _SIT = {"flow": {"path": "linear", "time_sampling": "uniform"},
 _SIT_FROM = {
     "flow.path": "SiT-SRA/train.py --path-type linear (default; README.md 5.1 passes it)",
     "flow.time_sampling": "SiT-SRA/train.py --weighting uniform (default; README.md 5.1 passes it)",
-    "align.distance": "SiT-SRA/train.py --loss-type sml1 (default); loss.py smooth_l1_loss(..., beta=0.05)",
+    "align.distance": "SiT-SRA/train.py --loss-type sml1, its legacy branch for the paper's results (the default "
+                      "is cos since @1723f85); loss.py smooth_l1_loss(..., beta=0.05)",
     "align.weight": "SiT-SRA/train.py: align_loss.mean() * 2 * 0.1 ** 1 up to epoch 149 at --resolution 256",
     "align.legacy_epoch_decay": "SiT-SRA/train.py: * 2 * 0.1 ** ((epoch - 149) / 1000 + 1) after epoch 149 (256 px)",
     "align.t_max": "SiT-SRA/train.py --t-max 0.2 (default; README.md 5.1 passes --t-max=0.2)",
@@ -159,4 +162,6 @@ def list_recipes(cls) -> str:
             lines.append(f"  data:   --data-dir DIR, a {r.data}")
         lines.append(f"  flags:  {as_flags(r.config, cls) or '(the defaults)'}")
         lines += [f"    {_flag(fields[k], v)}: {r.origin[k]}" for k, v in _flatten(r.config).items()]
+    lines.append("REPA's defaults (--repa-weight, --repa-block, --projector-dim), with any preset:")
+    lines += [f"    {key}: {why}" for key, why in REPA_DEFAULTS_FROM.items()]
     return "\n".join(lines)
