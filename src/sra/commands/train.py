@@ -82,6 +82,8 @@ def run(args) -> int:
         print(json.dumps(cfg.resolve(ds.shape, ds.num_classes, device).to_dict(), indent=2))
         return 0
     run_dir = train(cfg)
-    from ..distributed import print0
-    print0(f"run folder: {run_dir}")
+    from ..distributed import current
+    from ..train.summary import run_summary
+    if current().is_main:
+        print("\n".join(run_summary(run_dir, cfg.data_dir)), flush=True)
     return 0

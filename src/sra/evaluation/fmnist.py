@@ -224,6 +224,14 @@ def fmnist_scorer(device="cpu", recipe: ClassifierRecipe = ClassifierRecipe(), d
     return scorer
 
 
+def cached_fmnist_scorer(device="cpu", recipe: ClassifierRecipe = ClassifierRecipe()) -> FMNISTScorer | None:
+    """The classifier when it is already cached, else None (nothing is trained: callers that only report)."""
+    if (recipe_key(recipe), str(device)) not in _LOADED and \
+            _read_cached(cache_dir() / f"fmnist-classifier-{recipe_key(recipe)}.pt") is None:
+        return None
+    return fmnist_scorer(device, recipe, progress=False)
+
+
 def fmnist_scores(images, labels=None, scorer: FMNISTScorer | None = None, device="cpu") -> dict[str, float]:
     """{'fd_fmnist', 'class_acc' (when labels are given), 'num_samples'} of Fashion-MNIST samples.
 
