@@ -153,7 +153,7 @@ def test_latent_models_need_a_store_and_decode_through_its_vae(tmp_path, monkeyp
     assert rc == 2 and "--latent-store" in capsys.readouterr().err and not (tmp_path / "g.png").exists()
 
     # Stubbed store and VAE (the real ones need diffusers weights): unnormalise x / 0.5, decode = first 3 channels.
-    store = types.SimpleNamespace(vae_name="stub-vae", unnormalize=lambda x: x / 0.5)
+    store = types.SimpleNamespace(vae_name="stub-vae", unnormalize=lambda x: x / 0.5, normalize="scale", scale=0.5)
     latents = types.SimpleNamespace(is_latent_store=lambda p: True, open_latent_store=lambda p: store)
     monkeypatch.setitem(sys.modules, "sra.data.latents", latents)
     monkeypatch.setattr("sra.data.vae.load_vae", lambda name, device="cpu": name)

@@ -146,20 +146,22 @@ def image_labels(seed: int, indices: Sequence[int], num_classes: int, classes: S
         distributed.step_seed(seed, i, LABEL_STREAM)))) for i in indices], dtype=torch.long)
 
 
-def make_decoder(loaded: LoadedModel, latent_store: str | None = None,
-                 vae: str | None = None) -> Callable[[torch.Tensor], torch.Tensor]:
-    """Model-space samples -> images in [-1, 1]. Pixel models (1 or 3 channels) pass through. Latent models decode
-    through a VAE loaded here, so that a missing VAE is refused before anything is written (LatentDataset.decode
-    would fall back to raw latent channels, fine for a training preview but not for evaluation images).
+def latent_decoding(loaded: LoadedModel, latent_store: str | None = None,
+                    vae: str | None = None) -> tuple[object | None, Callable | None, dict]:
+    """(VAE, unnormalize, map): the VAE and the function that turns model-space samples into what it decodes, and
+    the same as data for other tools ({"scale": s}: latents = x / s; {"mean": [...], "std": [...]}: latents =
+    x * std + mean per channel); (None, None, {}) for pixel models (1 or 3 channels, no store). The VAE is loaded here, so that a missing one is refused before anything is written
+    (LatentDataset.decode would fall back to raw latent channels, fine for a training preview but not for
+    evaluation images or an export).
 
     The VAE: `vae` (a diffusers AutoencoderKL folder or a repo id in the local Hugging Face cache), else $SRA_VAE,
     else the latent store's, else (no store: an authors' released checkpoint) their default SD-VAE ft-EMA
-    from the cache. The scaling: the store's (the run's data_dir, or `latent_store`); without a store the released
+    from the cache. The map: the store's (the run's data_dir, or `latent_store`); without a store the released
     code's, latents = scaling_factor (0.18215 for the SD-VAE) x VAE latents, no shift."""
     from .data import DataError
     from .data.base import is_latent_store
     from .data.latents import open_latent_store
-    from .data.vae import DEFAULT_VAE, decode_latents, env_vae, load_vae, vae_info
+    from .data.vae import DEFAULT_VAE, env_vae, load_vae, vae_info
 
     c = loaded.model.in_channels
     device = next(loaded.model.parameters()).device
@@ -169,14 +171,16 @@ def make_decoder(loaded: LoadedModel, latent_store: str | None = None,
     if store_dir is None and c in (1, 3):
         if vae:
             raise ValueError(f"--vae is for latent models; this one works on {c}-channel pixels")
-        return lambda x: x
+        return None, None, {}
     if store_dir is not None:
         store = open_latent_store(store_dir)
         name = name or store.vae_name
         if not name:
             raise ValueError(f"latent store {store_dir} names no VAE; pass --vae DIR (or set SRA_VAE)")
         net = load_vae(name, device=device)
-        return lambda x: decode_latents(net, store.unnormalize(x.float()))
+        mapping = {"mean": store.channel_mean.flatten().tolist(), "std": store.channel_std.flatten().tolist()} \
+            if store.normalize == "channel" else {"scale": store.scale}
+        return net, store.unnormalize, mapping
 
     try:
         net = load_vae(name or DEFAULT_VAE, device=device)
@@ -191,7 +195,20 @@ def make_decoder(loaded: LoadedModel, latent_store: str | None = None,
     info = vae_info(net, name)
     if info["latent_channels"] != c:
         raise ValueError(f"the VAE {name} makes {info['latent_channels']}-channel latents but the model takes {c}")
-    return lambda x: decode_latents(net, x.float() / info["scaling_factor"])
+    scale = info["scaling_factor"]
+    return net, lambda x: x / scale, {"scale": scale}
+
+
+def make_decoder(loaded: LoadedModel, latent_store: str | None = None,
+                 vae: str | None = None) -> Callable[[torch.Tensor], torch.Tensor]:
+    """Model-space samples -> images in [-1, 1]: pixel models pass through, latent models decode through the VAE of
+    `latent_decoding` (which see for where it comes from)."""
+    from .data.vae import decode_latents
+
+    net, unnormalize, _ = latent_decoding(loaded, latent_store, vae)
+    if net is None:
+        return lambda x: x
+    return lambda x: decode_latents(net, unnormalize(x.float()))
 
 
 def sample_model_space(loaded: LoadedModel, opts: SamplerOptions, y: torch.Tensor,
