@@ -47,7 +47,8 @@ def test_wheel_metadata_marker_and_no_deprecation(wheel):
         names = set(z.namelist())
         meta = z.read(f"sra_diffusion-{sra.__version__}.dist-info/METADATA").decode()
         entry = z.read(f"sra_diffusion-{sra.__version__}.dist-info/entry_points.txt").decode()
-    assert "sra/py.typed" in names and "sra/cli.py" in names
+    assert {"sra/py.typed", "sra/cli.py", "sra/models/diffusers_sit/pipeline_sit.py",
+            "sra/models/diffusers_sit/modeling_sit.py"} <= names  # the files SiT exports ship
     assert {"Name: sra-diffusion", f"Version: {sra.__version__}", "License-Expression: MIT"} <= set(meta.splitlines())
     assert "sra = sra.cli:main" in entry
 
