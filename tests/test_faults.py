@@ -129,7 +129,7 @@ def test_second_process_is_refused_with_the_holders_pid(tmp_path, reference, cap
     assert_same_run(tmp_path / "c", reference)
 
 
-@pytest.mark.parametrize("sig, code", [("term", 143), ("int", 130)])
+@pytest.mark.parametrize("sig, code", [("term", 143), ("int", 130), ("hup", 129)])
 def test_sigterm_and_sigint_save_a_checkpoint(tmp_path, reference, monkeypatch, capsys, sig, code):
     """The signal arrives during step 5 (between checkpoints 3 and 6): a checkpoint of step 5 is written, one line
     says so, the exit status is 128 + the signal; the same command then finishes the run."""
@@ -302,15 +302,16 @@ def test_deleted_checkpoints_restart_cleanly(tmp_path, reference):
 
 
 def test_failing_grid_loses_no_training(tmp_path, monkeypatch, capsys):
-    """The sample grid (optional) fails at the last step: the step's checkpoint is already on disk."""
+    """The sample grid (optional) fails at the last step: one warning, exit 0, the step's checkpoint on disk (more
+    optional-work failures: tests/test_fault_classes.py)."""
     import sra.train.loop as loop
 
     def broken(*a, **k):
         raise ValueError("grid failed")
 
     monkeypatch.setattr(loop, "sample_grid", broken)
-    assert main(train_argv(tmp_path, "g", "--max-train-steps", "2")) == 2
-    assert "grid failed" in capsys.readouterr().err
+    assert main(train_argv(tmp_path, "g", "--max-train-steps", "2")) == 0
+    assert "warning: the sample grid of step 2 failed (ValueError: grid failed)" in capsys.readouterr().err
     assert load_checkpoint(tmp_path / "g" / "checkpoints" / "0000002.pt")["step"] == 2
 
 
@@ -433,6 +434,7 @@ def test_dry_runs_validate(capsys, argv, message):
 
 def test_sampling_and_probe_inputs(tmp_path, reference, capsys):
     ckpt = reference / "checkpoints" / f"{STEPS:07d}.pt"
+    loose = shutil.copy(ckpt, tmp_path / "model.pt")  # a file outside any run folder
     cases = [
         (["sample", str(ckpt), "--cfg-scale", "nan", "--steps", "1"], "cfg scale must be >= 1"),
         (["generate", str(ckpt), "--output-dir", str(tmp_path / "o"), "--cfg-scale", "nan"], "cfg scale must be >= 1"),
@@ -441,9 +443,9 @@ def test_sampling_and_probe_inputs(tmp_path, reference, capsys):
         (["probe", str(ckpt), "--batch-size", "0"], "--batch-size >= 1"),
         # an output path that is a folder, or lies under a file
         (["sample", str(ckpt), "--steps", "1", "--num-images", "1", "--output", str(tmp_path)], "it is a folder"),
-        (["sample", str(ckpt), "--steps", "1", "--num-images", "1", "--output", str(ckpt / "x.png")],
-         "Not a directory"),
-        (["generate", str(ckpt), "--output-dir", str(ckpt), "--steps", "1"], "is a file"),
+        (["sample", str(ckpt), "--steps", "1", "--num-images", "1", "--output", str(loose / "x.png")],
+         "model.pt is a file, not a folder"),
+        (["generate", str(ckpt), "--output-dir", str(loose), "--steps", "1"], "is a file"),
     ]
     for argv, message in cases:
         assert main(argv) == 2, argv

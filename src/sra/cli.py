@@ -66,6 +66,10 @@ def main(argv: list[str] | None = None) -> int:
     except user_errors() as e:
         print(f"sra {args.command}: error: {e}", file=sys.stderr)
         return 2
+    except OSError as e:  # a file system refusal no command turned into words (read-only, full, ...): still one line
+        where = f"{e.filename}: " if e.filename else ""
+        print(f"sra {args.command}: error: {where}{e.strerror or e}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print(f"sra {args.command}: interrupted", file=sys.stderr)
         return 130

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import math
 import typing
 from types import UnionType
 
@@ -143,18 +144,18 @@ def _coerce(name: str, hint, value):
                 raise TypeError
             return value
         if typ is int:
-            if isinstance(value, bool) or float(value) != int(float(value)):
+            if isinstance(value, bool) or not math.isfinite(float(value)) or float(value) != int(float(value)):
                 raise TypeError
-            return int(float(value))
+            return int(value) if isinstance(value, int) else int(float(value))
         if typ is float:
             if isinstance(value, bool):
                 raise TypeError
-            return float(value)
+            return float(value)  # .inf/.nan/1e400 pass here; `check_finite` refuses them with the option's flag
         if typ is str:
             if not isinstance(value, str):
                 raise TypeError
             return value
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         raise ValueError(f"option {name}: expected {getattr(typ, '__name__', typ)}, got {value!r}") from None
     return value
 
@@ -174,6 +175,19 @@ def from_dict(cls, d: dict, prefix: str = ""):
         typ, _ = _base_type(hint)
         kwargs[k] = from_dict(typ, v, f"{prefix}{k}.") if dataclasses.is_dataclass(typ) else _coerce(prefix + k, hint, v)
     return cls(**kwargs)
+
+
+def check_finite(config) -> None:
+    """Every float option (and every float in a tuple option) is finite: argparse's float() takes 'nan' and 'inf',
+    which would switch a term off silently (nan > 0 is false) or train into divergence."""
+    for f, hint in _fields(type(config)):
+        value = getattr(config, f.name)
+        if dataclasses.is_dataclass(value):
+            check_finite(value)
+            continue
+        values = value if isinstance(value, tuple) else (value,)
+        if any(isinstance(v, float) and not math.isfinite(v) for v in values):
+            raise ValueError(f"{flag_name(f)} must be finite (got {_show(value)})")
 
 
 def check_choices(config, prefix: str = "") -> None:

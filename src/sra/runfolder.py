@@ -9,16 +9,21 @@ training run folder's checks) is where those promises are kept:
 - `atomic_write`: temporary file in the same folder, fsync, rename; the temporary file is removed on any failure, and
   a full disk becomes one line instead of a traceback;
 - `truncate_log`: metrics.jsonl cut back to the step a run resumes from;
-- `StopSignals`: SIGTERM/SIGINT become a request the loop honours at the next step boundary;
+- `StopSignals`: SIGTERM/SIGINT/SIGHUP become a request the loop honours at the next step boundary;
+- `check_output`: no command writes into a training run folder's records unless it owns the run;
+- `writing`: any OS error while writing an output becomes one line naming the path;
 - `fault`: the fault-injection hook the tests use (SRA_FAULT), a no-op otherwise.
 """
 from __future__ import annotations
 
+import contextlib
 import errno
 import fcntl
 import json
 import os
+import re
 import signal
+import stat
 import threading
 from pathlib import Path
 from typing import Callable
@@ -26,6 +31,8 @@ from typing import Callable
 from . import distributed
 
 LOCK = ".lock"
+# What `sra train` keeps in a run folder: no other command writes these (`check_output`).
+RUN_RECORDS = (LOCK, "config.json", "metrics.jsonl", "checkpoints", "samples")
 
 
 class RunFolderError(ValueError):
@@ -47,13 +54,16 @@ class Stopped(Exception):
 _reached: dict[str, int] = {}
 
 
-SIGNALS = {"kill": signal.SIGKILL, "stop": signal.SIGSTOP, "term": signal.SIGTERM, "int": signal.SIGINT}
+SIGNALS = {"kill": signal.SIGKILL, "stop": signal.SIGSTOP, "term": signal.SIGTERM, "int": signal.SIGINT,
+           "hup": signal.SIGHUP}
+ERRORS = {"enospc": errno.ENOSPC, "erofs": errno.EROFS}
 
 
 def fault(point: str, path: Path | None = None) -> None:
-    """ACTION kill/stop/term/int: send SIGKILL/SIGSTOP/SIGTERM/SIGINT to this process; enospc: raise ENOSPC. For kill
-    and enospc with `path` (a file being written) the file is first cut to half its size, as a write interrupted
-    midway would leave it. Points: step (after an optimizer step), checkpoint-write, image-write, chunk-commit."""
+    """ACTION kill/stop/term/int/hup: send SIGKILL/SIGSTOP/SIGTERM/SIGINT/SIGHUP to this process; enospc/erofs: raise
+    ENOSPC/EROFS. For kill and enospc with `path` (a file being written) the file is first cut to half its size, as a
+    write interrupted midway would leave it. Points: step (after an optimizer step), checkpoint-write, image-write,
+    chunk-commit, write (any atomic write, before its rename)."""
     spec = os.environ.get("SRA_FAULT")
     if not spec:
         return
@@ -65,8 +75,8 @@ def fault(point: str, path: Path | None = None) -> None:
         return
     if action in ("kill", "enospc") and path is not None and path.exists():
         os.truncate(path, path.stat().st_size // 2)
-    if action == "enospc":
-        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path or point))
+    if action in ERRORS:
+        raise OSError(ERRORS[action], os.strerror(ERRORS[action]), str(path or point))
     os.kill(os.getpid(), SIGNALS[action])
 
 
@@ -94,6 +104,7 @@ def atomic_write(path: str | os.PathLike, write: Callable[[Path], None], point: 
     tmp = path.with_name(path.name + ".tmp")
     try:
         write(tmp)
+        fault("write", tmp)
         if point:
             fault(point, tmp)
         if sync:
@@ -105,6 +116,53 @@ def atomic_write(path: str | os.PathLike, write: Callable[[Path], None], point: 
         if isinstance(e, (OSError, RuntimeError)) and not isinstance(e, RunFolderError):
             raise write_failure(path, e) from None
         raise
+
+
+@contextlib.contextmanager
+def writing(path: str | os.PathLike):
+    """Around the writes of an output: an OS error (read-only or full file system, a file in the way) about a file in
+    `path` (or about no file: a failed write() names none) becomes one RunFolderError line naming it. An error about
+    another file (an input) passes unchanged."""
+    try:
+        yield
+    except RunFolderError:
+        raise
+    except OSError as e:
+        where = Path(os.fsdecode(e.filename)) if e.filename else Path(path)
+        a, b = os.path.abspath(where), os.path.abspath(path)
+        if not (a.startswith(b) and a[len(b):len(b) + 1] in ("", os.sep, ".")):  # PATH, PATH/..., PATH.tmp
+            raise
+        raise write_failure(where, e) from None
+    except Exception as e:  # libraries that wrap the OS error: safetensors' "I/O error: ... (os error 28)"
+        found = re.search(r"\(os error (\d+)\)", str(e))
+        if not found:
+            raise
+        code = int(found.group(1))
+        raise write_failure(Path(path), OSError(code, os.strerror(code))) from None
+
+
+def training_run(folder: Path) -> bool:
+    """`folder` holds a training run: config.json beside checkpoints/, metrics.jsonl or a lock."""
+    return (folder / "config.json").is_file() and any(
+        (folder / name).exists() for name in ("checkpoints", "metrics.jsonl", LOCK))
+
+
+def check_output(path: str | os.PathLike, what: str = "output") -> Path:
+    """Refuse an output path that is a training run folder or lies among its records (RUN_RECORDS): only the `sra
+    train` that owns the run writes there (an export into RUN replaced its config.json, a grid written over
+    RUN/checkpoints/N.pt replaced a checkpoint). Paths are compared after resolving symbolic links. Returns `path`."""
+    path = Path(path)
+    real = Path(os.path.realpath(path))
+    for folder in (real, *real.parents):
+        if training_run(folder):
+            rel = real.relative_to(folder).parts
+            if not rel:
+                raise RunFolderError(f"{what} {path} is a training run folder; only `sra train` writes there; "
+                                     "choose another path")
+            if rel[0] in RUN_RECORDS:
+                raise RunFolderError(f"{what} {path} lies in {rel[0]} of training run {folder}; only `sra train` "
+                                     "writes there; choose another path")
+    return path
 
 
 def remove_temporary(folder: Path, patterns=("*.tmp", "*.tmp.png", ".*.tmp.png")) -> None:
@@ -162,7 +220,16 @@ class FolderLock:
         self.folder, self.what, self.fd = Path(folder), what, None
 
     def acquire(self) -> "FolderLock":
-        fd = os.open(self.folder / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+        path = self.folder / LOCK
+        try:  # never through a symbolic link: truncating the lock file would truncate its target
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+        except OSError as e:
+            if e.errno == errno.ELOOP:
+                raise RunFolderError(f"{path} is a symbolic link, not a lock file; remove it") from None
+            raise write_failure(path, e) from None
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            os.close(fd)
+            raise RunFolderError(f"{path} is not a regular file; remove it")
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -200,8 +267,9 @@ def on_rank0(fn: Callable[[], object]):
 # ----------------------------------------------------------------------------------------------------------------
 
 class StopSignals:
-    """SIGTERM (what schedulers send) and SIGINT set `received`; the loop saves a checkpoint at the next step boundary
-    and stops. A second signal stops at once (KeyboardInterrupt). Installed only in the main thread."""
+    """SIGTERM (what schedulers send), SIGINT and SIGHUP (a closed terminal, a cluster's hang-up) set `received`; the
+    loop saves a checkpoint at the next step boundary and stops. A second signal stops at once (KeyboardInterrupt).
+    Installed only in the main thread."""
 
     def __init__(self):
         self.received: str | None = None
@@ -214,7 +282,7 @@ class StopSignals:
 
     def __enter__(self) -> "StopSignals":
         if threading.current_thread() is threading.main_thread():
-            for s in (signal.SIGTERM, signal.SIGINT):
+            for s in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
                 self._old[s] = signal.signal(s, self._handler)
         return self
 
@@ -225,4 +293,4 @@ class StopSignals:
 
     @property
     def exit_code(self) -> int:
-        return 128 + int(getattr(signal, self.received))  # the shell's convention: 143 SIGTERM, 130 SIGINT
+        return 128 + int(getattr(signal, self.received))  # the shell's: 143 SIGTERM, 130 SIGINT, 129 SIGHUP

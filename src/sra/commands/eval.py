@@ -90,6 +90,12 @@ def run_fmnist(args) -> tuple[dict, Path]:
 
 
 def run(args) -> int:
+    from ..runfolder import atomic_write, check_output, check_writable, writing
+
+    for path in (default_output(args), args.save_stats):  # checked before the (long) scoring, not after it
+        if path is not None:
+            check_output(path, "--output" if path is not args.save_stats else "--save-stats")
+            check_writable(Path(path).parent)
     if args.metric == "fmnist":
         if args.reference is not None:
             raise ValueError("--metric fmnist takes no REFERENCE (the Fashion-MNIST test split is the reference)")
@@ -101,9 +107,10 @@ def run(args) -> int:
 
         if args.reference is None and args.save_stats is None:
             raise ValueError("give a REFERENCE to compare with, or --save-stats NPZ to only save statistics")
-        result = evaluate_inception(args.samples, args.reference, args.inception_weights, args.batch_size,
-                                    args.device, args.progress, args.recompute_reference, args.save_stats,
-                                    args.preprocess)
+        with writing(args.save_stats or default_output(args)):
+            result = evaluate_inception(args.samples, args.reference, args.inception_weights, args.batch_size,
+                                        args.device, args.progress, args.recompute_reference, args.save_stats,
+                                        args.preprocess)
         out = default_output(args)
         rows = [(name, result.get(key)) for name, key in
                 (("FID", "fid"), ("sFID", "sfid"), ("Inception Score", "inception_score"),
@@ -114,7 +121,6 @@ def run(args) -> int:
         print(f"{name:<22}{text:>12}")
     if result.get("saved_stats"):
         print(f"statistics saved to {result['saved_stats']}")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + "\n")
+    atomic_write(out, lambda tmp: tmp.write_text(json.dumps(result, indent=2) + "\n"))
     print(f"results written to {out}")
     return 0

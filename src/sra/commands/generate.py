@@ -31,6 +31,9 @@ def run(args) -> int:
 
     from .. import distributed
     from ..generate import generate
+    from ..runfolder import check_output
+
+    check_output(args.output_dir, "--output-dir")  # its lock and clean-up once hit a training run's checkpoints
 
     torch.backends.cuda.matmul.allow_tf32 = args.tf32
     try:

@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from ..runfolder import check_writable, writing
 from . import HelpFormatter
 from .probe import add_common, load_for_analysis, parse_blocks, parse_times
 
@@ -29,6 +30,7 @@ def run(args) -> int:
     from ..evaluation.probe import model_time
 
     loaded, path, device, out = load_for_analysis(args)
+    check_writable(out)  # before the work, not after it
     model = loaded.model
     blocks, times = parse_blocks(args.blocks, model.depth), parse_times(args.times)
     if args.cell_size < 8:
@@ -38,10 +40,10 @@ def run(args) -> int:
                             seed=args.seed)
     rows = [f"t={t:g}" if loaded.family == "SiT" else f"step {model_time('DiT', t)}" for t in times]
     cols = ["embed" if b == 0 else f"block {b}" for b in blocks]
-    out.mkdir(parents=True, exist_ok=True)
     file = out / f"pca_{Path(args.image).stem}.png"
-    size = render_grid(maps, file, row_labels=rows, col_labels=cols, cell=args.cell_size,
-                       inputs=inputs if picture is not None and model.in_channels in (1, 3) else None)
+    with writing(out):
+        size = render_grid(maps, file, row_labels=rows, col_labels=cols, cell=args.cell_size,
+                           inputs=inputs if picture is not None and model.in_channels in (1, 3) else None)
     print(f"wrote {file} ({size[0]}x{size[1]}; {len(times)} timesteps x {len(blocks)} blocks, "
           f"{model.input_size // model.patch_size}x{model.input_size // model.patch_size} tokens each)")
     return 0

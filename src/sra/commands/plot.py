@@ -18,7 +18,9 @@ def add_parser(sub) -> argparse.ArgumentParser:
 
 def run(args) -> int:
     from ..evaluation.curves import plot_runs
+    from ..runfolder import check_output
 
+    check_output(args.output, "--output")
     labels = args.labels.split(",") if args.labels else None
     if labels is not None and len(labels) != len(args.runs):
         raise ValueError(f"{len(labels)} labels for {len(args.runs)} runs")

@@ -40,7 +40,9 @@ def add_parser(sub) -> argparse.ArgumentParser:
 
 def run(args) -> int:
     from ..data.prepare import PrepareConfig, prepare
+    from ..runfolder import check_output, writing
 
+    check_output(args.out, "output store")
     cfg = PrepareConfig(src=args.src, out=args.out, resolution=args.resolution, vae=args.vae, flip=args.flip,
                         normalize=args.normalize, batch_size=args.batch_size, chunk_size=args.chunk_size,
                         num_workers=args.num_workers, max_chunks=args.max_chunks, progress=args.progress,
@@ -49,6 +51,7 @@ def run(args) -> int:
         cfg.validate()
         print(json.dumps(dataclasses.asdict(cfg), indent=2))
         return 0
-    summary = prepare(cfg)  # one line per rank under torchrun
+    with writing(args.out):  # a read-only or full file system: one line naming the file
+        summary = prepare(cfg)  # one line per rank under torchrun
     print(json.dumps({k: (round(v, 1) if isinstance(v, float) else v) for k, v in summary.items()}))
     return 0

@@ -6,6 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
+from ..runfolder import atomic_write, check_output, check_writable, writing
 from . import HelpFormatter
 
 TIMES_HELP = ("comma-separated times t in [0, 1] on SiT's scale (0 = data, 1 = noise); DiT models get the DDPM step "
@@ -61,7 +62,7 @@ def load_for_analysis(args):
     run = Path(args.run)
     out = Path(args.output_dir) if args.output_dir else (run / "analysis" if run.is_dir() else
                                                          Path(f"analysis-{loaded.source.stem}"))
-    return loaded, path, device, out
+    return loaded, path, device, check_output(out, "--output-dir")
 
 
 def add_parser(sub) -> argparse.ArgumentParser:
@@ -112,6 +113,7 @@ def run(args) -> int:
         raise ValueError(f"--max-train and --max-test must be >= 0 and --batch-size >= 1 (got {args.max_train}, "
                          f"{args.max_test}, {args.batch_size})")
     loaded, path, device, out = load_for_analysis(args)
+    check_writable(out)  # before the probe's work, not after it
     model = loaded.model
     blocks, times = parse_blocks(args.blocks, model.depth), parse_times(args.times)
     data_dir = args.data_dir if args.data_dir is not None else (loaded.config or {}).get("data_dir")
@@ -127,11 +129,11 @@ def run(args) -> int:
                           progress=args.progress)
     record = {"checkpoint": str(loaded.source), "step": loaded.step, "data": str(getattr(train, "name", data_dir)),
               "path": path if loaded.family == "SiT" else None, **result.to_dict()}
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "probe.json").write_text(json.dumps(record, indent=2) + "\n")
+    atomic_write(out / "probe.json", lambda tmp: tmp.write_text(json.dumps(record, indent=2) + "\n"))
     step = f" step {loaded.step}" if loaded.step is not None else ""
-    plot_probe(result, out / "probe.png", title=f"{Path(args.run).resolve().name}{step}: linear probe, test "
-                                                f"accuracy % ({result.classifier}, chance {100 * result.chance:.0f})")
+    with writing(out):
+        plot_probe(result, out / "probe.png", title=f"{Path(args.run).resolve().name}{step}: linear probe, test "
+                                                    f"accuracy % ({result.classifier}, chance {100 * result.chance:.0f})")
     width = max(len(f"{t:g}") for t in times) + 2
     print("block".ljust(8) + "".join(f"t={t:g}".rjust(width + 2) for t in times))
     for b, row in zip(result.blocks, result.accuracy):

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import math
+from pathlib import Path
 
 MAX_GRID = 1024  # images in one `sra sample` grid (all are sampled in one batch and held in memory)
 PROTOCOL_NOTE = ("Defaults reproduce the authors' evaluation protocol: SiT: SDE, 250 steps, CFG 1.8 in the guidance "
@@ -94,7 +95,10 @@ def run(args) -> int:
 
     from ..data.grid import save_grid
     from ..generate import check_classes, image_labels, load_for_sampling, make_decoder, sample_images
+    from ..runfolder import check_output, check_writable
 
+    check_output(args.output, "--output")  # never into a training run's records (a grid over its checkpoint)
+    check_writable(Path(args.output).parent)  # before the sampling, not after it
     count = len(args.classes or []) * args.per_class if args.classes else args.num_images
     if count > MAX_GRID:
         raise ValueError(f"a grid of {count} images is too large (at most {MAX_GRID}); use `sra generate` for many "

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 from pathlib import Path
+
+import yaml
 
 
 def add_parser(sub) -> argparse.ArgumentParser:
@@ -27,6 +30,27 @@ def add_parser(sub) -> argparse.ArgumentParser:
     return p
 
 
+def unique_keys(pairs: list) -> dict:
+    """A mapping from (key, value) pairs; a key given twice is refused (the second would silently win)."""
+    d = {}
+    for k, v in pairs:
+        if k in d:
+            raise ValueError(f"option {k!r} is given twice")
+        d[k] = v
+    return d
+
+
+class UniqueKeyLoader(yaml.SafeLoader):
+    """yaml.safe_load that refuses a key given twice in one mapping."""
+
+    def construct_mapping(self, node, deep=False):
+        keys = [self.construct_object(k, deep=deep) for k, _ in node.value]
+        repeated = next((k for i, k in enumerate(keys) if k in keys[:i]), None)
+        if repeated is not None:
+            raise ValueError(f"option {repeated!r} is given twice")
+        return super().construct_mapping(node, deep=deep)
+
+
 def load_config_file(path: str | Path) -> dict:
     """A YAML or JSON config file as a dict (YAML reads JSON too; .json files get JSON's error messages)."""
     path = Path(path)
@@ -35,11 +59,10 @@ def load_config_file(path: str | Path) -> dict:
     text = path.read_text()
     try:
         if path.suffix == ".json":
-            d = json.loads(text)
+            d = json.loads(text, object_pairs_hook=unique_keys)
         else:
-            import yaml
-            d = yaml.safe_load(text)
-    except Exception as e:  # json.JSONDecodeError, yaml.YAMLError
+            d = yaml.load(text, Loader=UniqueKeyLoader)
+    except Exception as e:  # json.JSONDecodeError, yaml.YAMLError, a repeated key
         raise ValueError(f"cannot parse config file {path}: {str(e).splitlines()[0]}") from None
     if not isinstance(d, dict):
         raise ValueError(f"config file {path} must hold a mapping of options, not {type(d).__name__}")
@@ -53,7 +76,7 @@ def config_from_args(args):
     from ..train.recipes import recipe
 
     d = {}
-    if args.preset:
+    if args.preset is not None:  # '' is an unknown recipe, not "none"
         d = options.merge(d, recipe(args.preset).config)
     if args.config:
         d = options.merge(d, load_config_file(args.config))
@@ -76,10 +99,12 @@ def run(args) -> int:
     from ..train import train
 
     cfg = config_from_args(args)
-    if args.dry_run:
+    if args.dry_run:  # the real run's checks, before any folder is touched
         ds = load_dataset(cfg.data_dir)
         device = "cuda" if torch.cuda.is_available() else "cpu"
-        print(json.dumps(cfg.resolve(ds.shape, ds.num_classes, device).to_dict(), indent=2))
+        resolved = cfg.resolve(ds.shape, ds.num_classes, device)
+        resolved.check_fits(len(ds), int(os.environ.get("WORLD_SIZE", "1")))
+        print(json.dumps(resolved.to_dict(), indent=2))
         return 0
     run_dir = train(cfg)
     from ..distributed import current

@@ -3,30 +3,46 @@ runs overlaid (`sra plot runs/plain runs/sra`), so that "SRA vs plain" is one pi
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
+
+from ..runfolder import atomic_write
 
 # Drawn when present, in this order: the loss terms of train rows, then the evaluation rows' metrics.
 LOSS_KEYS = ("loss", "denoise", "vb", "align")
 EVAL_KEYS = ("fid", "fd_fmnist", "inception_score", "class_acc")
 
 
-def read_metrics(run: str | Path) -> list[dict]:
+def number(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def read_metrics(run: str | Path, skipped: list[int] | None = None) -> list[dict]:
     """The rows of RUN/metrics.jsonl (or of the given .jsonl file), in file order; a row with a step already seen
-    replaces the earlier one (an interrupted session's rows after its last checkpoint are trained again)."""
+    replaces the earlier one (an interrupted session's rows after its last checkpoint are trained again). A malformed
+    row (not JSON, as a torn last line; not an object; a step, wall time or metric that is not a number) is left out
+    and counted in `skipped` (a one-element list), as the training loop's own reader does."""
     path = Path(run)
     path = path / "metrics.jsonl" if path.is_dir() else path
     if not path.is_file():
         raise FileNotFoundError(f"{path} does not exist (a run folder holds metrics.jsonl)")
     rows: dict[tuple, dict] = {}
-    for n, line in enumerate(path.read_text().splitlines(), 1):
+    bad = 0
+    for line in path.read_text(errors="replace").splitlines():
         if not line.strip():
             continue
         try:
             row = json.loads(line)
-        except json.JSONDecodeError:
-            raise ValueError(f"{path} line {n} is not JSON") from None
+        except ValueError:  # JSONDecodeError; also an overflowing number
+            row = None
+        if not (isinstance(row, dict) and number(row.get("step")) and number(row.get("wall_time", 0))
+                and all(number(row[k]) for k in LOSS_KEYS + EVAL_KEYS if k in row)):
+            bad += 1
+            continue
         kind = "eval" if any(k in row for k in EVAL_KEYS) and not any(k in row for k in LOSS_KEYS) else "train"
         rows[(row.get("step"), kind)] = row
+    if skipped is not None:
+        skipped[0] += bad
     return sorted(rows.values(), key=lambda r: r.get("step", 0))
 
 
@@ -38,7 +54,12 @@ def plot_runs(runs: list[str | Path], output: str | Path, labels: list[str] | No
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    data = [read_metrics(r) for r in runs]
+    data = []
+    for r in runs:
+        skipped = [0]
+        data.append(read_metrics(r, skipped))
+        if skipped[0]:
+            print(f"warning: skipped {skipped[0]} malformed rows in {r}", file=sys.stderr)
     labels = labels or [Path(r).name or str(r) for r in runs]
     keys = [k for k in LOSS_KEYS + EVAL_KEYS if any(k in row for rows in data for row in rows)]
     if not keys:
@@ -69,6 +90,8 @@ def plot_runs(runs: list[str | Path], output: str | Path, labels: list[str] | No
     fig.tight_layout()
     output = Path(output)
     output.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(output, dpi=100)
-    plt.close(fig)
+    try:
+        atomic_write(output, lambda tmp: fig.savefig(tmp, dpi=100, format="png"))
+    finally:
+        plt.close(fig)
     return output

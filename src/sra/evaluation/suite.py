@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..runfolder import atomic_write
 from .images import load_arrays, npz_keys, open_images
 from .inception import POOL_DIM, SPATIAL_DIM, InceptionV3Features
 from .metrics import RunningStats, frechet_distance, inception_score, precision_recall
@@ -54,10 +55,13 @@ def save_stats(path: str | os.PathLike, acts: dict[str, np.ndarray]) -> Path:
     if path.suffix != ".npz":
         path = path.with_name(path.name + ".npz")
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp.npz")
-    np.savez(tmp, format=np.array(STATS_FORMAT), preprocess=np.array(acts["preprocess"]),
-             **{k: acts[k] for k in ("mu", "sigma", "mu_s", "sigma_s", "pool")})
-    os.replace(tmp, path)
+
+    def write(tmp: Path) -> None:
+        with open(tmp, "wb") as f:  # a file object: np.savez would append .npz to a name
+            np.savez(f, format=np.array(STATS_FORMAT), preprocess=np.array(acts["preprocess"]),
+                     **{k: acts[k] for k in ("mu", "sigma", "mu_s", "sigma_s", "pool")})
+
+    atomic_write(path, write)  # a full disk: one line, no temporary file left
     return path
 
 

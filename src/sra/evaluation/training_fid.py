@@ -16,6 +16,7 @@ from .. import distributed
 from ..data.grid import to_uint8
 from ..generate import SamplerOptions, image_labels, make_decoder, sample_images
 from ..models.loading import LoadedModel
+from ..runfolder import on_rank0
 from .images import load_arrays, npz_keys
 from .inception import NUM_LOGITS, POOL_DIM, InceptionV3Features
 from .metrics import frechet_distance, gaussian_stats, inception_score
@@ -33,17 +34,24 @@ class TrainingFID:
         self.opts = SamplerOptions(mode=mode, num_steps=num_steps, cfg_scale=1.0).resolve(self.loaded)
         self.decode = make_decoder(self.loaded)
         self.net = InceptionV3Features(inception_weights).to(device).eval()
-        self.ref = None
-        if distributed.current().is_main:
-            keys = npz_keys(reference)
-            if {"mu", "sigma"} <= keys:  # stored statistics: FID needs nothing else (no pass over arr_0)
-                self.ref = load_arrays(reference, ("mu", "sigma", "preprocess"))
-                if str(self.ref.get("preprocess", self.net.preprocessing)) != self.net.preprocessing:
-                    raise ValueError(f"{reference} was computed with --preprocess {self.ref['preprocess']}; "
-                                     "in-training FID uses pytorch-fid's preprocessing")
-            else:
-                self.ref, _ = reference_statistics(reference, self.net, progress=False)
-        distributed.barrier()
+        self.ref = on_rank0(lambda: self.reference_stats(reference))  # every rank raises if rank 0 refuses
+
+    def reference_stats(self, reference: str) -> dict:
+        """mu and sigma of the reference, checked now (2048-d, finite) rather than at the first evaluation."""
+        if {"mu", "sigma"} <= npz_keys(reference):  # stored statistics: FID needs nothing else (no pass over arr_0)
+            ref = load_arrays(reference, ("mu", "sigma", "preprocess"))
+            if str(ref.get("preprocess", self.net.preprocessing)) != self.net.preprocessing:
+                raise ValueError(f"{reference} was computed with --preprocess {ref['preprocess']}; "
+                                 "in-training FID uses pytorch-fid's preprocessing")
+        else:
+            ref, _ = reference_statistics(reference, self.net, progress=False)
+        mu, sigma = np.asarray(ref["mu"]), np.asarray(ref["sigma"])
+        if mu.shape != (POOL_DIM,) or sigma.shape != (POOL_DIM, POOL_DIM):
+            raise ValueError(f"--eval-ref {reference}: statistics of shape {mu.shape} and {sigma.shape}, not the "
+                             f"Inception pool features' ({POOL_DIM},) and ({POOL_DIM}, {POOL_DIM})")
+        if not (np.isfinite(mu).all() and np.isfinite(sigma).all()):
+            raise ValueError(f"--eval-ref {reference}: its statistics hold NaN or infinite values")
+        return ref
 
     @torch.no_grad()
     def __call__(self) -> dict[str, float]:

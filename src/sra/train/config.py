@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import os
 from dataclasses import dataclass
 
 from .. import options
@@ -69,8 +70,8 @@ class TrainConfig:
     sample_every: int = option(500, resumable=True, help="steps between sample grids (and the last step)")
     sample_steps: int = option(30, help="sampler steps for the sample grids (Euler ODE for SiT, DDIM for DiT)")
     checkpoint_every: int = option(500, resumable=True, help="steps between checkpoints (and the last step)")
-    keep_last: int = option(0, resumable=True, help="keep only the newest K checkpoints, besides milestones and the one "
-                                                    "this session resumed from (0: keep all)")
+    keep_last: int = option(0, resumable=True, help="keep only the newest K checkpoints, besides milestones; an older one "
+                                                    "is deleted once a newer one is complete on disk (0: keep all)")
     keep_every: int = option(0, resumable=True, help="milestones: checkpoints at multiples of M steps are never deleted "
                                                      "by --keep-last (0: none)")
     eval_every: int = option(0, resumable=True, help="steps between evaluations of the EMA, logged like the losses: "
@@ -115,6 +116,10 @@ class TrainConfig:
         c = dataclasses.replace(self, flow=dataclasses.replace(self.flow), align=dataclasses.replace(self.align),
                                 mix=dataclasses.replace(self.mix), repa=dataclasses.replace(self.repa))
         family, size, _ = parse_name(c.model)
+        for name in ("input_size", "in_channels", "num_classes"):  # 0 is not "unset": refused, not filled
+            if getattr(c, name) is not None and getattr(c, name) < 1:
+                raise ValueError(f"--{name.replace('_', '-')} must be >= 1, or left unset to take it from the data "
+                                 f"(got {getattr(c, name)})")
         c.in_channels = c.in_channels or shape[0]
         c.input_size = c.input_size or shape[-1]
         c.num_classes = c.num_classes or num_classes
@@ -153,13 +158,23 @@ class TrainConfig:
         options.check_choices(self)
         if self.report_to:
             check_reporter(self.report_to)
-        if self.batch_size < 1 or self.grad_accum < 1 or self.max_train_steps < 0:
-            raise ValueError("batch size and accumulation must be >= 1 and max steps >= 0")
+        if self.batch_size < 1 or self.grad_accum < 1 or self.max_train_steps < 1:
+            raise ValueError(f"--batch-size, --grad-accum and --max-train-steps must be >= 1 (got {self.batch_size}, "
+                             f"{self.grad_accum}, {self.max_train_steps})")
+        if self.batch_size % self.grad_accum:
+            raise ValueError(f"--batch-size {self.batch_size} is not divisible by --grad-accum {self.grad_accum}")
+        check_run_name(self.exp_name)
+        if not 0 <= self.seed < 2 ** 63:
+            raise ValueError(f"--seed must be in [0, 2^63) (got {self.seed})")
         if self.eval_ref and not self.eval_every:
             raise ValueError("--eval-ref needs --eval-every N (steps between evaluations)")
         if self.eval_ref and self.eval_samples < 10:
             raise ValueError(f"--eval-num must be >= 10 with --eval-ref (the Inception Score uses 10 splits); "
                              f"got {self.eval_samples}")
+        if self.eval_every and self.eval_samples < 2:
+            raise ValueError(f"--eval-num must be >= 2 (a Frechet distance needs two samples; got {self.eval_samples})")
+        if self.eval_ref and not os.path.isfile(self.eval_ref):
+            raise ValueError(f"--eval-ref {self.eval_ref} does not exist (or is not a file)")
         if self.keep_last < 0 or self.keep_every < 0:
             raise ValueError(f"--keep-last and --keep-every must be >= 0 (got {self.keep_last}, {self.keep_every})")
         for name in ("log_every", "sample_every", "sample_steps", "checkpoint_every", "eval_samples"):
@@ -186,6 +201,9 @@ class TrainConfig:
         if self.fsdp and self.align.teacher == "online":
             raise ValueError("--teacher online is not supported with --fsdp (the teacher must be an unsharded copy)")
         self.align.validate(depth)
+        if not (math.isfinite(self.repa.weight) and self.repa.weight >= 0):  # nan switched REPA off silently
+            raise ValueError(f"--repa-weight must be a finite number >= 0 (got {self.repa.weight})")
+        options.check_finite(self)  # every other float option (--mask-ratio 0.5 nan, ...): nan/inf refused
         self.mix.validate()
         self.repa.validate(depth)
         if self.family == "DiT" and (self.mix.active or self.repa.active):
@@ -193,6 +211,14 @@ class TrainConfig:
         if self.align.active and self.repa.active and self.align.block_out_s != self.repa.block:
             raise ValueError(f"SRA and REPA together must read the same student block (got {self.align.block_out_s} "
                              f"and {self.repa.block})")
+
+    def check_fits(self, num_items: int, world_size: int = 1) -> None:
+        """The resolved config against the data and the process count; `sra train` and its --dry-run both call it."""
+        if self.batch_size % (world_size * self.grad_accum):
+            raise ValueError(f"global batch {self.batch_size} is not divisible by world size {world_size} x "
+                             f"accumulation {self.grad_accum}")
+        if num_items < self.batch_size:
+            raise ValueError(f"the data has {num_items} items, fewer than the batch size {self.batch_size}")
 
     def to_dict(self) -> dict:
         return json.loads(json.dumps(dataclasses.asdict(self)))

@@ -13,17 +13,24 @@ from pathlib import Path
 
 from .. import distributed
 from ..checkpoint import CheckpointError, checkpoint_files, load_checkpoint
-from ..runfolder import LOCK, FolderLock, RunFolderError, atomic_write, check_writable, remove_temporary, truncate_log
+from ..data.pixels import FASHION_MNIST_DIRS, fashion_mnist_available
+from ..runfolder import (RUN_RECORDS, FolderLock, RunFolderError, atomic_write, check_writable, remove_temporary,
+                         truncate_log)
 from .config import config_differences
 
-
-OURS = {LOCK, "config.json", "metrics.jsonl", "checkpoints", "samples"}
+OURS = set(RUN_RECORDS) | {"tensorboard", "wandb", "wandb_id"}  # what a run folder may hold before config.json
 
 
 def same_data(a: str | None, b: str | None) -> bool:
-    """Two --data-dir values name the same data: equal names ('digits', None) or the same folder, however spelled."""
+    """Two --data-dir values name the same data: equal names ('digits', None) or the same folder, however spelled;
+    unset names the default data (Debian's Fashion-MNIST folder where installed, else 'digits')."""
     if a == b:
         return True
+    if a is None or b is None:
+        default = FASHION_MNIST_DIRS[0] if fashion_mnist_available() else "digits"
+        a, b = (default if v is None else v for v in (a, b))
+        if a == b:
+            return True
     if a is None or b is None:
         return False
     return os.path.realpath(a) == os.path.realpath(b)
@@ -38,7 +45,8 @@ class RunFolder:
         self.checkpoints, self.samples, self.metrics = (self.path / "checkpoints", self.path / "samples",
                                                         self.path / "metrics.jsonl")
         self.lock: FolderLock | None = None
-        self.recorded: dict | None = None  # config.json of the run already in the folder
+        self.recorded: dict | None = None  # config.json of the run already in the folder (else its checkpoint's)
+        self._resume: tuple[Path | None, dict | None] | None = None  # read by `open` for its checks, kept for resume
 
     def open(self, cfg) -> None:
         run = self.path
@@ -49,6 +57,12 @@ class RunFolder:
         check_writable(run)
         self.lock = FolderLock(run).acquire()
         try:
+            # A record that is a symbolic link leads into another folder: a linked checkpoints/ resumed another run
+            # and wrote into it. The run folder itself may be a link (runs/x -> /scratch/x): all of it moves together.
+            for name in RUN_RECORDS[1:] + ("tensorboard",):
+                if (run / name).is_symlink():
+                    raise RunFolderError(f"{run / name} is a symbolic link; a run folder's records must be its own "
+                                         "(remove the link, or copy what it points to)")
             cfg_file = run / "config.json"
             if cfg_file.exists():
                 try:
@@ -57,9 +71,18 @@ class RunFolder:
                     self.recorded = None
                 if not isinstance(self.recorded, dict):
                     raise RunFolderError(f"{cfg_file} is not a JSON object; choose another --exp-name")
-            for folder in (run, self.checkpoints, self.samples):
+            folders = (run, self.checkpoints, self.samples) + ((run / "tensorboard",)
+                                                               if cfg.report_to == "tensorboard" else ())
+            for folder in folders:
                 check_writable(folder)
                 remove_temporary(folder)
+            # config.json deleted: each checkpoint stores the config it was trained with; check against that.
+            if self.recorded is None and checkpoint_files(run):
+                self._resume = self.resume_from()
+                self.recorded = (self._resume[1] or {}).get("config")
+                if not isinstance(self.recorded, dict):
+                    raise RunFolderError(f"run folder {run} has no config.json and its checkpoint records no "
+                                         "config; use another --exp-name")
             # A folder without checkpoints holds no training to protect (a crash before the first checkpoint, or
             # checkpoints deleted): it restarts from step 0 with the new configuration.
             if self.recorded is not None and checkpoint_files(run):
@@ -79,11 +102,19 @@ class RunFolder:
             raise
 
     def resume_from(self) -> tuple[Path | None, dict | None]:
-        """The newest readable checkpoint and its contents; an unreadable newer one is skipped, saying so."""
-        for file in reversed(checkpoint_files(self.path)):
+        """The newest readable checkpoint and its contents; an unreadable newer one is skipped, saying so. When none
+        is readable the run is refused rather than restarted: a restart would empty metrics.jsonl."""
+        if self._resume is not None:
+            found, self._resume = self._resume, None
+            return found
+        files = checkpoint_files(self.path)
+        for i, file in enumerate(reversed(files)):
             try:
                 return file, load_checkpoint(file)
             except CheckpointError as e:
+                if i == len(files) - 1:
+                    raise CheckpointError(f"{e}; no earlier checkpoint is readable (move {self.checkpoints} "
+                                          "away to start the run afresh)") from None
                 distributed.print0(f"warning: {e}; resuming from the previous checkpoint", file=sys.stderr)
         return None, None
 

@@ -5,6 +5,7 @@ import contextlib
 import copy
 import json
 import os
+import sys
 import time
 from pathlib import Path
 
@@ -16,7 +17,7 @@ from ..data.grid import save_grid
 from ..models import build_model
 from ..objectives import combine, slice_draws
 from ..checkpoint import CheckpointError, checkpoint_path, prune_checkpoints, save_checkpoint, state_mismatch
-from ..runfolder import Stopped, StopSignals, fault, on_rank0
+from ..runfolder import Stopped, StopSignals, fault, on_rank0, writing
 from . import parallel
 from .config import TrainConfig
 from .ema import ema_decay, update_ema
@@ -103,6 +104,18 @@ def sample_grid(cfg: TrainConfig, ema, dataset, shape, device) -> torch.Tensor:
     return x
 
 
+def optional(what: str, work):
+    """work() for something the run can do without (a sample grid, an evaluation): any failure prints one warning
+    and returns None, and training goes on; it comes after the step's checkpoint, so nothing is lost either way."""
+    try:
+        return work()
+    except Exception as e:  # noqa: BLE001 -- optional: reported, never fatal
+        reason = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        print(f"warning: {what} failed ({type(e).__name__}: {reason}); training continues", file=sys.stderr,
+              flush=True)
+        return None
+
+
 def optimizer_update(model, opt, scaler, ema, params, max_grad_norm: float, decay: float,
                      fp16: bool) -> tuple[torch.Tensor, torch.Tensor]:
     """Unscale and clip the gradients; step the optimizer unless they are non-finite; update the EMA; clear the
@@ -137,9 +150,7 @@ def train(cfg: TrainConfig) -> Path:
     # 1. Data, the resolved config, the run folder (locked and checked before anything is built or trained).
     dataset = load_dataset(cfg.data_dir)
     cfg = cfg.resolve(dataset.shape, dataset.num_classes, ctx.device.type)
-    if cfg.batch_size % (ctx.world_size * cfg.grad_accum):
-        raise ValueError(f"global batch {cfg.batch_size} is not divisible by world size {ctx.world_size} x "
-                         f"accumulation {cfg.grad_accum}")
+    cfg.check_fits(len(dataset), ctx.world_size)  # the same checks as --dry-run
     folder = RunFolder(cfg)
     on_rank0(lambda: folder.open(cfg))
     try:
@@ -193,6 +204,9 @@ def train_in(cfg: TrainConfig, ctx, dataset, folder: RunFolder, signals: StopSig
         except (KeyError, RuntimeError, ValueError) as e:
             raise CheckpointError(f"{ckpt_file} does not fit this run: {str(e).splitlines()[0]}") from None
         start = int(ck["step"])
+        if start > cfg.max_train_steps:  # before config.json is rewritten: the run stays as it was
+            raise ValueError(f"--max-train-steps {cfg.max_train_steps} is below the step this run reached ({start}, "
+                             f"{ckpt_file}); give at least {start}")
         log_state = ck.get("log", {})  # the partial logging interval, so its row equals an uninterrupted run's
         stats = {k: v.to(ctx.device) for k, v in log_state.get("stats", {}).items()}
         stats.update({"n": log_state["n"]} if log_state.get("n") else {})
@@ -228,8 +242,9 @@ def train_in(cfg: TrainConfig, ctx, dataset, folder: RunFolder, signals: StopSig
 
     def write_row(row: dict) -> None:
         if metrics:
-            metrics.write(json.dumps({**row, "wall_time": time.time()}) + "\n")
-            metrics.flush()
+            with writing(metrics.name):  # a full disk: one line naming the file (the checkpoints are intact)
+                metrics.write(json.dumps({**row, "wall_time": time.time()}) + "\n")
+                metrics.flush()
 
     def checkpoint(done: int) -> Path:
         model_state, opt_state = parallel.model_and_optimizer_state(model, opt)  # collective under FSDP
@@ -240,7 +255,7 @@ def train_in(cfg: TrainConfig, ctx, dataset, folder: RunFolder, signals: StopSig
             save_checkpoint({"model": model_state, "ema": ema.state_dict(), "opt": opt_state,
                              "scaler": scaler.state_dict(), "step": done, "config": cfg.to_dict(),
                              "nonfinite": guard.state_dict(), "log": log_state}, path)
-            prune_checkpoints(run, cfg.keep_last, cfg.keep_every, protect=(path, ckpt_file))
+            prune_checkpoints(run, cfg.keep_last, cfg.keep_every, protect=(path,))  # `path` is complete on disk
         distributed.barrier()
         return path
 
@@ -322,17 +337,28 @@ def train_in(cfg: TrainConfig, ctx, dataset, folder: RunFolder, signals: StopSig
             bar.close()
             raise Stopped(f"stopped by {signals.received or 'a signal'} after step {done}; checkpoint {last_good} "
                           "saved; run the same command to resume", signals.exit_code if signals.received else 143)
+        # Optional work: a failure prints one warning and training goes on (the step's checkpoint, if due, is saved).
         if ctx.is_main and (done % cfg.sample_every == 0 or last):
-            x = sample_grid(cfg, ema, dataset, sample_shape, ctx.device)
-            save_grid(x, run / "samples" / f"{done:07d}.png", nrow=8, scale=max(1, 128 // x.shape[-1]))
-            tracker.image("samples", run / "samples" / f"{done:07d}.png", done)
+            grid = run / "samples" / f"{done:07d}.png"
+
+            def write_grid() -> Path:
+                x = sample_grid(cfg, ema, dataset, sample_shape, ctx.device)
+                save_grid(x, grid, nrow=8, scale=max(1, 128 // x.shape[-1]))
+                return grid
+
+            if optional(f"the sample grid of step {done}", write_grid):
+                tracker.image("samples", grid, done)
         if cfg.eval_every and (done % cfg.eval_every == 0 or last):
-            evaluation = {}
-            if fid is not None:
-                evaluation = fid()  # collective; the scores on rank 0
-            elif ctx.is_main:
-                evaluation = evaluate_fmnist_for_training(ema, cfg.eval_samples, ctx.device, cfg.seed)
-                evaluation.pop("num_samples", None)
+            def evaluate() -> dict:
+                if fid is not None:
+                    return fid()  # collective; the scores on rank 0
+                if not ctx.is_main:
+                    return {}
+                scores = evaluate_fmnist_for_training(ema, cfg.eval_samples, ctx.device, cfg.seed)
+                scores.pop("num_samples", None)
+                return scores
+
+            evaluation = optional(f"the evaluation of step {done}", evaluate)
             if evaluation:
                 write_row({"step": done, **evaluation})  # its own row: written after the step's checkpoint
                 tracker.scalars({f"eval/{k}": v for k, v in evaluation.items()}, done)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import importlib.util
 import os
 import secrets
+import sys
 from pathlib import Path
 
 REPORTERS = ("tensorboard", "wandb", "none")
@@ -32,10 +33,35 @@ def check_reporter(kind: str) -> None:
 
 
 class Tracker:
-    """scalars(values, step), image(tag, png_path, step), close(). kind 'none' does nothing."""
+    """scalars(values, step), image(tag, png_path, step), close(). kind 'none' does nothing.
+
+    Tracking is optional (metrics.jsonl is the record): the first failure (a read-only or full tensorboard/ folder, a
+    W&B run that cannot start) prints one warning and turns tracking off for the rest of the session; training goes
+    on."""
 
     def __init__(self, kind: str, run: Path, config: dict, start_step: int):
         self.kind, self.tb, self.wb = kind, None, None
+        self.guarded(self.open, run, config, start_step)
+
+    def guarded(self, fn, *args) -> None:
+        if self.kind == "none":
+            return
+        try:
+            fn(*args)
+        except Exception as e:  # noqa: BLE001 -- optional: reported once, never fatal
+            reason = (str(e).strip().splitlines() or [type(e).__name__])[0]
+            print(f"warning: {self.kind} logging failed ({type(e).__name__}: {reason}); it is off for the rest of "
+                  "this session, metrics.jsonl is still written", file=sys.stderr, flush=True)
+            tb, wb, self.tb, self.wb, self.kind = self.tb, self.wb, None, None, "none"
+            for close in (getattr(tb, "close", None), getattr(wb, "finish", None)):
+                try:
+                    if close is not None:
+                        close()
+                except Exception:  # noqa: BLE001 -- already reported
+                    pass
+
+    def open(self, run: Path, config: dict, start_step: int) -> None:
+        kind = self.kind
         if kind == "tensorboard":
             from torch.utils.tensorboard import SummaryWriter
 
@@ -51,6 +77,15 @@ class Tracker:
                                  mode=os.environ.get("WANDB_MODE", "offline"))
 
     def scalars(self, values: dict[str, float], step: int) -> None:
+        self.guarded(self._scalars, values, step)
+
+    def image(self, tag: str, png: Path, step: int) -> None:
+        self.guarded(self._image, tag, png, step)
+
+    def close(self) -> None:
+        self.guarded(self._close)
+
+    def _scalars(self, values: dict[str, float], step: int) -> None:
         if self.tb is not None:
             for tag, v in values.items():
                 self.tb.add_scalar(tag, v, step)
@@ -58,7 +93,7 @@ class Tracker:
         if self.wb is not None:
             self.wb.log(dict(values), step=step)
 
-    def image(self, tag: str, png: Path, step: int) -> None:
+    def _image(self, tag: str, png: Path, step: int) -> None:
         if self.tb is not None:
             import numpy as np
             from PIL import Image
@@ -70,7 +105,7 @@ class Tracker:
 
             self.wb.log({tag: wandb.Image(str(png))}, step=step)
 
-    def close(self) -> None:
+    def _close(self) -> None:
         if self.tb is not None:
             self.tb.close()
         if self.wb is not None:
