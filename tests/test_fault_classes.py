@@ -359,6 +359,7 @@ def test_tensorboard_path_that_is_a_file_is_refused_before_training(tmp_path, ca
     (["--t-max", "inf"], "t_max must be in [0, 1]"),
     (["--input-size", "0"], "--input-size must be >= 1, or left unset"),
     (["--preset", ""], "preset"),
+    (["--model", "DiT-T/4", "--path-type", "cosine"], "--path-type and --weighting apply to SiT models only"),
 ])
 def test_dry_run_refuses_what_the_run_refuses(tmp_path, capsys, args, words):
     for dry in (["--dry-run"], []):

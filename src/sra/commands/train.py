@@ -80,8 +80,11 @@ def config_from_args(args):
         d = options.merge(d, recipe(args.preset).config)
     if args.config:
         d = options.merge(d, load_config_file(args.config))
-    d = options.merge(d, options.given(args, TrainConfig))
+    flags = options.given(args, TrainConfig)
+    d = options.merge(d, flags)
     cfg = TrainConfig.from_dict(d)
+    if cfg.family == "DiT" and flags.get("flow"):  # DiT is DDPM: a recorded --path-type would mean nothing
+        raise ValueError(f"--path-type and --weighting apply to SiT models only, not {cfg.model}")
     if args.preset and recipe(args.preset).data and cfg.data_dir is None:
         raise ValueError(f"--preset {args.preset} needs --data-dir: a {recipe(args.preset).data}")
     return cfg
