@@ -45,3 +45,20 @@ def save_tiny_vae(path, sample_size: int = 32):
                   up_block_types=("UpDecoderBlock2D",) * 2, block_out_channels=(8, 16), latent_channels=4,
                   norm_num_groups=4, sample_size=sample_size, layers_per_block=1).save_pretrained(path)
     return path
+
+
+def estimate_of(out: str) -> tuple[float, float]:
+    """(seconds left, seconds in all) of the one `estimate: ...` line (sra.estimate) in a command's output; durations
+    as sra.estimate.duration writes them: '0.013 s', '4 min 10 s', '3 h 05 min'."""
+    import re
+
+    lines = [line for line in out.splitlines() if line.startswith("estimate: ")]
+    assert len(lines) == 1, out
+    m = re.search(r"about (.+) left, (.+) in all", lines[0])
+    units = {"h": 3600, "min": 60, "s": 1}
+
+    def seconds(text: str) -> float:
+        parts = text.split()
+        return sum(float(v) * units[u] for v, u in zip(parts[::2], parts[1::2]))
+
+    return seconds(m[1]), seconds(m[2])

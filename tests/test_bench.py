@@ -78,8 +78,12 @@ def test_bench_cli_prints_json_last_line(capsys):
     rc = main(["bench", "--model", "SiT-T/4", "--input-size", "16", "--in-channels", "1", "--num-classes", "10",
                "--batch-size", "2", "--warmup", "1", "--steps", "2", "--device", "cpu", "--methods", "all"])
     assert rc == 0
-    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    lines = capsys.readouterr().out.strip().splitlines()
+    result = json.loads(lines[-1])
     assert KEYS <= set(result)
+    # the cost, said once right after the first step: 6 modes x 1 warm-up + 2 rounds x (6 modes + teacher/EMA)
+    assert lines[0].startswith("warm-up plain 1: ") and lines[1].startswith("estimate: the first batch of 1 step took ")
+    assert "(20 steps;" in lines[1] and sum(line.startswith("estimate: ") for line in lines) == 1
     assert (result["block_out_s"], result["block_out_t"]) == (2, 4)  # the tiny preset's SRA layers
     assert result["step_s_plain"] > 0 and result["step_s_sra"] > 0 and result["sra_over_plain"] > 0
     assert 0 < result["ema_fraction"] and 0 < result["teacher_fraction"]

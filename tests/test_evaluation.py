@@ -169,6 +169,19 @@ def test_inception_weights_of_the_wrong_shape_or_missing_are_one_clear_error(inc
         InceptionV3Features(tmp_path / "absent.pth")
 
 
+def test_missing_inception_weights_at_the_default_place_name_it_once(tmp_path, monkeypatch):
+    from sra.evaluation.inception import WEIGHTS_NAME, default_weights_path
+
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "hub"))
+    with pytest.raises(FileNotFoundError) as e:
+        InceptionV3Features()
+    message = str(e.value)
+    assert str(default_weights_path()) in message and message.count(str(tmp_path / "hub" / "checkpoints")) == 1
+    with pytest.raises(FileNotFoundError) as e:  # another path: the default is offered beside it
+        InceptionV3Features(tmp_path / WEIGHTS_NAME)
+    assert f"in {tmp_path / 'hub' / 'checkpoints'}/" in str(e.value)
+
+
 # ----------------------------------------------------------------------------------------------------------------
 # Image sets and `sra eval` bad input
 # ----------------------------------------------------------------------------------------------------------------
@@ -183,7 +196,7 @@ def test_npz_images_stream_in_batches(tmp_path):
 
 @pytest.mark.parametrize("case, message", [
     ("no_arr_0", "has no arr_0"), ("float", "expected uint8"), ("mixed_sizes", "mixed sizes"),
-    ("no_weights", "pytorch-fid"),
+    ("no_weights", "pytorch-fid"), ("missing_reference", "missing.npz does not exist"),
 ])
 def test_sra_eval_bad_input_is_one_line_and_nonzero(tmp_path, capsys, case, message):
     from PIL import Image
@@ -201,6 +214,8 @@ def test_sra_eval_bad_input_is_one_line_and_nonzero(tmp_path, capsys, case, mess
         Image.new("RGB", (8, 8)).save(tmp_path / "pngs" / "a.png")
         Image.new("RGB", (9, 8)).save(tmp_path / "pngs" / "b.png")
         argv = [str(tmp_path / "pngs"), str(good)]
+    elif case == "missing_reference":  # called missing, not "not a readable .npz file"
+        argv = [str(good), str(tmp_path / "missing.npz")]
     else:
         argv = [str(good), str(good), "--inception-weights", str(tmp_path / "absent.pth")]
     assert main(["eval", *argv, "--no-progress"]) == 2

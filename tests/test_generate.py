@@ -13,6 +13,7 @@ import torch
 import torch.nn as nn
 
 import sra
+from conftest import estimate_of
 from sra.cli import main
 from sra.distributed import step_seed
 from sra.generate import LABEL_STREAM, SamplerOptions, generate
@@ -196,3 +197,34 @@ def test_uint8_truncates_as_the_reference_and_grids_round():
     assert set(np.unique(diff)) <= {0.0, 1.0} and 0.4 < diff.mean() < 0.6  # rounding lifts by half a level
     with pytest.raises(ValueError, match="rounding"):
         to_uint8(x, "ceil")
+
+
+def test_generate_says_its_guidance_and_cost_and_a_finished_rerun_draws_no_bar(ckpt, tmp_path, capsys):
+    out = tmp_path / "out"
+    flags = ["generate", str(ckpt), "--output-dir", str(out), "--num-images", "6", "--batch-size", "2",
+             "--steps", "2"]
+    assert main(flags + ["--no-progress"]) == 0
+    text = capsys.readouterr().out
+    # the ImageNet protocol's guidance is named as such before anything is drawn
+    assert text.splitlines()[0].startswith("sampler: sde, 2 steps, CFG 1.8 for t in [0, 0.7] (--mode, --cfg-scale")
+    assert "ImageNet 256 protocol" in text.splitlines()[0]
+    # one estimate, after the first of three batches: 4 images left of 6
+    assert "the first batch of 2 images took" in text
+    left, total = estimate_of(text)
+    assert 0 < left < total and left == pytest.approx(total * 4 / 6, rel=0.2, abs=0.01)
+    assert text.index("estimate: ") < text.index("samples.npz")
+    # the same command on the finished folder: one line says so, and no progress bar is drawn (it was drawn twice)
+    assert main(flags) == 0
+    captured = capsys.readouterr()
+    assert "all 6 images are already in" in captured.out and "estimate" not in captured.out
+    assert "img" not in captured.err and "100%" not in captured.err
+
+
+def test_sample_names_the_guidance_it_uses(ckpt, tmp_path, capsys):
+    grid = str(tmp_path / "g.png")
+    assert main(["sample", str(ckpt), "--steps", "2", "--num-images", "1", "--output", grid]) == 0
+    first = capsys.readouterr().out.splitlines()[0]
+    assert "CFG 1.8 for t in [0, 0.7]" in first and "--cfg-scale" in first and "ImageNet 256 protocol" in first
+    assert main(["sample", str(ckpt), "--mode", "ode", "--steps", "2", "--cfg-scale", "1", "--num-images", "1",
+                 "--output", grid]) == 0
+    assert capsys.readouterr().out.splitlines()[0] == "sampler: ode, 2 steps, no guidance"  # nothing defaulted

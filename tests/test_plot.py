@@ -48,3 +48,17 @@ def test_plot_errors_are_one_line(tmp_path, capsys):
     run = write_run(tmp_path / "r", [{"step": 1, "loss": 1.0}])
     assert main(["plot", str(run), "--labels", "a,b", "--output", str(tmp_path / "x.png")]) == 2
     assert "2 labels for 1 runs" in capsys.readouterr().err
+
+
+def test_a_run_with_one_logged_point_gets_a_marker(tmp_path):
+    """One row draws a line of no length: the point needs a marker to be seen (it drew nothing). The bottom row (hours)
+    has no legend, so any pixel of the run's colour there is the point itself."""
+    run = write_run(tmp_path / "one", [{"step": 10, "loss": 0.5, "wall_time": 1.7e9}])
+    out = tmp_path / "curves.png"
+    assert main(["plot", str(run), "--output", str(out)]) == 0
+    img = np.asarray(Image.open(out).convert("RGB")).astype(int)
+    assert img.shape[:2] == (640, 400)
+    c0 = np.array([0x1f, 0x77, 0xb4])  # matplotlib's first colour
+    near = np.abs(img - c0).sum(-1) < 60
+    assert near[320:].sum() >= 4  # the marker in the hours row
+    assert near[:320].sum() > near[320:].sum()  # the steps row: the marker and the legend's sample

@@ -6,6 +6,7 @@ import pytest
 import torch
 from PIL import Image
 
+from conftest import estimate_of
 from sra.cli import main
 from sra.data import TensorImageDataset
 from sra.evaluation.pca import grid_size, model_input, pca_maps, principal_components, render_grid, to_rgb
@@ -149,13 +150,22 @@ def saved_model(tmp_path):
 def test_cli_probe_end_to_end(tmp_path, saved_model, capsys):
     out = tmp_path / "out"
     rc = main(["probe", str(saved_model), "--data-dir", "digits", "--max-train", "200", "--max-test", "100",
-               "--blocks", "0,2", "--times", "0,0.5", "--output-dir", str(out), "--no-progress"])
+               "--blocks", "0,2", "--times", "0,0.5", "--output-dir", str(out), "--no-progress", "--batch-size", "50"])
     assert rc == 0
     record = json.loads((out / "probe.json").read_text())
     assert record["blocks"] == [0, 2] and record["times"] == [0.0, 0.5] and record["num_train"] == 200
     assert np.array(record["accuracy"]).shape == (2, 2) and record["accuracy"][0][0] > 0.5  # digits, clean, 10 way
     assert Image.open(out / "probe.png").size == (220 + 80 * 2, 110 + 34 * 2)
-    assert "embed" in capsys.readouterr().out
+    text = capsys.readouterr().out
+    assert "embed" in text
+    # the cost after the first batch of 50: 2 times x (200 + 100) images in all, 550 left
+    assert "the first batch of 50 images took" in text and "(600 images;" in text
+    left, total = estimate_of(text)
+    assert 0 < left < total and left == pytest.approx(total * 550 / 600, rel=0.2, abs=0.01)
+    # chance is the commonest test class's share, and says so (not 1 / classes)
+    assert record["chance"] >= 0.1
+    assert f"chance: {100 * record['chance']:.1f} % = the commonest class's share of the 100 test images" in text
+    assert "uniform guessing among 10 classes: 10.0 %" in text
 
 
 def test_cli_probe_image_folder_and_pca(tmp_path, saved_model, capsys):

@@ -154,6 +154,26 @@ def test_dry_run_prints_resolved_config(capsys):
     assert cfg["align"]["block_out_t"] == 8 and cfg["align"]["teacher_bf16"] is native and cfg["input_size"] == 8
 
 
+def test_dry_run_names_the_data_an_unset_data_dir_will_use(capsys):
+    from sra.data import fashion_mnist_available, load_dataset
+    from sra.data.pixels import FASHION_MNIST_DIRS
+
+    assert main(["train", "--dry-run"]) == 0
+    shown = json.loads(capsys.readouterr().out)["data_dir"]
+    assert shown == (FASHION_MNIST_DIRS[0] if fashion_mnist_available() else "digits")  # not null
+    assert len(load_dataset(shown, "test")) == len(load_dataset(None, "test"))  # the same data
+
+
+def test_a_finished_runs_rerun_says_so_and_draws_no_progress_bar(tmp_path, capsys):
+    flags = [f for f in FAST if f != "--no-progress"] + ["--output-dir", str(tmp_path), "--max-train-steps", "1"]
+    assert main(["train", *flags]) == 0
+    capsys.readouterr()
+    assert main(["train", *flags]) == 0
+    captured = capsys.readouterr()
+    assert "has reached --max-train-steps 1: nothing to train" in captured.out
+    assert "step/s" not in captured.err and "100%" not in captured.err  # the bar was drawn twice here
+
+
 def test_in_training_evaluation_needs_fashion_mnist(tmp_path, capsys):
     assert run_cli("--output-dir", str(tmp_path), "--eval-every", "2", "--max-train-steps", "2") == 2
     assert "Fashion-MNIST" in capsys.readouterr().err

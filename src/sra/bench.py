@@ -20,6 +20,7 @@ from dataclasses import dataclass
 
 import torch
 
+from .estimate import FirstBatchEstimate
 from .models import DiffusionTransformer
 from .objectives.align import fast_bf16
 
@@ -257,12 +258,17 @@ def run_benchmark(cfg: BenchConfig, log=print) -> dict:
     load_start = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
     # Warm-up (and compilation) per mode; peak memory of each mode is read right after its warm-up.
     mem = {}
-    for mode in ("plain", "sra", *cfg.methods):
+    modes = ("plain", "sra", *cfg.methods)
+    # the cost, said after the first step: warm-ups, then rounds of every mode plus the teacher and EMA timings
+    estimate = FirstBatchEstimate(len(modes) * max(cfg.warmup, 1) + cfg.steps * (len(modes) + 1), "steps", write=log,
+                                  note="at the first plain step's time; the teacher and EMA timings count as one step")
+    for mode in modes:
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)
         for i in range(max(cfg.warmup, 1)):
             dt = timer(lambda: step(mode == "sra", mode if mode in extra else None))
             log(f"warm-up {mode} {i + 1}: {dt:.3f} s")
+            estimate.done(1)
         mem[mode] = _peak_memory_mb(device)
     teacher_only()
     ema_only()

@@ -25,6 +25,7 @@ from . import distributed
 from .checkpoint import CheckpointError
 from .data.grid import to_uint8
 from .diffusion.samplers import CFG_CHANNELS
+from .estimate import FirstBatchEstimate
 from .models import LoadedModel, load_model
 from .models.presets import SIZES, parse_name
 from .runfolder import FolderLock, Stopped, StopSignals, atomic_write, check_writable, on_rank0, remove_temporary
@@ -91,6 +92,29 @@ class SamplerOptions:
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
+
+
+def sampler_line(given: SamplerOptions, opts: SamplerOptions, loaded: LoadedModel) -> str:
+    """One line saying how images will be drawn and which guidance, and where defaults came from: the protocol
+    defaults are ImageNet's (CFG 1.8 / 1.5), which a Fashion-MNIST run would otherwise get without being told."""
+    if opts.cfg_scale == 1:
+        guidance = "no guidance"
+    else:
+        where = "at every step" if (opts.guidance_low, opts.guidance_high) == (0, 1) else \
+            f"for t in [{opts.guidance_low:g}, {opts.guidance_high:g}]"
+        channels = " on epsilon channels 0-2" if loaded.family == "DiT" and opts.cfg_channels == "dit" else ""
+        guidance = f"CFG {opts.cfg_scale:g}{channels} {where}"
+    shown = ("mode", "num_steps", "cfg_scale") + (("guidance_low", "guidance_high") if opts.cfg_scale != 1 else ())
+    defaulted = [f for f in shown if getattr(given, f) is None]
+    line = f"sampler: {opts.mode}{' (Heun)' if opts.heun else ''}, {opts.num_steps} steps, {guidance}"
+    if defaulted:
+        names = ", ".join("--" + {"num_steps": "steps"}.get(f, f).replace("_", "-") for f in defaulted)
+        line += f" ({names}: defaults of the authors' ImageNet 256 protocol for {loaded.family}"
+        if loaded.config and "sample_steps" in loaded.config:  # our run: its own grids are unguided Euler ODE/DDIM
+            own = "ode" if loaded.family == "SiT" else "ddim"
+            line += f"; this run's training grids used --mode {own} --steps {loaded.config['sample_steps']} --cfg-scale 1"
+        line += ")"
+    return line
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -344,6 +368,7 @@ def generate(checkpoint, out_dir, *, num_images: int = 50_000, seed: int = 0, ba
     opts = (options or SamplerOptions()).resolve(loaded)
     classes = check_classes(classes, loaded.model.num_classes)
     decode = make_decoder(loaded, latent_store, vae)
+    distributed.print0(sampler_line(options or SamplerOptions(), opts, loaded))
     out = Path(out_dir)
     manifest = dict(checkpoint=str(loaded.source.resolve()), fingerprint=fingerprint(loaded.model), weights=weights,
                     seed=seed, classes=classes, latent_store=latent_store, vae=vae, sampler=opts.to_dict())
@@ -381,9 +406,15 @@ def generate_in(loaded, opts, out, ctx, num_images, seed, batch_size, classes, d
     missing = [i for i in range(num_images) if not image_path(out, i).exists()]
     distributed.barrier()  # every rank has listed before any writes
     mine = missing[ctx.rank::ctx.world_size]
+    if not missing:
+        distributed.print0(f"all {num_images} images are already in {out}")
 
+    # no bar for a finished folder: tqdm would draw it twice (when opened and when closed) with nothing to show
     bar = tqdm(total=num_images, initial=num_images - len(missing), unit="img", dynamic_ncols=True,
-               disable=not (progress and ctx.is_main))
+               disable=not (progress and ctx.is_main and missing))
+    # rank 0's share at rank 0's rate stands for all ranks'; tqdm.write keeps the line off the bar
+    estimate = FirstBatchEstimate(len(mine), "images", write=tqdm.write if ctx.is_main else (lambda line: None),
+                                  note=f"this process's share; {ctx.world_size} processes" if ctx.distributed else "")
     start = time.perf_counter()
     with (contextlib.nullcontext() if ctx.distributed else StopSignals()) as signals:
         for b in range(math.ceil(len(mine) / batch_size)):
@@ -392,6 +423,7 @@ def generate_in(loaded, opts, out, ctx, num_images, seed, batch_size, classes, d
             # to_uint8's default truncation is the reference's quantisation, so the .npz compares with published FIDs
             for i, img in zip(idx, to_uint8(sample_images(loaded, opts, seed, idx, y, decode))):
                 save_png(img, image_path(out, i))
+            estimate.done(len(idx))
             bar.update(min(len(idx) * ctx.world_size, bar.total - bar.n))  # rank 0's progress stands for all ranks'
             if signals is not None and signals.received:
                 bar.close()

@@ -18,7 +18,8 @@ def add_parser(sub) -> argparse.ArgumentParser:
         formatter_class=HelpFormatter)
     add_common(p)
     p.add_argument("--image", required=True, help="image file (converted to the model's channels, centre-cropped, "
-                   "resized to its input size), or for latent models a latent .pt/.npy of shape (C, H, W)")
+                   "resized to its input size; e.g. the model's own, from `sra sample RUN --classes C --per-class 1 "
+                   "--scale 1`), or for latent models a latent .pt/.npy of shape (C, H, W)")
     p.add_argument("--label", type=int, default=None, help="class label to condition on (default: the null label)")
     p.add_argument("--vae", default=None, help="diffusers AutoencoderKL folder to encode --image for a latent model")
     p.add_argument("--cell-size", type=int, default=96, help="side of each map in the PNG, pixels")

@@ -126,17 +126,21 @@ def run(args) -> int:
                           train_indices=train_pool[sample_indices(len(train_pool), args.max_train, args.seed)],
                           test_indices=test_pool[sample_indices(len(test_pool), args.max_test, args.seed)], blocks=blocks, times=times, path=path,
                           classifier=args.classifier, seed=args.seed, batch_size=args.batch_size, device=device,
-                          progress=args.progress)
+                          progress=args.progress, log=print)
     record = {"checkpoint": str(loaded.source), "step": loaded.step, "data": str(getattr(train, "name", data_dir)),
               "path": path if loaded.family == "SiT" else None, **result.to_dict()}
     atomic_write(out / "probe.json", lambda tmp: tmp.write_text(json.dumps(record, indent=2) + "\n"))
     step = f" step {loaded.step}" if loaded.step is not None else ""
     with writing(out):
         plot_probe(result, out / "probe.png", title=f"{Path(args.run).resolve().name}{step}: linear probe, test "
-                                                    f"accuracy % ({result.classifier}, chance {100 * result.chance:.0f})")
+                                                    f"accuracy % ({result.classifier}; commonest class {100 * result.chance:.0f})")
     width = max(len(f"{t:g}") for t in times) + 2
     print("block".ljust(8) + "".join(f"t={t:g}".rjust(width + 2) for t in times))
     for b, row in zip(result.blocks, result.accuracy):
         print(("embed" if b == 0 else str(b)).ljust(8) + "".join(f"{100 * a:.1f}".rjust(width + 2) for a in row))
+    # the floor of the heat map: always answering the commonest test class (a random test subset of balanced classes
+    # is not exactly balanced, so this is above 1 / classes)
+    print(f"chance: {100 * result.chance:.1f} % = the commonest class's share of the {result.num_test} test images "
+          f"(uniform guessing among {result.num_classes} classes: {100 / result.num_classes:.1f} %)")
     print(f"wrote {out / 'probe.png'} and {out / 'probe.json'}")
     return 0

@@ -50,7 +50,8 @@ def add_sampler_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument("--steps", type=int, default=None, help="sampler steps (default 250)")
     g.add_argument("--heun", action="store_true", help="ODE: Heun's second-order corrector (~2x model calls)")
     g.add_argument("--cfg-scale", type=float, default=None,
-                   help="classifier-free guidance scale, >= 1; 1 = none (default: SiT 1.8, DiT 1.5)")
+                   help="classifier-free guidance scale, >= 1; 1 = none (default: the ImageNet protocol's SiT 1.8, DiT "
+                        "1.5, whatever the run trained on; the command prints the guidance it uses)")
     g.add_argument("--guidance-low", type=float, default=None,
                    help="guide only at times t >= this (t: 1 noise -> 0 data; default 0)")
     g.add_argument("--guidance-high", type=float, default=None,
@@ -94,7 +95,7 @@ def run(args) -> int:
     import torch
 
     from ..data.grid import save_grid
-    from ..generate import check_classes, image_labels, load_for_sampling, make_decoder, sample_images
+    from ..generate import check_classes, image_labels, load_for_sampling, make_decoder, sample_images, sampler_line
     from ..runfolder import check_output, check_writable
 
     check_output(args.output, "--output")  # never into a training run's records (a grid over its checkpoint)
@@ -107,9 +108,11 @@ def run(args) -> int:
     torch.backends.cuda.matmul.allow_tf32 = args.tf32
     loaded = load_for_sampling(args.checkpoint, model_name=args.model, input_size=args.input_size,
                                weights=args.weights, device=device)
-    opts = options_from_args(args).resolve(loaded)
+    given = options_from_args(args)
+    opts = given.resolve(loaded)
     classes = check_classes(args.classes, loaded.model.num_classes)
     decode = make_decoder(loaded, args.latent_store, args.vae)
+    print(sampler_line(given, opts, loaded), flush=True)  # before the sampling: the guidance is not the run's choice
     if classes is not None:
         if args.per_class < 1:
             raise ValueError(f"--per-class must be >= 1 (got {args.per_class})")
@@ -121,5 +124,5 @@ def run(args) -> int:
         nrow = math.ceil(math.sqrt(args.num_images))
     x = sample_images(loaded, opts, args.seed, range(len(labels)), labels, decode)
     save_grid(x, args.output, nrow=nrow, scale=args.scale or max(1, 128 // x.shape[-1]))
-    print(f"wrote {args.output} ({len(labels)} images, {opts.mode} {opts.num_steps} steps, cfg {opts.cfg_scale})")
+    print(f"wrote {args.output} ({len(labels)} images, {opts.mode} {opts.num_steps} steps, cfg {opts.cfg_scale:g})")
     return 0

@@ -99,6 +99,7 @@ def run(args) -> int:
     import torch
 
     from ..data import load_dataset
+    from ..data.sources import default_data_dir
     from ..train import train
 
     cfg = config_from_args(args)
@@ -107,7 +108,9 @@ def run(args) -> int:
         device = "cuda" if torch.cuda.is_available() else "cpu"
         resolved = cfg.resolve(ds.shape, ds.num_classes, device)
         resolved.check_fits(len(ds), int(os.environ.get("WORLD_SIZE", "1")))
-        print(json.dumps(resolved.to_dict(), indent=2))
+        shown = resolved.to_dict()
+        shown["data_dir"] = shown["data_dir"] or default_data_dir()  # the data it will use, not null (same run)
+        print(json.dumps(shown, indent=2))
         return 0
     run_dir = train(cfg)
     from ..distributed import current

@@ -5,7 +5,14 @@ from pathlib import Path
 
 from .base import DataError, is_latent_store
 from .latents import open_latent_store
-from .pixels import digits_dataset, fashion_mnist_available, fashion_mnist_dataset, find_idx, image_folder_dataset
+from .pixels import (FASHION_MNIST_DIRS, digits_dataset, fashion_mnist_available, fashion_mnist_dataset, find_idx,
+                     image_folder_dataset)
+
+
+def default_data_dir() -> str:
+    """What an unset --data-dir loads, spelled out (`sra train --dry-run` shows it): the folder of Debian's
+    Fashion-MNIST IDX files, else 'digits' (scikit-learn's 8x8 digits)."""
+    return next((d for d in FASHION_MNIST_DIRS if fashion_mnist_available(d)), "digits")
 
 
 def load_dataset(data_dir: str | None = None, split: str = "train"):

@@ -73,11 +73,15 @@ def plot_runs(runs: list[str | Path], output: str | Path, labels: list[str] | No
             pts = [r for r in rows if key in r and "step" in r]
             if not pts:
                 continue
-            style = dict(marker="o" if key in EVAL_KEYS else None, markersize=3, label=label)
-            axes[0][j].plot([r["step"] for r in pts], [r[key] for r in pts], **style)
+            # evaluations are sparse: markers; so is a curve of one point, which a line alone would not draw at all
+            def style(n: int) -> dict:
+                return dict(marker="o" if key in EVAL_KEYS or n == 1 else None, markersize=3, label=label)
+
+            axes[0][j].plot([r["step"] for r in pts], [r[key] for r in pts], **style(len(pts)))
             timed = [r for r in pts if "wall_time" in r]
             if has_time and timed:
-                axes[1][j].plot([(r["wall_time"] - t0) / 3600 for r in timed], [r[key] for r in timed], **style)
+                axes[1][j].plot([(r["wall_time"] - t0) / 3600 for r in timed], [r[key] for r in timed],
+                                **style(len(timed)))
     for j, key in enumerate(keys):
         axes[0][j].set_title(key)
         axes[0][j].set_xlabel("step")

@@ -111,6 +111,8 @@ def npz_keys(path: str | os.PathLike) -> set[str]:
     path = Path(path)
     if path.is_dir() or path.suffix != ".npz":
         return set()
+    if not path.exists():  # called missing, not unreadable (a mistyped --eval-ref or REFERENCE)
+        raise FileNotFoundError(f"{path} does not exist")
     try:
         with zipfile.ZipFile(path) as zf:
             return {n[:-4] for n in zf.namelist() if n.endswith(".npy")}

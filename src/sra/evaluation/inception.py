@@ -211,9 +211,11 @@ class InceptionV3Features(nn.Module):
     def load_weights(self, path: Path) -> None:
         """Load pytorch-fid's state dict strictly: every parameter and running statistic, with its shape."""
         if not path.is_file():
+            default = default_weights_path()  # offered as a second place only when it is another one
+            other = "" if path.resolve() == default.resolve() else f"in {default.parent}/, or "
             raise FileNotFoundError(
                 f"FID Inception weights not found at {path}: download {WEIGHTS_URL} on a machine with internet and "
-                f"put it there (or in {default_weights_path().parent}/, or pass --inception-weights PATH)")
+                f"put it there (or {other}pass --inception-weights PATH)")
         try:
             state = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as e:

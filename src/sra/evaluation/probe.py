@@ -14,11 +14,13 @@ import dataclasses
 import math
 import os
 from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..estimate import FirstBatchEstimate
 from ..transport.path import interpolate
 
 DEFAULT_TIMES = (0.0, 0.1, 0.3, 0.5, 0.7)
@@ -104,8 +106,10 @@ def sample_indices(n: int, limit: int | None, seed: int) -> torch.Tensor:
 
 @torch.no_grad()
 def pooled_features(model, family: str, dataset, indices: torch.Tensor, t: float, depths, *, path: str = "linear",
-                    seed: int = 0, batch_size: int = 256, device="cpu", bar=None) -> tuple[torch.Tensor, torch.Tensor]:
-    """Average-pooled tokens (len(depths), N, D) in float32 on the CPU, and labels (N,), at one time t."""
+                    seed: int = 0, batch_size: int = 256, device="cpu",
+                    on_batch: Callable[[int], None] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Average-pooled tokens (len(depths), N, D) in float32 on the CPU, and labels (N,), at one time t.
+    on_batch(n) is called after each batch of n images (progress, estimate)."""
     depths = sorted(set(depths))
     feats, labels = [], []
     for start in range(0, len(indices), batch_size):
@@ -116,8 +120,8 @@ def pooled_features(model, family: str, dataset, indices: torch.Tensor, t: float
         tokens = block_tokens(model, xt, model_time(family, t), null_labels(model, len(idx), device), depths)
         feats.append(torch.stack([tokens[d].float().mean(dim=1).cpu() for d in depths]))  # (B, N, D)
         labels.append(y)
-        if bar is not None:
-            bar.update(len(idx))
+        if on_batch is not None:
+            on_batch(len(idx))
     return torch.cat(feats, dim=1), torch.cat(labels)
 
 
@@ -219,9 +223,11 @@ class ProbeResult:
 
 def linear_probe(model, family: str, train_set, test_set, *, train_indices: torch.Tensor, test_indices: torch.Tensor,
                  blocks, times=DEFAULT_TIMES, path: str = "linear", classifier: str = "logistic", seed: int = 0,
-                 batch_size: int = 256, device="cpu", progress: bool = True) -> ProbeResult:
+                 batch_size: int = 256, device="cpu", progress: bool = True,
+                 log: Callable[[str], object] | None = None) -> ProbeResult:
     """Test accuracy of a linear classifier on pooled tokens, for every (block, time) pair. Timesteps are the outer
-    loop, so memory holds one timestep's features: (len(blocks), N, D) floats per split."""
+    loop, so memory holds one timestep's features: (len(blocks), N, D) floats per split. With `log`, one line after
+    the first batch estimates the time of all forward passes."""
     from tqdm.auto import tqdm
 
     blocks = sorted(set(blocks))
@@ -229,8 +235,16 @@ def linear_probe(model, family: str, train_set, test_set, *, train_indices: torc
     total = len(times) * (len(train_indices) + len(test_indices))
     num_classes = None
     with tqdm(total=total, desc="probe", unit="img", disable=not progress) as bar:
+        estimate = FirstBatchEstimate(total, "images", write=tqdm.write if progress else log,
+                                      note="each image once per time; the classifier fits come on top") if log else None
+
+        def on_batch(n: int) -> None:
+            bar.update(n)
+            if estimate is not None:
+                estimate.done(n)
+
         for j, t in enumerate(times):
-            kw = dict(path=path, seed=seed, batch_size=batch_size, device=device, bar=bar)
+            kw = dict(path=path, seed=seed, batch_size=batch_size, device=device, on_batch=on_batch)
             ftr, ytr = pooled_features(model, family, train_set, train_indices, t, blocks, **kw)
             fte, yte = pooled_features(model, family, test_set, test_indices, t, blocks, **kw)
             num_classes = int(max(ytr.max(), yte.max())) + 1

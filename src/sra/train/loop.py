@@ -210,7 +210,8 @@ def train_in(cfg: TrainConfig, ctx, dataset, folder: RunFolder, signals: StopSig
         log_state = ck.get("log", {})  # the partial logging interval, so its row equals an uninterrupted run's
         stats = {k: v.to(ctx.device) for k, v in log_state.get("stats", {}).items()}
         stats.update({"n": log_state["n"]} if log_state.get("n") else {})
-        distributed.print0(f"resuming {run} from step {start}")
+        distributed.print0(f"resuming {run} from step {start}" if start < cfg.max_train_steps else
+                           f"{run} has reached --max-train-steps {start}: nothing to train")
     guard = NonFiniteGuard(cfg.max_nonfinite_steps, ctx.device, ck.get("nonfinite") if ck else None)
     folder.begin(cfg, start)
     last_good = ckpt_file
@@ -260,7 +261,9 @@ def train_in(cfg: TrainConfig, ctx, dataset, folder: RunFolder, signals: StopSig
         return path
 
     from tqdm.auto import tqdm
-    bar = tqdm(total=cfg.max_train_steps, initial=start, disable=not (ctx.is_main and cfg.progress),
+    # a finished run's rerun gets no bar: tqdm would draw it twice (when opened and when closed) for no step
+    bar = tqdm(total=cfg.max_train_steps, initial=start,
+               disable=not (ctx.is_main and cfg.progress and start < cfg.max_train_steps),
                desc=f"{cfg.exp_name}", unit="step", dynamic_ncols=True)
     # SRA_SYNC_DEBUG=1 on CUDA: any host-device synchronisation inside steps 5-7 raises (from the second step on; the
     # first initialises libraries and caches). The step is meant to be free of them (docs/PERFORMANCE.md).
