@@ -4,7 +4,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 TORCH_VERSION ?= 2.13.0
 
-.PHONY: demo test install data clean
+.PHONY: demo test install data clean study
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -33,6 +33,12 @@ demo: $(STAMP) data
 
 test: $(STAMP) data
 	$(PY) -m pytest tests
+
+# The Fashion-MNIST study behind docs/RESULTS.md: every run of experiments/fmnist_study.yaml not yet done (hours on a
+# CPU; re-running resumes), then the report. `python experiments/run.py --dry-run` lists what it would run.
+study: $(STAMP) data
+	$(PY) experiments/run.py --jobs 2 --threads 1
+	$(PY) experiments/report.py
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

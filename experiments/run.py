@@ -1,0 +1,271 @@
+"""Run a study's table (experiments/fmnist_study.yaml) through the `sra` command line: nothing else.
+
+Each run trains to each evaluated (or probed) step in turn with `sra train` (the same command again resumes it), then
+`sra eval --metric fmnist` scores that checkpoint's EMA and `sra probe` probes it; the deep section also measures the
+block-pair linearity with benchmarks/fmnist_token_similarity.py; at the end `sra plot` draws each section's curves.
+Every output is a file in the run folder, and a step whose file exists is not redone, so re-running this script after
+any interruption continues where it stopped and a complete run is skipped. Runs go --jobs at a time, each command with
+--threads torch threads. A row whose flags `sra train --help` does not list is skipped with one line (the table may
+name flags that are not there yet).
+
+    python experiments/run.py --dry-run                   # the exact commands still to run, nothing started
+    python experiments/run.py --only main --jobs 2        # one section (resumable)
+    python experiments/run.py --runs sra-s2,plain-s2      # some runs
+    python experiments/report.py                          # then: collect the results, rewrite docs/RESULTS.md
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+TABLE = ROOT / "experiments" / "fmnist_study.yaml"
+SIMILARITY = ROOT / "benchmarks" / "fmnist_token_similarity.py"
+
+
+@dataclass
+class Run:
+    name: str               # run folder name: <method>-s<seed>
+    section: str            # the table's section (main, ablation, family, deep, dit)
+    method: str             # the method's name within its section
+    label: str              # what the method changes, in words
+    seed: int               # training seed
+    steps: int              # optimizer steps
+    eval_steps: list[int]   # checkpoints scored with sra eval
+    flags: list[str]        # sra train flags: common, section, method
+    probe_block: int = 0    # probed block (0: no probe)
+    probe_steps: tuple = () # probed checkpoints
+    similarity: dict | None = None  # block pairs, times and images of the linearity measure, at the probed steps
+    planned: bool = False   # asked for, not run yet
+
+
+def load_table(path: Path = TABLE) -> tuple[dict, list[Run]]:
+    """The table and its runs, section by section, seed by seed."""
+    table = yaml.safe_load(Path(path).read_text())
+    runs = []
+    for section, sec in table["sections"].items():
+        probe = sec.get("probe") or {}
+        for seed in sec["seeds"]:
+            for m in sec["methods"]:
+                flags = shlex.split(table["common"].format(steps=sec["steps"]))
+                flags += shlex.split(sec.get("flags", "")) + shlex.split(m.get("flags") or "")
+                probed = seed in probe.get("seeds", [])
+                runs.append(Run(f"{m['name']}-s{seed}", section, m["name"], m["label"], seed, sec["steps"],
+                                list(sec["eval_steps"]), flags, probe.get("block", 0) if probed else 0,
+                                tuple(probe.get("steps", ())) if probed else (),
+                                sec.get("similarity") if probed else None, bool(m.get("planned"))))
+    return table, runs
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The files a run's steps leave in its folder (the report reads the same names)
+# ----------------------------------------------------------------------------------------------------------------
+
+def checkpoint(run_dir: Path, step: int) -> Path:
+    return run_dir / "checkpoints" / f"{step:07d}.pt"
+
+
+def eval_file(run_dir: Path, step: int) -> Path:
+    return run_dir / f"eval_fmnist_step{step}.json"
+
+
+def probe_dir(run_dir: Path, step: int) -> Path:
+    return run_dir / f"probe_step{step}"
+
+
+def similarity_file(run_dir: Path, step: int, pair) -> Path:
+    return run_dir / f"similarity_step{step}_{pair[0]}-{pair[1]}.jsonl"
+
+
+def reached(run_dir: Path) -> int:
+    steps = [int(p.stem) for p in (run_dir / "checkpoints").glob("*.pt") if p.stem.isdigit()]
+    return max(steps, default=0)
+
+
+def complete_lines(path: Path, n: int) -> bool:
+    return path.exists() and len(path.read_text().splitlines()) == n
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# A run's pending commands
+# ----------------------------------------------------------------------------------------------------------------
+
+@dataclass
+class Command:
+    argv: list[str]
+    output: Path | None = None   # a JSONL file the command appends to: removed first if a kill left it partial
+
+    def __str__(self) -> str:
+        return shlex.join(self.argv)
+
+
+def commands(run: Run, table: dict, runs_dir: Path, data_dir: str | None = None) -> list[Command]:
+    """What is left to do for `run`, in order: for each target step, train to it (unless its checkpoint exists),
+    then evaluate, probe and measure it (unless their files exist)."""
+    d = runs_dir / run.name
+    ev, pr = table["eval"], table["probe"]
+    data = ["--data-dir", data_dir] if data_dir else []
+    out, at = [], reached(d)
+    for step in sorted(set(run.eval_steps) | set(run.probe_steps) | {run.steps}):
+        if not checkpoint(d, step).exists():
+            if at >= step:  # a later checkpoint and not this one (deleted by hand): nothing can recreate it
+                print(f"{run.name}: no checkpoint at step {step} (the run is past it); its evaluations are skipped")
+                continue
+            out.append(Command(["sra", "train", *run.flags, *data, "--max-train-steps", str(step), "--seed",
+                                str(run.seed), "--output-dir", str(runs_dir), "--exp-name", run.name]))
+            at = step
+        ckpt = str(checkpoint(d, step))
+        if step in run.eval_steps and not eval_file(d, step).exists():
+            out.append(Command(["sra", "eval", "--metric", "fmnist", ckpt, "--num-samples", str(ev["samples"]),
+                                "--sample-steps", str(ev["sample_steps"]), "--seed", str(ev["seed"]), "--no-progress",
+                                "--output", str(eval_file(d, step))]))
+        if step in run.probe_steps and not (probe_dir(d, step) / "probe.json").exists():
+            out.append(Command(["sra", "probe", ckpt, "--blocks", str(run.probe_block), "--times",
+                                ",".join(f"{t:g}" for t in pr["times"]), "--max-train", str(pr["train"]),
+                                "--max-test", str(pr["test"]), "--seed", str(pr["seed"]), *data, "--no-progress",
+                                "--output-dir", str(probe_dir(d, step))]))
+        for pair in (run.similarity or {}).get("pairs", []) if step in run.probe_steps else []:
+            sim, f = run.similarity, similarity_file(d, step, pair)
+            if not complete_lines(f, len(sim["times"])):
+                out.append(Command(["python", str(SIMILARITY.relative_to(ROOT)), "--runs-dir", str(runs_dir),
+                                    "--runs", f"{run.name}@{step}", "--blocks", f"{pair[0]},{pair[1]}",
+                                    "--times", ",".join(f"{t:g}" for t in sim["times"]),
+                                    "--images", str(sim["images"]), "--output", str(f)], output=f))
+    return out
+
+
+def curves(runs: list[Run], runs_dir: Path) -> list[Command]:
+    """`sra plot` of each section's run folders (losses and FD-FMNIST against steps): a look at the curves."""
+    out = []
+    for section in dict.fromkeys(r.section for r in runs):
+        have = [str(runs_dir / r.name) for r in runs if r.section == section and (runs_dir / r.name).is_dir()]
+        if have:
+            out.append(Command(["sra", "plot", *have, "--output", str(runs_dir / f"curves_{section}.png")]))
+    return out
+
+
+def train_flags() -> set[str]:
+    """The options `sra train --help` lists."""
+    done = subprocess.run(executable("sra") + ["train", "--help"], capture_output=True, text=True)
+    if done.returncode != 0:
+        last = (done.stderr.strip().splitlines() or ["no output"])[-1]
+        raise SystemExit(f"error: `sra train --help` failed (exit {done.returncode}): {last}")
+    return listed_flags(done.stdout)
+
+
+def listed_flags(help_text: str) -> set[str]:
+    return set(re.findall(r"(?<![\w-])--[a-z0-9][a-z0-9-]*", help_text))
+
+
+def unknown_flags(run: Run, known: set[str]) -> list[str]:
+    return sorted({f.split("=")[0] for f in run.flags if f.startswith("--")} - known)
+
+
+def executable(name: str) -> list[str]:
+    """`sra` from this interpreter's environment (a venv need not be activated); `python` is this interpreter."""
+    if name == "python":
+        return [sys.executable]
+    beside = Path(sys.executable).with_name(name)
+    return [str(beside)] if beside.exists() else [shutil.which(name) or name]
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Running
+# ----------------------------------------------------------------------------------------------------------------
+
+def execute(run: Run, cmds: list[Command], log_dir: Path, threads: int) -> bool:
+    """One run's commands in order, output to log_dir/<run>.log; stops at the first failure."""
+    env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
+    with open(log_dir / f"{run.name}.log", "a") as log:
+        for c in cmds:
+            if c.output is not None:
+                c.output.unlink(missing_ok=True)  # an append cut short by a kill: measured again in full
+            t0 = time.time()
+            log.write(f"$ {c}\n")
+            log.flush()
+            rc = subprocess.run(executable(c.argv[0]) + c.argv[1:], stdout=log, stderr=subprocess.STDOUT, env=env,
+                                cwd=ROOT).returncode
+            print(f"{run.name}: {' '.join(c.argv[:2])} {'done' if rc == 0 else f'FAILED (exit {rc})'} in "
+                  f"{time.time() - t0:.0f} s", flush=True)
+            if rc != 0:
+                print(f"{run.name}: see {log_dir / run.name}.log; re-running this script resumes it", flush=True)
+                return False
+    return True
+
+
+def parse(argv: list[str] | None = None) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0],
+                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    ap.add_argument("--table", type=Path, default=TABLE, help="the run table (YAML)")
+    ap.add_argument("--only", action="append", default=None, metavar="SECTION",
+                    help="run only this section of the table (repeatable); default: all")
+    ap.add_argument("--runs", default=None, help="comma-separated run names (e.g. plain-s0,sra-s0)")
+    ap.add_argument("--runs-dir", type=Path, default=ROOT / "runs" / "study", help="parent of the run folders")
+    ap.add_argument("--data-dir", default=None, help="Fashion-MNIST IDX folder (default: sra's: the system's)")
+    ap.add_argument("--jobs", type=int, default=2, help="runs at a time")
+    ap.add_argument("--threads", type=int, default=1, help="torch threads per command (OMP_NUM_THREADS)")
+    ap.add_argument("--dry-run", action="store_true", help="print the commands still to run and exit")
+    return ap.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    opts = parse(argv)
+    table, runs = load_table(opts.table)
+    if opts.only:
+        unknown = set(opts.only) - set(table["sections"])
+        if unknown:
+            raise SystemExit(f"error: no section {', '.join(sorted(unknown))} in {opts.table} "
+                             f"(sections: {', '.join(table['sections'])})")
+        runs = [r for r in runs if r.section in opts.only]
+    if opts.runs:
+        keep = set(opts.runs.split(","))
+        missing = keep - {r.name for r in runs}
+        if missing:
+            raise SystemExit(f"error: no run {', '.join(sorted(missing))} in the selected sections")
+        runs = [r for r in runs if r.name in keep]
+    runs_dir = opts.runs_dir.resolve()
+    known = train_flags()
+    todo = []
+    for run in runs:
+        bad = unknown_flags(run, known)
+        if bad:
+            print(f"skip {run.name}: sra train does not list {', '.join(bad)} (the row stays in the table)")
+            continue
+        cmds = commands(run, table, runs_dir, opts.data_dir)
+        if not cmds:
+            print(f"skip {run.name}: complete")
+            continue
+        todo.append((run, cmds))
+    if opts.dry_run:
+        for run, cmds in todo:
+            print(f"# {run.name}")
+            for c in cmds:
+                print(c)
+        return 0
+    print(f"{len(todo)} runs with work left: {', '.join(r.name for r, _ in todo) or 'none'}", flush=True)
+    if not todo:
+        return 0
+    log_dir = runs_dir / "logs"
+    log_dir.mkdir(parents=True, exist_ok=True)
+    with ThreadPoolExecutor(max_workers=max(1, opts.jobs)) as pool:
+        ok = list(pool.map(lambda rc: execute(rc[0], rc[1], log_dir, opts.threads), todo))
+    for c in curves([r for r, _ in todo], runs_dir):
+        subprocess.run(executable("sra") + c.argv[1:], stdout=subprocess.DEVNULL, cwd=ROOT)
+    print(f"{sum(ok)} of {len(ok)} runs finished their commands; the report: python experiments/report.py "
+          f"--runs-dir {runs_dir}", flush=True)
+    return 0 if all(ok) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
