@@ -23,7 +23,7 @@ from sra.data.pixels import fashion_mnist_dataset
 from sra.models import build_model
 from sra.models.loading import load_model
 from sra.checkpoint import checkpoint_path
-from sra.transport.path import interpolate
+from sra.process.flow_path import interpolate
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -81,14 +81,14 @@ def test_bench_cli_prints_json_last_line(capsys):
     lines = capsys.readouterr().out.strip().splitlines()
     result = json.loads(lines[-1])
     assert KEYS <= set(result)
-    # the cost, said once right after the first step: 6 modes x 1 warm-up + 2 rounds x (6 modes + teacher/EMA)
+    # the cost, said once right after the first step: 7 modes x 1 warm-up + 2 rounds x (7 modes + teacher/EMA)
     assert lines[0].startswith("warm-up plain 1: ") and lines[1].startswith("estimate: the first batch of 1 step took ")
-    assert "(20 steps;" in lines[1] and sum(line.startswith("estimate: ") for line in lines) == 1
+    assert "(23 steps;" in lines[1] and "dispersive" in result["methods"] and sum(line.startswith("estimate: ") for line in lines) == 1
     assert (result["block_out_s"], result["block_out_t"]) == (2, 4)  # the tiny preset's SRA layers
     assert result["step_s_plain"] > 0 and result["step_s_sra"] > 0 and result["sra_over_plain"] > 0
     assert 0 < result["ema_fraction"] and 0 < result["teacher_fraction"]
     assert result["flops_sra"] > result["flops_plain"] > 0 and result["peak_mem_sra_mb"] > 0
-    assert set(result["methods"]) == {"sra_dts_as", "dts_as", "self_flow", "repa"}  # the family beside plain
+    assert set(result["methods"]) == {"sra_dts_as", "dts_as", "self_flow", "repa", "dispersive"}  # the family beside plain
     assert all(m["step_s"] > 0 and m["over_plain_paired"] > 0 for m in result["methods"].values())
 
 

@@ -146,7 +146,8 @@ def test_presets(capsys):
     assert "    --block-out-t 16: README.md 5.2 --block-out-t=16" in out.splitlines()
     # REPA's defaults each cite a file and line, the paper, or say they are ours; every preset size has a block
     from sra.models.presets import SIZES
-    from sra.objectives.repa import REPA_BLOCKS, REPA_DEFAULTS_FROM, RepaConfig
+    from sra.objectives.repa import RepaConfig
+    from sra.train.defaults import REPA_BLOCKS, REPA_DEFAULTS_FROM
 
     assert set(REPA_BLOCKS) == set(SIZES)
     assert {f"block {s}" for s in REPA_BLOCKS} <= {f"block {s}" for key in REPA_DEFAULTS_FROM

@@ -13,7 +13,7 @@ import sra
 from sra.diffusion import (Diffusion, diffusion_terms, get_diffusion, linear_betas, sample, space_timesteps,
                            vb_bits_per_dim)
 from sra.objectives import AlignConfig, combine
-from sra.objectives.ddpm import DiffusionObjective
+from sra.objectives import DiffusionObjective
 
 T = 1000
 F64 = torch.float64
@@ -393,12 +393,12 @@ def test_a_few_cpu_steps_of_dit_sra_lower_the_loss():
     def loss_now():
         with torch.no_grad():
             terms = obj(model, ema, x0, y, draws=draws)
-        return float(combine(terms, 0.5)), float(terms["denoise"].mean())
+        return float(combine(terms, {"denoise": 1.0, "vb": 1.0, "align": 0.5})), float(terms["denoise"].mean())
 
     before, denoise_before = loss_now()
     for step in range(25):
         terms = obj(model, ema, x0, y, draws=draws)
-        loss = combine(terms, 0.5)
+        loss = combine(terms, {"denoise": 1.0, "vb": 1.0, "align": 0.5})
         opt.zero_grad()
         loss.backward()
         opt.step()

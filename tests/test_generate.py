@@ -126,8 +126,8 @@ def test_sample_grid_rows_per_class(ckpt, tmp_path, capsys):
     assert img[2:10, 2:10].std() > 0  # an image, not padding
 
 
-def test_dit_models_dispatch_to_sra_diffusion(tmp_path, monkeypatch):
-    """DiT checkpoints go to sra.diffusion.sample with the DiT protocol (stubbed: another module implements it)."""
+def test_dit_models_dispatch_to_the_ddpm_process(tmp_path, monkeypatch):
+    """DiT checkpoints go to the DDPM process's sampler with the DiT protocol (stubbed: another test checks it)."""
     seen = {}
 
     def sample(model, noise, y, *, method="ddpm", num_steps=250, cfg_scale=1.0, guidance_low=0.0, guidance_high=1.0,
@@ -136,7 +136,7 @@ def test_dit_models_dispatch_to_sra_diffusion(tmp_path, monkeypatch):
                     generators=len(generator), cfg_channels=cfg_channels)
         return torch.zeros_like(noise)
 
-    monkeypatch.setitem(sys.modules, "sra.diffusion", types.SimpleNamespace(sample=sample))
+    monkeypatch.setattr("sra.process.ddpm.ddpm_sample", sample)
     m = sra.build_model("DiT-T/4", input_size=8, in_channels=1, num_classes=3, depth=1)
     torch.save({"ema": m.state_dict()}, tmp_path / "dit.pt")
     result = generate(tmp_path / "dit.pt", tmp_path / "out", num_images=2, batch_size=2, progress=False)
@@ -166,7 +166,7 @@ def test_latent_models_need_a_store_and_decode_through_its_vae(tmp_path, monkeyp
 
 
 def test_dit_ddpm_per_image_seeds(tmp_path):
-    """The real sra.diffusion DDPM gets one generator per image: batch 1 and batch 3 give the same images."""
+    """The real DDPM sampler gets one generator per image: batch 1 and batch 3 give the same images."""
     torch.manual_seed(0)
     m = sra.build_model("DiT-T/4", input_size=8, in_channels=1, num_classes=3, depth=1)
     nn.init.normal_(m.final_layer.linear.weight, std=0.1)

@@ -8,8 +8,8 @@ import torch
 import torch.nn.functional as F
 
 from sra.objectives import AlignConfig, FlowConfig, FlowObjective, combine, token_distance
-from sra.objectives.align import teacher_offset
 from sra.train import TrainConfig, ema_decay, update_ema
+from sra.process import FlowProcess
 from sra.transport import interpolate, path_coefficients, sample_time
 from conftest import randomize_zero_layers, tiny_model
 
@@ -71,7 +71,7 @@ def test_cos_over_tokens_is_the_released_cosine_with_its_weight():
     assert cfg.align.weight == 0.5 and not cfg.align.legacy_epoch_decay  # as their train.py: * 0.5, no decay
     assert cfg.align.effective_weight(epoch=900) == 0.5
     terms = {"denoise": torch.zeros(4), "align": token_distance(a, b, "cos-over-tokens")}
-    ours = combine(terms, cfg.align.weight)
+    ours = combine(terms, {"denoise": 1.0, "align": cfg.align.weight})
     ours.backward()
     ref_in = student.float().requires_grad_(True)
     want = released_cos_loss(ref_in, b)
@@ -96,10 +96,11 @@ def test_cos_over_tokens_trains_from_the_cli(tmp_path):
 
 def test_teacher_offset_bounds():
     t = torch.rand(5000)
-    k = teacher_offset(AlignConfig(t_max=0.2), t, torch.Generator().manual_seed(0))
+    flow = FlowProcess()
+    k = flow.draw_offset("uniform", 0.2, t, torch.Generator().manual_seed(0))
     assert k.min() >= 0 and k.max() <= 0.2 and abs(k.mean() - 0.1) < 0.01
-    assert torch.all(teacher_offset(AlignConfig(t_max=0.2, interval="fixed"), t) == 0.2)
-    assert torch.all(teacher_offset(AlignConfig(interval="none"), t) == 0)
+    assert torch.all(flow.draw_offset("fixed", 0.2, t, None) == 0.2)
+    assert torch.all(flow.draw_offset("none", 0.2, t, None) == 0)
 
 
 class NoTeacher(torch.nn.Module):
@@ -119,7 +120,7 @@ def test_lambda_zero_is_plain_sit_and_calls_no_teacher():
     y_drop = torch.where(draws["drop"] < 0.1, torch.full_like(y, 3), y)
     want = ((m((1 - t) * x0 + t * e, draws["t"], y_drop) - (e - x0)) ** 2).mean(dim=(1, 2, 3))
     torch.testing.assert_close(terms["denoise"], want)
-    torch.testing.assert_close(combine(terms, 0.0), want.mean())
+    torch.testing.assert_close(combine(terms, {"denoise": 1.0}), want.mean())
 
 
 class RecordingTeacher(torch.nn.Module):
@@ -157,7 +158,7 @@ def test_teacher_gets_same_labels_noise_and_later_time():
     g = teacher.model.forward_features(call["x"], call["t"], call["y"], 3)
     want = (1 - F.cosine_similarity(m.ap_head(h), g, dim=-1)).mean(1)
     torch.testing.assert_close(terms["align"], want, rtol=1e-5, atol=1e-6)
-    torch.testing.assert_close(combine(terms, 0.5), terms["denoise"].mean() + 0.5 * want.mean())
+    torch.testing.assert_close(combine(terms, {"denoise": 1.0, "align": 0.5}), terms["denoise"].mean() + 0.5 * want.mean())
 
 
 def test_alignment_gradient_reaches_student_not_teacher():

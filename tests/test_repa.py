@@ -137,7 +137,7 @@ def test_prepared_features_equal_the_encoder_at_train_time(tmp_path, images, vae
     from sra.data.prepare import PrepareConfig, center_crop_adm, prepare
     from sra.models.encoders import encode, load_encoder
     from sra.models.loading import load_model
-    from sra.objectives.repa import feature_source
+    from sra.train.features import feature_source
 
     store = tmp_path / "store"
     prepare(PrepareConfig(src=str(images), out=str(store), vae=str(vae_dir), resolution=16, flip=True, batch_size=3,

@@ -1,4 +1,4 @@
-"""Samplers against fields whose flows are known in closed form (sra.transport.samplers, sra.generate)."""
+"""Samplers against fields whose flows are known in closed form (sra.process.flow_samplers, sra.generate)."""
 import math
 
 import pytest
@@ -9,8 +9,8 @@ import sra
 from sra.generate import SamplerOptions, image_labels, sample_images
 from sra.models import LoadedModel
 from sra.sampling import euler_maruyama_sampler, euler_sampler
-from sra.transport.path import path_coefficients
-from sra.transport.samplers import score_from_velocity
+from sra.process.flow_path import path_coefficients
+from sra.process.flow_samplers import score_from_velocity
 
 
 

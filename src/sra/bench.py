@@ -113,14 +113,16 @@ class BenchConfig:
             raise ValueError("the SRA step needs --sra-weight > 0")
 
 
-# Methods of the self-alignment family (issue 16) timed beside plain: TrainConfig changes on top of the SRA step's.
+# Methods of the self-alignment family (docs/FAMILY.md) timed beside plain: TrainConfig changes on top of the SRA step's.
 # DTS/AS settings are the authors' recipe (mask ratio 0.25, teacher time sra, teacher mask); REPA reads its encoder
-# features as a store from `sra prepare --encoder` hands them over (no encoder forward), projector width 2048.
+# features as a store from `sra prepare --encoder` hands them over (no encoder forward), projector width 2048;
+# dispersive: the authors' PyTorch setting (weight 0.25 on the last block).
 METHODS = {
     "sra_dts_as": dict(mix=dict(mask_ratio=(0.25,))),
     "dts_as": dict(align=dict(weight=0.0), mix=dict(mask_ratio=(0.25,))),
     "self_flow": dict(mix=dict(mask_ratio=(0.25,), teacher_t="self_flow", teacher_mask=False)),
     "repa": dict(align=dict(weight=0.0), repa=dict(weight=0.5, encoder="stored features", projector_dim=2048)),
+    "dispersive": dict(align=dict(weight=0.0), disp=dict(weight=0.25)),
 }
 
 
@@ -172,11 +174,12 @@ def run_benchmark(cfg: BenchConfig, log=print) -> dict:
 
     from .models import build_model
     from .objectives import apply_label_drop, combine, unwrap
+    from .models.presets import parse_name
+    from .train.defaults import REPA_BLOCKS
     from .objectives.align import teacher_tokens
     from .train.ema import ema_decay, update_ema
     from .train.loop import build_objective, optimizer_update
     from .train.parallel import CompiledTeacher
-    from .transport.path import interpolate
 
     cfg.validate()
     device = torch.device(cfg.device or ("cuda" if torch.cuda.is_available() else "cpu"))
@@ -191,9 +194,9 @@ def run_benchmark(cfg: BenchConfig, log=print) -> dict:
     for name in cfg.methods:
         mc = method_config(tc, name)
         if mc.repa.active:
-            from .models.presets import parse_name
-            from .objectives.repa import REPA_BLOCKS
             mc.repa.block = REPA_BLOCKS[parse_name(cfg.model)[1]]
+        if mc.disp.active:
+            mc.disp.block = mc.model_depth
         mc.validate()
         extra[name] = (mc, build_objective(mc))
 
@@ -227,23 +230,22 @@ def run_benchmark(cfg: BenchConfig, log=print) -> dict:
     def step(sra: bool, method: str | None = None) -> None:
         """One optimizer step, as in the loop (steps 5-7). Unused heads are frozen, as the loop does."""
         mc, objective = extra[method] if method else (tc, sra_objective if sra else plain_objective)
-        align_w = cfg.sra_weight if (sra or (method and mc.align.active)) else 0.0
-        model.ap_head.requires_grad_(align_w > 0)
+        model.ap_head.requires_grad_("align" in objective.names)
         if repa_kw:
             model.projectors.requires_grad_(mc.repa.active)
         params = [p for p in model.parameters() if p.requires_grad]
         draws = objective.draw(n, shape, device, gen)
         kw = {"features": features} if mc.repa.active else {}
         with autocast():
-            loss = combine(objective(train_model, teacher, x0, y, draws=draws, **kw), align_w, mc.repa.weight)
+            loss = combine(objective(train_model, teacher, x0, y, draws=draws, **kw), objective.weights())
         loss.backward()
         optimizer_update(model, opt, scaler, ema, params, tc.max_grad_norm, decay, fp16=False)
 
     def teacher_only() -> None:
         """The SRA step's teacher call alone, on inputs drawn as the objective draws them."""
         draws = sra_objective.draw(n, shape, device, gen)
-        t_teacher = (draws["t"] - draws["k"]).clamp(0.0, 1.0)
-        xt, _ = interpolate(tc.flow.path, x0, draws["noise"], t_teacher)
+        t_teacher = tc.process.lower(draws["t"], draws["k"])
+        xt, _ = tc.process.corrupt(x0, draws["noise"], t_teacher)
         y_used = apply_label_drop(unwrap(model), y, draws["drop"])
         with autocast():
             teacher_tokens(teacher, xt, t_teacher, y_used, m, teacher_bf16)

@@ -24,20 +24,16 @@ import torch
 from . import distributed
 from .checkpoint import CheckpointError
 from .data.grid import to_uint8
-from .diffusion.samplers import CFG_CHANNELS
 from .estimate import FirstBatchEstimate
 from .models import LoadedModel, load_model
 from .models.presets import SIZES, parse_name
 from .runfolder import FolderLock, Stopped, StopSignals, atomic_write, check_writable, on_rank0, remove_temporary
-from .transport.path import PATHS
-from .transport.samplers import DIFFUSION_FORMS
+from .process import process_for
+from .process.ddpm_samplers import CFG_CHANNELS
+from .process.flow_path import PATHS
+from .process.flow_samplers import DIFFUSION_FORMS
 
 NOISE_STREAM, LABEL_STREAM = 0, 1
-# The authors' evaluation protocol (SRA, REPA; ImageNet 256 px, SiT-XL/2): SDE, 250 steps, CFG 1.8 in [0, 0.7].
-SIT_PROTOCOL = dict(mode="sde", num_steps=250, cfg_scale=1.8, guidance_low=0.0, guidance_high=0.7)
-# DiT's (Peebles & Xie 2023): 250 respaced DDPM steps, CFG 1.5 at every step.
-DIT_PROTOCOL = dict(mode="ddpm", num_steps=250, cfg_scale=1.5, guidance_low=0.0, guidance_high=1.0)
-MODES = {"SiT": ("ode", "sde"), "DiT": ("ddpm", "ddim")}
 MANIFEST = "manifest.json"
 NPZ = "samples.npz"
 
@@ -51,9 +47,14 @@ def training_path(loaded: LoadedModel) -> str:
     return path or "linear"
 
 
+def process_of(loaded: LoadedModel):
+    """The process a loaded model was trained with (its family's, on the path it was trained on)."""
+    return process_for(loaded.family, training_path(loaded))
+
+
 @dataclass(kw_only=True)
 class SamplerOptions:
-    mode: str | None = None             # SiT: ode | sde; DiT: ddpm | ddim; None: the family's protocol (sde / ddpm)
+    mode: str | None = None             # the process's modes (SiT: ode | sde; DiT: ddpm | ddim); None: its protocol's
     num_steps: int | None = None        # sampler steps; None: 250
     heun: bool = False                  # ODE only: Heun's second-order corrector (about twice the model calls)
     cfg_scale: float | None = None      # classifier-free guidance scale, >= 1 (1: none); None: 1.8 SiT, 1.5 DiT
@@ -65,16 +66,16 @@ class SamplerOptions:
 
     def resolve(self, loaded: LoadedModel) -> "SamplerOptions":
         """Fill the None fields from the family's protocol and the run's config; validate. Returns a new object."""
-        protocol = SIT_PROTOCOL if loaded.family == "SiT" else DIT_PROTOCOL
+        process = process_of(loaded)
         o = dataclasses.replace(self)
-        for k, v in protocol.items():
+        for k, v in process.protocol.items():
             if getattr(o, k) is None:
                 setattr(o, k, v)
         if o.path_type is None:
             o.path_type = training_path(loaded)
-        if o.mode not in MODES[loaded.family]:
+        if o.mode not in process.modes:
             raise ValueError(f"mode {o.mode!r} does not apply to a {loaded.family} model; choices: "
-                             f"{', '.join(MODES[loaded.family])}")
+                             f"{', '.join(process.modes)}")
         if o.num_steps < 1:
             raise ValueError(f"steps must be >= 1 (got {o.num_steps})")
         if not (math.isfinite(o.cfg_scale) and o.cfg_scale >= 1):
@@ -102,7 +103,7 @@ def sampler_line(given: SamplerOptions, opts: SamplerOptions, loaded: LoadedMode
     else:
         where = "at every step" if (opts.guidance_low, opts.guidance_high) == (0, 1) else \
             f"for t in [{opts.guidance_low:g}, {opts.guidance_high:g}]"
-        channels = " on epsilon channels 0-2" if loaded.family == "DiT" and opts.cfg_channels == "dit" else ""
+        channels = process_of(loaded).guidance_note(opts.cfg_channels)
         guidance = f"CFG {opts.cfg_scale:g}{channels} {where}"
     shown = ("mode", "num_steps", "cfg_scale") + (("guidance_low", "guidance_high") if opts.cfg_scale != 1 else ())
     defaulted = [f for f in shown if getattr(given, f) is None]
@@ -111,7 +112,7 @@ def sampler_line(given: SamplerOptions, opts: SamplerOptions, loaded: LoadedMode
         names = ", ".join("--" + {"num_steps": "steps"}.get(f, f).replace("_", "-") for f in defaulted)
         line += f" ({names}: defaults of the authors' ImageNet 256 protocol for {loaded.family}"
         if loaded.config and "sample_steps" in loaded.config:  # our run: its own grids are unguided Euler ODE/DDIM
-            own = "ode" if loaded.family == "SiT" else "ddim"
+            own = process_of(loaded).grid_mode
             line += f"; this run's training grids used --mode {own} --steps {loaded.config['sample_steps']} --cfg-scale 1"
         line += ")"
     return line
@@ -137,8 +138,8 @@ def load_for_sampling(checkpoint, *, model_name: str | None = None, input_size: 
     m = loaded.model
     if model_name is not None:
         family, size, patch = parse_name(model_name)
-        depth, hidden, _ = SIZES[size]
-        if (family, depth, hidden, patch) != (loaded.family, m.depth, m.hidden_size, m.patch_size):
+        asked, held = (family, *SIZES[size][:2], patch), (loaded.family, m.depth, m.hidden_size, m.patch_size)
+        if asked != held:
             raise CheckpointError(f"{loaded.source} holds a {describe(loaded)}, not a {model_name}")
     if input_size is not None and input_size != m.input_size:
         raise CheckpointError(f"{loaded.source} holds a {describe(loaded)}, not input size {input_size}")
@@ -242,19 +243,11 @@ def sample_model_space(loaded: LoadedModel, opts: SamplerOptions, y: torch.Tenso
     device = next(m.parameters()).device
     noise = torch.stack([torch.randn(m.in_channels, m.input_size, m.input_size, generator=g) for g in generators])
     noise, y = noise.to(device), y.to(device)
-    kwargs = dict(num_steps=opts.num_steps, cfg_scale=opts.cfg_scale, guidance_low=opts.guidance_low,
-                  guidance_high=opts.guidance_high)
-    if loaded.family == "SiT":
-        from .transport.samplers import euler_maruyama_sampler, euler_sampler
-
-        if opts.mode == "sde":
-            return euler_maruyama_sampler(m, noise, y, path_type=opts.path_type, generator=generators,
-                                          diffusion_form=opts.sde_diffusion, **kwargs)
-        return euler_sampler(m, noise, y, heun=opts.heun, **kwargs)
-    from .diffusion import sample
-
-    return sample(m, noise, y, method=opts.mode, generator=generators, cfg_channels=opts.cfg_channels,
-                  **kwargs)  # generators: DDPM noise
+    process = process_for(loaded.family, opts.path_type)  # the SDE's score needs the path
+    return process.sample(m, noise, y, mode=opts.mode, num_steps=opts.num_steps, cfg_scale=opts.cfg_scale,
+                          guidance_low=opts.guidance_low, guidance_high=opts.guidance_high, heun=opts.heun,
+                          sde_diffusion=opts.sde_diffusion, cfg_channels=opts.cfg_channels,
+                          generator=generators)  # generators: SDE / DDPM noise, one per image
 
 
 def sample_images(loaded: LoadedModel, opts: SamplerOptions, seed: int, indices: Sequence[int],

@@ -40,11 +40,13 @@ def run(args) -> int:
     loaded = load_model(args.checkpoint, weights=args.weights)
     export = export_safetensors
     if args.format == "diffusers":  # the VAE and latent map as `sra sample` decodes; SiT: the path its SDE needs
-        from ..generate import latent_decoding, training_path
+        from ..generate import latent_decoding, process_of
 
         vae, _, latent_map = latent_decoding(loaded, args.latent_store, args.vae)
-        export = partial(export_dit_pipeline, vae=vae, latent_map=latent_map) if loaded.family == "DiT" else \
-            partial(export_sit_pipeline, vae=vae, latent_map=latent_map, path_type=training_path(loaded))
+        process = process_of(loaded)
+        pipelines = {"ddpm": partial(export_dit_pipeline, vae=vae, latent_map=latent_map),  # diffusers' own DiTPipeline
+                     "flow": partial(export_sit_pipeline, vae=vae, latent_map=latent_map, path_type=process.path)}
+        export = pipelines[process.name]
     with writing(output):  # a read-only or full file system: one line naming the file
         print(export(loaded, output))
     return 0

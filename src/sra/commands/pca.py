@@ -28,18 +28,16 @@ def add_parser(sub) -> argparse.ArgumentParser:
 
 def run(args) -> int:
     from ..evaluation.pca import model_input, pca_maps, render_grid
-    from ..evaluation.probe import model_time
 
-    loaded, path, device, out = load_for_analysis(args)
+    loaded, process, device, out = load_for_analysis(args)
     check_writable(out)  # before the work, not after it
     model = loaded.model
     blocks, times = parse_blocks(args.blocks, model.depth), parse_times(args.times)
     if args.cell_size < 8:
         raise ValueError("--cell-size must be at least 8 pixels")
     x0, picture = model_input(model, args.image, args.vae)
-    maps, inputs = pca_maps(model, loaded.family, x0, times=times, blocks=blocks, label=args.label, path=path,
-                            seed=args.seed)
-    rows = [f"t={t:g}" if loaded.family == "SiT" else f"step {model_time('DiT', t)}" for t in times]
+    maps, inputs = pca_maps(model, process, x0, times=times, blocks=blocks, label=args.label, seed=args.seed)
+    rows = [process.time_label(t) for t in times]
     cols = ["embed" if b == 0 else f"block {b}" for b in blocks]
     file = out / f"pca_{Path(args.image).stem}.png"
     with writing(out):

@@ -51,18 +51,21 @@ def parse_times(spec: str) -> list[float]:
 
 
 def load_for_analysis(args):
-    """(LoadedModel, SiT path, device, output folder (not yet created)) from the shared flags."""
+    """(LoadedModel, its process (on the SiT path asked for, else the run's), device, output folder (not yet created))
+    from the shared flags."""
     import torch
 
+    from ..generate import training_path
     from ..models.loading import load_model
+    from ..process import process_for
 
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     loaded = load_model(args.run, weights=args.weights, device=device)
-    path = args.path_type or ((loaded.config or {}).get("flow") or {}).get("path") or "linear"
+    process = process_for(loaded.family, args.path_type or training_path(loaded))
     run = Path(args.run)
     out = Path(args.output_dir) if args.output_dir else (run / "analysis" if run.is_dir() else
                                                          Path(f"analysis-{loaded.source.stem}"))
-    return loaded, path, device, check_output(out, "--output-dir")
+    return loaded, process, device, check_output(out, "--output-dir")
 
 
 def add_parser(sub) -> argparse.ArgumentParser:
@@ -112,7 +115,7 @@ def run(args) -> int:
     if args.max_train < 0 or args.max_test < 0 or args.batch_size < 1:
         raise ValueError(f"--max-train and --max-test must be >= 0 and --batch-size >= 1 (got {args.max_train}, "
                          f"{args.max_test}, {args.batch_size})")
-    loaded, path, device, out = load_for_analysis(args)
+    loaded, process, device, out = load_for_analysis(args)
     check_writable(out)  # before the probe's work, not after it
     model = loaded.model
     blocks, times = parse_blocks(args.blocks, model.depth), parse_times(args.times)
@@ -122,13 +125,13 @@ def run(args) -> int:
     if tuple(train.shape) != want:
         raise ValueError(f"the data is {'x'.join(map(str, train.shape))} but the model takes {'x'.join(map(str, want))}")
 
-    result = linear_probe(model, loaded.family, train, test,
+    result = linear_probe(model, process, train, test,
                           train_indices=train_pool[sample_indices(len(train_pool), args.max_train, args.seed)],
-                          test_indices=test_pool[sample_indices(len(test_pool), args.max_test, args.seed)], blocks=blocks, times=times, path=path,
+                          test_indices=test_pool[sample_indices(len(test_pool), args.max_test, args.seed)], blocks=blocks, times=times,
                           classifier=args.classifier, seed=args.seed, batch_size=args.batch_size, device=device,
                           progress=args.progress, log=print)
     record = {"checkpoint": str(loaded.source), "step": loaded.step, "data": str(getattr(train, "name", data_dir)),
-              "path": path if loaded.family == "SiT" else None, **result.to_dict()}
+              "path": process.path, **result.to_dict()}
     atomic_write(out / "probe.json", lambda tmp: tmp.write_text(json.dumps(record, indent=2) + "\n"))
     step = f" step {loaded.step}" if loaded.step is not None else ""
     with writing(out):

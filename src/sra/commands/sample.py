@@ -40,9 +40,9 @@ def add_model_flags(p: argparse.ArgumentParser) -> None:
 
 
 def add_sampler_flags(p: argparse.ArgumentParser) -> None:
-    from ..diffusion.samplers import CFG_CHANNELS
-    from ..transport.path import PATHS
-    from ..transport.samplers import DIFFUSION_FORMS
+    from ..process.ddpm_samplers import CFG_CHANNELS
+    from ..process.flow_path import PATHS
+    from ..process.flow_samplers import DIFFUSION_FORMS
 
     g = p.add_argument_group("sampler (defaults: the family's protocol, see above)")
     g.add_argument("--mode", default=None, choices=["ode", "sde", "ddpm", "ddim"],

@@ -83,7 +83,7 @@ def config_from_args(args):
     flags = options.given(args, TrainConfig)
     d = options.merge(d, flags)
     cfg = TrainConfig.from_dict(d)
-    if cfg.family == "DiT" and flags.get("flow"):  # DiT is DDPM: a recorded --path-type would mean nothing
+    if flags.get("flow") and "flow" not in cfg.process.config_sections:  # DDPM: a recorded --path-type means nothing
         raise ValueError(f"--path-type and --weighting apply to SiT models only, not {cfg.model}")
     if args.preset and recipe(args.preset).data and cfg.data_dir is None:
         raise ValueError(f"--preset {args.preset} needs --data-dir: a {recipe(args.preset).data}")

@@ -23,6 +23,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..data.grid import to_uint8
+from ..process import family_of, process_for
 from .metrics import frechet_distance, gaussian_stats
 
 FEATURE_DIM = 128
@@ -254,11 +255,12 @@ def fmnist_scores(images, labels=None, scorer: FMNISTScorer | None = None, devic
 # ----------------------------------------------------------------------------------------------------------------
 
 @torch.no_grad()
-def generate_samples(model, num_samples: int, device, seed: int = 0, num_steps: int = 30,
-                     batch_size: int = 250) -> tuple[np.ndarray, np.ndarray]:
+def generate_samples(model, num_samples: int, device, seed: int = 0, num_steps: int = 30, batch_size: int = 250,
+                     process=None) -> tuple[np.ndarray, np.ndarray]:
     """uint8 (N, H, W, C) samples and their labels from a class-conditional pixel model: balanced classes
-    (i mod num_classes), noise drawn once from `seed` (independent of the batch size), Euler ODE for SiT, DDIM for
-    DiT, no guidance."""
+    (i mod num_classes), noise drawn once from `seed` (independent of the batch size), the process's own grid sampler
+    (Euler ODE for SiT, DDIM for DiT; `process` None: the one of the model's family), no guidance."""
+    process = process or process_for(family_of(model.learn_sigma))
     if num_samples < 1:
         raise ValueError(f"num_samples must be positive, got {num_samples}")
     shape = (model.in_channels, model.input_size, model.input_size)
@@ -270,12 +272,7 @@ def generate_samples(model, num_samples: int, device, seed: int = 0, num_steps: 
     try:
         for i in range(0, num_samples, batch_size):
             z, y = noise[i:i + batch_size].to(device), labels[i:i + batch_size].to(device)
-            if getattr(model, "learn_sigma", False):
-                from ..diffusion import sample as diffusion_sample
-                x = diffusion_sample(model, z, y, method="ddim", num_steps=num_steps)
-            else:
-                from ..transport import euler_sampler
-                x = euler_sampler(model, z, y, num_steps=num_steps)
+            x = process.grid_sample(model, z, y, num_steps)
             out.append(torch.from_numpy(to_uint8(x, "nearest")))
     finally:
         model.train(was_training)
@@ -283,12 +280,12 @@ def generate_samples(model, num_samples: int, device, seed: int = 0, num_steps: 
 
 
 def evaluate_fmnist_for_training(ema_model, num_samples: int = 1000, device="cpu", seed: int = 0,
-                                 num_steps: int = 30) -> dict[str, float]:
+                                 num_steps: int = 30, process=None) -> dict[str, float]:
     """FD-FMNIST and class accuracy of `num_samples` samples from a model (e.g. the EMA during training).
     The classifier is trained and cached on the first call; later calls cost only the sampling."""
     if ema_model.in_channels != 1 or ema_model.input_size not in (28, 32):
         raise ValueError(f"FD-FMNIST needs a 1-channel 28x28 or 32x32 pixel model; this one is "
                          f"{ema_model.in_channels}x{ema_model.input_size}x{ema_model.input_size}")
     scorer = fmnist_scorer(device)
-    images, labels = generate_samples(ema_model, num_samples, device, seed, num_steps)
+    images, labels = generate_samples(ema_model, num_samples, device, seed, num_steps, process=process)
     return fmnist_scores(images, labels, scorer=scorer)

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from ..data.grid import to_uint8
-from .probe import block_tokens, model_time, noisy_input, null_labels, per_image_noise
+from .probe import block_tokens, null_labels, per_image_noise
 
 PCA_SEED_INDEX = 0  # the image's index for per_image_noise: the noise is fixed by --seed alone
 
@@ -41,8 +41,7 @@ def to_rgb(proj: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
-def pca_maps(model, family: str, x0: torch.Tensor, *, times, blocks, label: int | None = None,
-             path: str = "linear", seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+def pca_maps(model, process, x0: torch.Tensor, *, times, blocks, label: int | None = None, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """RGB maps (len(times), len(blocks), g, g, 3) in [0, 1] for one clean input x0 (1, C, H, W), g = H / patch,
     and the noisy inputs (len(times), 1, C, H, W) the model saw. `label` None: the null label."""
     device = next(model.parameters()).device
@@ -56,9 +55,9 @@ def pca_maps(model, family: str, x0: torch.Tensor, *, times, blocks, label: int 
     maps = np.zeros((len(times), len(blocks), grid, grid, 3), dtype=np.float32)
     inputs = []
     for i, t in enumerate(times):
-        xt = noisy_input(family, path, x0, noise, t)
+        xt = process.noisy(x0, noise, t)
         inputs.append(xt.cpu())
-        tokens = block_tokens(model, xt, model_time(family, t), y, blocks)
+        tokens = block_tokens(model, xt, process.model_time(t), y, blocks)
         for j, d in enumerate(blocks):
             _, proj = principal_components(tokens[d][0])
             maps[i, j] = to_rgb(proj).reshape(grid, grid, 3).cpu().numpy()

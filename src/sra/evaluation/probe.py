@@ -5,8 +5,9 @@ result does not depend on the batch size), run through the first d blocks with t
 read the class off the label embedding), and its tokens are average-pooled to one D-vector. A linear classifier fitted
 on the training split's vectors is scored on the test split's.
 
-Times are always given on SiT's scale, t in [0, 1] with t = 0 data (see `sra.transport.path`). DiT models see the
-integer DDPM step round(1000 t), capped at 999, noised with the linear-beta schedule.
+Times are always given on SiT's scale, t in [0, 1] with t = 0 data; the model's process says what its timestep
+embedder receives and how inputs are noised (`process.model_time`, `process.noisy`: for DiT the integer DDPM step
+round(1000 t), capped at 999, on the linear-beta schedule).
 """
 from __future__ import annotations
 
@@ -21,7 +22,6 @@ import torch
 import torch.nn.functional as F
 
 from ..estimate import FirstBatchEstimate
-from ..transport.path import interpolate
 
 DEFAULT_TIMES = (0.0, 0.1, 0.3, 0.5, 0.7)
 CLASSIFIERS = ("logistic", "ridge")
@@ -30,23 +30,6 @@ CLASSIFIERS = ("logistic", "ridge")
 # ----------------------------------------------------------------------------------------------------------------
 # Noising and tokens (shared with sra.evaluation.pca)
 # ----------------------------------------------------------------------------------------------------------------
-
-def model_time(family: str, t: float) -> float | int:
-    """What the model's timestep embedder receives for t in [0, 1]: t itself (SiT) or a DDPM step (DiT)."""
-    if not 0.0 <= t <= 1.0:
-        raise ValueError(f"timestep {t} outside [0, 1] (t = 0 is data, t = 1 is noise)")
-    return t if family == "SiT" else min(int(round(1000 * t)), 999)
-
-
-def noisy_input(family: str, path: str, x0: torch.Tensor, noise: torch.Tensor, t: float) -> torch.Tensor:
-    """x_t for clean inputs x0 (N, C, H, W) at one time t in [0, 1], on the model family's own forward process."""
-    if family == "SiT":
-        return interpolate(path, x0, noise, torch.full((x0.shape[0],), float(t), device=x0.device))[0]
-    from ..diffusion import get_diffusion
-
-    steps = torch.full((x0.shape[0],), model_time(family, t), dtype=torch.long, device=x0.device)
-    return get_diffusion().q_sample(x0, steps, noise)  # DiT's linear-beta DDPM
-
 
 def per_image_noise(indices, shape: tuple[int, ...], seed: int) -> torch.Tensor:
     """Standard normal noise (N, *shape), image i drawn from its own generator: independent of batching."""
@@ -105,8 +88,8 @@ def sample_indices(n: int, limit: int | None, seed: int) -> torch.Tensor:
 
 
 @torch.no_grad()
-def pooled_features(model, family: str, dataset, indices: torch.Tensor, t: float, depths, *, path: str = "linear",
-                    seed: int = 0, batch_size: int = 256, device="cpu",
+def pooled_features(model, process, dataset, indices: torch.Tensor, t: float, depths, *, seed: int = 0,
+                    batch_size: int = 256, device="cpu",
                     on_batch: Callable[[int], None] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Average-pooled tokens (len(depths), N, D) in float32 on the CPU, and labels (N,), at one time t.
     on_batch(n) is called after each batch of n images (progress, estimate)."""
@@ -116,8 +99,8 @@ def pooled_features(model, family: str, dataset, indices: torch.Tensor, t: float
         idx = indices[start:start + batch_size]
         x0, y = dataset_batch(dataset, idx, seed)
         noise = per_image_noise(idx.tolist(), tuple(x0.shape[1:]), seed)
-        xt = noisy_input(family, path, x0.to(device).float(), noise.to(device), t)
-        tokens = block_tokens(model, xt, model_time(family, t), null_labels(model, len(idx), device), depths)
+        xt = process.noisy(x0.to(device).float(), noise.to(device), t)
+        tokens = block_tokens(model, xt, process.model_time(t), null_labels(model, len(idx), device), depths)
         feats.append(torch.stack([tokens[d].float().mean(dim=1).cpu() for d in depths]))  # (B, N, D)
         labels.append(y)
         if on_batch is not None:
@@ -210,6 +193,7 @@ class ProbeResult:
     model_times: list                     # what the model saw: t (SiT) or the DDPM step (DiT)
     accuracy: list[list[float]]           # [block][time] test accuracy in [0, 1]
     family: str                           # "SiT" or "DiT"
+    time_axis: str                        # what model_times are, for plots
     classifier: str                       # "logistic" or "ridge"
     num_train: int
     num_test: int
@@ -221,8 +205,8 @@ class ProbeResult:
         return dataclasses.asdict(self)
 
 
-def linear_probe(model, family: str, train_set, test_set, *, train_indices: torch.Tensor, test_indices: torch.Tensor,
-                 blocks, times=DEFAULT_TIMES, path: str = "linear", classifier: str = "logistic", seed: int = 0,
+def linear_probe(model, process, train_set, test_set, *, train_indices: torch.Tensor, test_indices: torch.Tensor,
+                 blocks, times=DEFAULT_TIMES, classifier: str = "logistic", seed: int = 0,
                  batch_size: int = 256, device="cpu", progress: bool = True,
                  log: Callable[[str], object] | None = None) -> ProbeResult:
     """Test accuracy of a linear classifier on pooled tokens, for every (block, time) pair. Timesteps are the outer
@@ -244,9 +228,9 @@ def linear_probe(model, family: str, train_set, test_set, *, train_indices: torc
                 estimate.done(n)
 
         for j, t in enumerate(times):
-            kw = dict(path=path, seed=seed, batch_size=batch_size, device=device, on_batch=on_batch)
-            ftr, ytr = pooled_features(model, family, train_set, train_indices, t, blocks, **kw)
-            fte, yte = pooled_features(model, family, test_set, test_indices, t, blocks, **kw)
+            kw = dict(seed=seed, batch_size=batch_size, device=device, on_batch=on_batch)
+            ftr, ytr = pooled_features(model, process, train_set, train_indices, t, blocks, **kw)
+            fte, yte = pooled_features(model, process, test_set, test_indices, t, blocks, **kw)
             num_classes = int(max(ytr.max(), yte.max())) + 1
             for i in range(len(blocks)):
                 acc[i, j] = probe_accuracy(ftr[i].to(device), ytr.to(device), fte[i].to(device), yte, num_classes,
@@ -254,8 +238,8 @@ def linear_probe(model, family: str, train_set, test_set, *, train_indices: torc
             bar.set_postfix(t=t, best=f"{acc[:, j].max():.3f}")
     chance = torch.bincount(yte, minlength=num_classes).max().item() / len(yte)
     return ProbeResult(blocks=blocks, times=[float(t) for t in times],
-                       model_times=[model_time(family, t) for t in times], accuracy=acc.round(6).tolist(),
-                       family=family, classifier=classifier, num_train=len(train_indices),
+                       model_times=[process.model_time(t) for t in times], accuracy=acc.round(6).tolist(),
+                       family=process.family, time_axis=process.time_axis, classifier=classifier, num_train=len(train_indices),
                        num_test=len(test_indices), num_classes=num_classes, chance=chance, seed=seed)
 
 
@@ -275,11 +259,10 @@ def plot_probe(result: ProbeResult, path: str | os.PathLike, title: str = "") ->
         for j in range(acc.shape[1]):
             dark = acc[i, j] < 100 * result.chance + 0.6 * (100 - 100 * result.chance)
             ax.text(j, i, f"{acc[i, j]:.1f}", ha="center", va="center", fontsize=8, color="white" if dark else "black")
-    step = (lambda t: f"{t:g}") if result.family == "SiT" else (lambda s: f"{s}")
-    ax.set_xticks(range(len(result.times)), [step(m) for m in result.model_times], fontsize=8)
+    ax.set_xticks(range(len(result.times)), [f"{m:g}" for m in result.model_times], fontsize=8)
     ax.set_yticks(range(len(result.blocks)), ["embed" if b == 0 else f"block {b}" for b in result.blocks],
                   fontsize=8)
-    ax.set_xlabel("t (0 = data)" if result.family == "SiT" else "DDPM step (0 = data)", fontsize=8)
+    ax.set_xlabel(result.time_axis, fontsize=8)
     ax.set_title(title or f"linear probe, test accuracy % ({result.classifier})", fontsize=9)
     cax = fig.add_axes((1 - 70 / size[0], 50 / size[1], 12 / size[0], 1 - 90 / size[1]))
     fig.colorbar(im, cax=cax).ax.tick_params(labelsize=7)

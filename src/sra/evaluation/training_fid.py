@@ -26,12 +26,12 @@ from .suite import reference_statistics
 class TrainingFID:
     """Set up once (Inception network, reference statistics on rank 0, the VAE decoder); call with the EMA model."""
 
-    def __init__(self, ema, *, family: str, run_config: dict, reference: str, num_samples: int, num_steps: int,
+    def __init__(self, ema, *, process, run_config: dict, reference: str, num_samples: int, num_steps: int,
                  seed: int, batch_size: int, inception_weights: str | None = None, device="cpu"):
         self.num_samples, self.seed, self.batch_size = num_samples, seed, batch_size
-        self.loaded = LoadedModel(ema, family, run_config, Path(reference), None)
-        mode = "ode" if family == "SiT" else "ddim"  # the run's sample-grid sampler, deterministic
-        self.opts = SamplerOptions(mode=mode, num_steps=num_steps, cfg_scale=1.0).resolve(self.loaded)
+        self.loaded = LoadedModel(ema, process.family, run_config, Path(reference), None)
+        # the run's sample-grid sampler, deterministic
+        self.opts = SamplerOptions(mode=process.grid_mode, num_steps=num_steps, cfg_scale=1.0).resolve(self.loaded)
         self.decode = make_decoder(self.loaded)
         self.net = InceptionV3Features(inception_weights).to(device).eval()
         self.ref = on_rank0(lambda: self.reference_stats(reference))  # every rank raises if rank 0 refuses

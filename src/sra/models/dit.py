@@ -309,25 +309,29 @@ class DiffusionTransformer(nn.Module):
             h = block(h, c, mask, index)
         return h
 
-    def forward(self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor, feature_depth: int | None = None,
-                groups: torch.Tensor | None = None):
+    def forward(self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor,
+                feature_depth: int | tuple[int, ...] | None = None, groups: torch.Tensor | None = None):
         """Prediction (N, C_out, H, W) for inputs x (N, C, H, W), times t (N,), one per token (N, T) or `TokenTimes`
         (one per token group, the same result as per token, cheaper), and labels y (N,) used as given. `groups` (N, T) integer group ids restrict attention to tokens of the same group
         (attention separation); None is the ordinary full attention.
 
         With `feature_depth=k` also return the tokens (N, T, D) after block k from the same forward, as a tuple; the
-        training objective asks for them this way so that DDP and torch.compile see a single forward call.
+        training objective asks for them this way so that DDP and torch.compile see a single forward call. A tuple of
+        depths returns a tuple of token tensors, one per depth, in its order.
         """
         h, c, index = self.embed(x, t, y)
         mask = None if groups is None else group_attention_mask(groups)
-        feats = h if feature_depth == 0 else None
+        depths = feature_depth if isinstance(feature_depth, tuple) else (feature_depth,)
+        feats = {0: h} if 0 in depths else {}
         ckpt = self.grad_checkpointing and torch.is_grad_enabled()
         for i, block in enumerate(self.blocks):
             if ckpt:
                 h = torch.utils.checkpoint.checkpoint(block, h, c, mask, index, use_reentrant=False)  # (N, T, D)
             else:
                 h = block(h, c, mask, index)  # (N, T, D)
-            if i + 1 == feature_depth:
-                feats = h
+            if i + 1 in depths:
+                feats[i + 1] = h
         out = self.unpatchify(self.final_layer(h, c, index))  # (N, C_out, H, W)
-        return out if feature_depth is None else (out, feats)
+        if feature_depth is None:
+            return out
+        return out, (tuple(feats.get(d) for d in depths) if isinstance(feature_depth, tuple) else feats.get(feature_depth))

@@ -71,13 +71,11 @@ def resize_position_table(table: torch.Tensor, grid: int) -> torch.Tensor:
 
 
 class FMNISTEncoder(nn.Module):
-    """The body of the cached FD-FMNIST classifier up to its second pooling: (N, 64, H/4, W/4) -> tokens."""
+    """The body of the FD-FMNIST classifier up to its second pooling: (N, 64, H/4, W/4) -> tokens. `body`: the
+    classifier's convolutional body, handed in by the caller (the classifier belongs to evaluation/)."""
 
-    def __init__(self, device="cpu"):
+    def __init__(self, body: nn.Sequential):
         super().__init__()
-        from ..evaluation.fmnist import fmnist_scorer
-
-        body = fmnist_scorer(device).model.body
         self.net = nn.Sequential(*list(body)[:8]).eval().requires_grad_(False)  # conv-bn-relu-pool x 2
         self.patch_size, self.dim, self.name, self.channels = 4, body[4].out_channels, "fmnist", 1
 
@@ -87,10 +85,14 @@ class FMNISTEncoder(nn.Module):
         return self.net(images.float()).flatten(2).transpose(1, 2)  # (N, grid^2, 64)
 
 
-def load_encoder(spec: str, device="cpu") -> nn.Module:
-    """'fmnist' or a local DINOv2 folder (a transformers save: config.json + weights)."""
+def load_encoder(spec: str, device="cpu", classifier: nn.Sequential | None = None) -> nn.Module:
+    """'fmnist' (with `classifier`, the FD-FMNIST classifier's body) or a local DINOv2 folder (a transformers save:
+    config.json + weights)."""
     if spec == "fmnist":
-        return FMNISTEncoder(device).to(device)
+        if classifier is None:
+            raise ValueError("the fmnist encoder is the FD-FMNIST classifier; `sra train --repa-encoder fmnist` "
+                             "trains or loads it (latent stores: use a DINOv2 folder)")
+        return FMNISTEncoder(classifier).to(device)
     if not Path(spec).is_dir():
         raise ValueError(f"encoder {spec!r} is neither 'fmnist' nor a local folder")
     return DinoV2Encoder(spec).to(device)

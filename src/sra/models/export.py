@@ -89,18 +89,23 @@ def logged_evaluations(run: Path | None) -> list[tuple[int | None, str, float]]:
     return list(found.values())
 
 
+# family -> (hub tag, what the model predicts), for the model card
+CARD_KIND = {"SiT": ("flow-matching", "flow matching, velocity prediction"),
+             "DiT": ("ddpm", "DDPM, epsilon and learned variance")}
+
+
 def write_model_card(loaded: LoadedModel, output: Path, *, library: str, usage: str, notes: str = "") -> Path:
     """OUTPUT/README.md: hub metadata (library, license, tags, paper), what the folder holds and how to load it, the
     training config and step, and the evaluations the run logged (none invented)."""
     m, family = loaded.model, loaded.family
+    tag, kind = CARD_KIND[family]
     tags = ["sra", "self-representation-alignment", family.lower(), "diffusion-transformer", "class-conditional",
-            "image-generation", "flow-matching" if family == "SiT" else "ddpm", "arxiv:2505.02831"]
+            "image-generation", tag, "arxiv:2505.02831"]
     evals = logged_evaluations(run_folder_of(loaded))
     eval_text = "\n".join(["| step | metric | value |", "|---:|---|---:|"] +
                           [f"| {step} | {name} | {value:.4f} |" for step, name, value in evals]) if evals else \
         "The run logged no evaluation (`sra train --eval-every`, `sra eval`)."
     config = json.dumps(loaded.config, indent=2) if loaded.config else "(no training config in the checkpoint)"
-    kind = "flow matching, velocity prediction" if family == "SiT" else "DDPM, epsilon and learned variance"
     step = loaded.step if loaded.step is not None else "unknown"
     text = f"""---
 library_name: {library}

@@ -12,7 +12,9 @@ import torch
 
 from ..checkpoint import CheckpointError, latest_checkpoint, load_checkpoint, load_weights, model_state
 from .dit import DiffusionTransformer
-from .presets import SIZES
+from .presets import LEARNED_VARIANCE, SIZES
+
+FAMILY_OF_OUTPUT = {learned: family for family, learned in LEARNED_VARIANCE.items()}  # learned sigma -> family
 
 
 @dataclass
@@ -82,7 +84,7 @@ def load_model(path: str | os.PathLike, weights: str = "ema", num_heads: int | N
         arch["num_heads"] = num_heads
     model = DiffusionTransformer(**arch)
     load_weights(model, state, source=str(file))
-    return LoadedModel(model.to(device).eval(), "DiT" if arch["learn_sigma"] else "SiT", config, file,
+    return LoadedModel(model.to(device).eval(), FAMILY_OF_OUTPUT[arch["learn_sigma"]], config, file,
                        int(step) if step is not None else None,
                        vars(args) if isinstance(args, argparse.Namespace) else None)
 

@@ -1,4 +1,4 @@
-"""Model presets: "SiT-B/2", "DiT-XL/2", ... plus tiny CPU presets, and the paper's SRA layer choices."""
+"""Model presets: "SiT-B/2", "DiT-XL/2", ... plus tiny CPU presets."""
 from __future__ import annotations
 
 from .dit import DiffusionTransformer
@@ -12,14 +12,10 @@ SIZES = {
     "XL": (28, 1152, 16),
 }
 PATCHES = (2, 4, 8)
+FAMILIES = ("SiT", "DiT")
+LEARNED_VARIANCE = {"SiT": False, "DiT": True}  # DiT predicts epsilon and the variance: 2 C output channels
 
-# SRA paper: student block -> teacher block (1-indexed count of blocks run).
-SRA_LAYERS = {
-    ("SiT", "T"): (2, 4), ("SiT", "S"): (3, 8), ("SiT", "B"): (3, 8), ("SiT", "L"): (6, 16), ("SiT", "XL"): (8, 20),
-    ("DiT", "T"): (2, 4), ("DiT", "S"): (3, 7), ("DiT", "B"): (3, 7), ("DiT", "L"): (6, 14), ("DiT", "XL"): (8, 16),
-}
-
-MODEL_NAMES = [f"{fam}-{size}/{p}" for fam in ("SiT", "DiT") for size in SIZES for p in PATCHES]
+MODEL_NAMES = [f"{fam}-{size}/{p}" for fam in FAMILIES for size in SIZES for p in PATCHES]
 OVERRIDES = ("input_size", "in_channels", "num_classes", "class_dropout_prob",
              "depth", "hidden_size", "num_heads", "patch_size", "mlp_ratio", "z_dims", "projector_dim")
 
@@ -32,14 +28,9 @@ def parse_name(name: str) -> tuple[str, str, int]:
         patch = int(patch)
     except ValueError:
         raise ValueError(f"unknown model {name!r}; expected e.g. SiT-B/2 (choices: {', '.join(MODEL_NAMES)})") from None
-    if family not in ("SiT", "DiT") or size not in SIZES or patch not in PATCHES:
+    if name not in MODEL_NAMES:
         raise ValueError(f"unknown model {name!r}; choices: {', '.join(MODEL_NAMES)}")
     return family, size, patch
-
-
-def default_sra_layers(name: str) -> tuple[int, int]:
-    family, size, _ = parse_name(name)
-    return SRA_LAYERS[(family, size)]
 
 
 def build_model(name: str, **overrides) -> DiffusionTransformer:
@@ -51,4 +42,4 @@ def build_model(name: str, **overrides) -> DiffusionTransformer:
     depth, hidden, heads = SIZES[size]
     kwargs = dict(depth=depth, hidden_size=hidden, num_heads=heads, patch_size=patch)
     kwargs.update(overrides)
-    return DiffusionTransformer(learn_sigma=(family == "DiT"), **kwargs)
+    return DiffusionTransformer(learn_sigma=LEARNED_VARIANCE[family], **kwargs)

@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from ..options import option
+from .dts import group_times, teacher_view
 
 DISTANCES = ("cos", "cos-over-tokens", "sml1", "l1", "l2")
 COSINES = ("cos", "cos-over-tokens")  # the distances whose lambda is 0.5 and that take no epoch decay
@@ -103,20 +104,6 @@ def token_distance(pred: torch.Tensor, target: torch.Tensor, kind: str) -> torch
     return d.flatten(1).mean(1)
 
 
-def teacher_offset(cfg: AlignConfig, t: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-    """k >= 0 with t' = t - k: U(0, t_max), t_max itself, or 0 (drawn even when unused to keep RNG streams aligned)."""
-    return offset_from_uniform(cfg, torch.rand(t.shape, generator=generator, device=t.device, dtype=t.dtype))
-
-
-def offset_from_uniform(cfg: AlignConfig, u: torch.Tensor) -> torch.Tensor:
-    """The offset k for uniforms u in [0, 1): t_max u (uniform interval), t_max (fixed) or 0 (none)."""
-    if cfg.interval == "uniform":
-        return cfg.t_max * u
-    if cfg.interval == "fixed":
-        return torch.full_like(u, cfg.t_max)
-    return torch.zeros_like(u)
-
-
 def fast_bf16(device: torch.device | str) -> bool:
     """Whether bf16 matmuls are native here: CUDA, or a CPU with AVX512-BF16 or AMX. Elsewhere (e.g. AVX2 CPUs) bf16
     autocast is emulated and several times slower than fp32 (see docs/PERFORMANCE.md)."""
@@ -147,3 +134,39 @@ def alignment(cfg: AlignConfig, student, teacher, h: torch.Tensor, x_teacher: to
     g = teacher_tokens(teacher, x_teacher, t_teacher, y, cfg.block_out_t, cfg.teacher_bf16, groups)
     p = student.ap_head(h) if cfg.use_head else h
     return token_distance(p, g, cfg.distance)
+
+
+class SRA:
+    """The alignment term "align" (N,) on any process: the teacher sees the same x0 and noise at the process's lower
+    noise level (t' = process.lower(t, k)), per token group with token groups (objectives.dts). The teacher's labels
+    follow each reference: plain SRA's teacher sees the student's dropped labels (SiT-SRA loss.py
+    `labels_teacher = labels_train`); with token groups, the authors' SiT-SRA_DTS_AS drops labels inside the
+    student's forward only and hands its eval-mode teacher the labels as they came (`y=labels`)."""
+
+    name = "align"
+
+    def __init__(self, cfg: AlignConfig, process, mix, patch_size: int):
+        self.cfg, self.process, self.mix, self.patch_size = cfg, process, mix, patch_size
+        self.active, self.depth = cfg.active, cfg.block_out_s
+
+    def weight(self, epoch: int, input_size: int) -> float:
+        return self.cfg.effective_weight(epoch, input_size)
+
+    def __call__(self, b) -> torch.Tensor:
+        x_teacher, t_teacher, groups = self.teacher_input(b)
+        y_teacher = b.y_clean if self.mix.active else b.y
+        return alignment(self.cfg, b.student, b.teacher, b.tokens[self.depth], x_teacher, t_teacher, y_teacher,
+                         groups=groups)
+
+    def teacher_input(self, b):
+        """(input, time (N,) or per token, group ids for attention or None) of the teacher: same x0 and noise as the
+        student; the offset k is the one drawn with the batch (and, with token groups, one per group)."""
+        p, mix, t = self.process, self.mix, b.t
+        if not mix.active:  # SRA's lower view, or t itself for the self_flow / same teacher times
+            t_teacher = p.lower(t, b.draws["k"]) if mix.teacher_t == "sra" else t
+            return p.corrupt(b.x0, b.noise, t_teacher)[0], t_teacher, None
+        u = b.draws["u_more"].to(t.dtype) if t.is_floating_point() else b.draws["u_more"]
+        k = torch.cat([b.draws["k"][:, None], p.offset_from_uniform(self.cfg.interval, self.cfg.t_max, u)], dim=1)
+        t_input, t_embed, groups = teacher_view(mix, p, k, group_times(mix, t, b.draws), b.draws["groups"])
+        x_teacher = p.corrupt(b.x0, b.noise, t_input, self.patch_size)[0]
+        return x_teacher, t_embed, groups if mix.attention_separation else None

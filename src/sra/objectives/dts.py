@@ -1,13 +1,13 @@
-"""Token groups for SiT training: dual-timestep scheduling (DTS) and attention separation (AS), with the teacher-time
-options of the authors' follow-up to SRA (vvvvvjdy/SRA, SiT-SRA_DTS_AS; it compares SRA with Self-Flow, arXiv
-2603.06507).
+"""Token groups: dual-timestep scheduling (DTS) and attention separation (AS), with the teacher-time options of the
+authors' follow-up to SRA (SiT-SRA_DTS_AS; it compares SRA with Self-Flow, arXiv 2603.06507). A view of the batch
+that composes with any process: for SiT as the authors do, for DiT as our extension (docs/FAMILY.md).
 
-Each image's tokens are split at random into groups of fixed sizes (mask ratio). With DTS every group is noised at its
-own time t_g from the same x0 and noise; the model sees the groups mixed patch by patch, each token conditioned on its
-own time (adaLN per token), and regresses the velocity target mixed the same way. With AS a token attends only to its
+Each image's tokens are split at random into groups of fixed sizes (mask ratio). With DTS every group is corrupted at
+its own time t_g from the same x0 and noise; the model sees the groups mixed patch by patch, each token conditioned
+on its own time (adaLN per token), and regresses the target mixed the same way. With AS a token attends only to its
 own group. The authors mix after the patch embedding; because the embedding is one convolution per patch, mixing whole
-patches of the inputs is the same thing. And because x_t and the velocity are pointwise in t, the mixed input is simply
-the interpolant at a per-pixel time (each patch at its group's time), which is how it is computed here.
+patches of the inputs is the same thing, and since the corruption is pointwise in t the mixed input is the process's
+corruption at a per-pixel time (each patch at its group's time, `process.corrupt` with per-token times).
 """
 from __future__ import annotations
 
@@ -18,7 +18,6 @@ import torch
 
 from ..models.dit import TokenTimes
 from ..options import option
-from ..transport.path import path_coefficients, sample_time
 
 TEACHER_TIMES = ("sra", "self_flow", "same")
 
@@ -27,7 +26,7 @@ TEACHER_TIMES = ("sra", "self_flow", "same")
 class MixConfig:
     mask_ratio: tuple[float, ...] = option(
         (0.0,), metavar="R",
-        group="token groups: dual-time scheduling and attention separation (SiT; flags as the authors' SiT-SRA_DTS_AS)",
+        group="token groups: dual-time scheduling and attention separation (flags as the authors' SiT-SRA_DTS_AS)",
         help="token-group shares per image: one R in (0, 1) gives groups R, 1 - R (the authors' recipe: 0.25); several "
              "values (0.5 0.3 0.2) are normalised to sum 1; 0 or >= 1: one group, i.e. plain SRA")
     dual_time_scheduling: bool = option(True, help="each token group at its own time t_g (off: all groups share one t)")
@@ -97,32 +96,16 @@ def draw_groups(cfg: MixConfig, n: int, num_tokens: int, keys: torch.Tensor, ful
     return groups
 
 
-def draw_extra(cfg: MixConfig, time_sampling: str, path: str, n: int, num_tokens: int, generator,
-               device) -> dict[str, torch.Tensor]:
+def draw_extra(cfg: MixConfig, process, n: int, num_tokens: int, generator, device) -> dict[str, torch.Tensor]:
     """The draws mixing adds after the plain ones: times and teacher-offset uniforms of groups 1.., permutation keys,
     full-sample uniforms. All are drawn whatever the options, so that switching DTS or the teacher time on or off
     keeps the other draws the same."""
     extra = len(cfg.ratios()) - 1
-    t_more = torch.stack([sample_time(time_sampling, path, n, generator=generator, device=device)
-                          for _ in range(extra)], dim=1)  # (n, G - 1)
+    t_more = torch.stack([process.draw_time(n, generator, device) for _ in range(extra)], dim=1)  # (n, G - 1)
     u_more = torch.rand((n, extra), generator=generator, device=device)
     keys = torch.rand((n, num_tokens), generator=generator, device=device)
     full = torch.rand(n, generator=generator, device=device)
     return {"t_more": t_more, "u_more": u_more, "groups": draw_groups(cfg, n, num_tokens, keys, full)}
-
-
-def pixel_map(values: torch.Tensor, patch_size: int) -> torch.Tensor:
-    """Per-token values (N, T) -> per-pixel (N, 1, H, W): each patch takes its token's value."""
-    n, side = values.shape[0], int(round(values.shape[1] ** 0.5))
-    grid = values.reshape(n, side, side)
-    return grid.repeat_interleave(patch_size, 1).repeat_interleave(patch_size, 2)[:, None]
-
-
-def mixed_interpolant(path: str, x0: torch.Tensor, noise: torch.Tensor, t_tok: torch.Tensor,
-                      patch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """x_t and the velocity target with each patch at its token's time t_tok (N, T)."""
-    alpha, sigma, d_alpha, d_sigma = path_coefficients(path, pixel_map(t_tok, patch_size))
-    return alpha * x0 + sigma * noise, d_alpha * x0 + d_sigma * noise
 
 
 def group_times(cfg: MixConfig, t: torch.Tensor, draws: dict) -> torch.Tensor:
@@ -132,16 +115,16 @@ def group_times(cfg: MixConfig, t: torch.Tensor, draws: dict) -> torch.Tensor:
     return torch.cat([t[:, None], draws["t_more"].to(t.dtype)], dim=1)
 
 
-def teacher_view(cfg: MixConfig, t_max_offsets: torch.Tensor, t_groups: torch.Tensor, groups: torch.Tensor):
+def teacher_view(cfg: MixConfig, process, offsets: torch.Tensor, t_groups: torch.Tensor, groups: torch.Tensor):
     """What the teacher sees, as (per-token times of its input (N, T), time fed to its embedder: (N,) or per token as
-    `TokenTimes`, group ids for its attention or None). `t_max_offsets` (N, G) are the SRA offsets k_g."""
+    `TokenTimes`, group ids for its attention or None). `offsets` (N, G) are the SRA offsets k_g."""
     if cfg.teacher_t in ("same", "sra"):
-        t_teacher = TokenTimes(t_groups if cfg.teacher_t == "same" else (t_groups - t_max_offsets).clamp(0.0, 1.0),
-                               groups)
+        t_teacher = TokenTimes(t_groups if cfg.teacher_t == "same" else process.lower(t_groups, offsets), groups)
         return t_teacher.per_token(), t_teacher, groups
     t_min = t_groups.min(dim=1).values  # self_flow: the least noisy of the student's times
     if not cfg.teacher_mask:
         return t_min[:, None].expand_as(groups), t_min, None
-    # As the authors' code: group 0 at t_min, the other groups' patches clean (t = 0), embedder told t_min everywhere.
-    t_tok = torch.where(groups == 0, t_min[:, None], torch.zeros_like(t_min)[:, None])
+    # As the authors' code: group 0 at t_min, the other groups' patches clean (the process's clean time), the embedder
+    # told t_min everywhere.
+    t_tok = torch.where(groups == 0, t_min[:, None], torch.full_like(t_min, process.clean_time)[:, None])
     return t_tok, t_min, groups

@@ -10,23 +10,9 @@ import torch.nn.functional as F
 
 from ..options import option
 
-# REPA's student block (their --encoder-depth) per model size, and where each default comes from (sihyun-yu/REPA as
-# this project's reference index stores it, @67f7145).
-REPA_BLOCKS = {"T": 2, "S": 4, "B": 4, "L": 8, "XL": 8}
-REPA_DEFAULTS_FROM = {
-    "weight": "ours: 0 (off), REPA is opt-in here; REPA train.py line 436 --proj-coeff default 0.5 (README.md's "
-              "command passes --proj-coeff=0.5): the value to turn it on with",
-    "block L/XL": "REPA train.py line 400 --encoder-depth default 8 (README.md's SiT-XL/2 command passes 8)",
-    "block S/B": "4: the REPA paper's SiT-B/2 setting (paper, not re-checked); train.py's default 8 is 2/3 of SiT-B's "
-                 "12 blocks",
-    "block T": "ours: 2 of the tiny preset's 6 blocks (a third, as 4 of SiT-B's 12)",
-    "projector_dim": "REPA models/sit.py line 180: SiT(..., projector_dim=2048)",
-}
-
-
 @dataclass(kw_only=True)
 class RepaConfig:
-    weight: float = option(0.0, flag="--repa-weight", group="REPA: alignment to a frozen external encoder (SiT)",
+    weight: float = option(0.0, flag="--repa-weight", group="REPA: alignment to a frozen external encoder",
                            help="REPA's lambda; 0: off (REPA's train.py --proj-coeff default, and its README's "
                                 "command: 0.5)")
     encoder: str | None = option(None, flag="--repa-encoder", metavar="DIR",
@@ -67,27 +53,19 @@ def repa_alignment(student, h: torch.Tensor, features: torch.Tensor) -> torch.Te
     return repa_term(student.projectors[0](h), features.to(h.device))
 
 
-def feature_source(cfg: RepaConfig, dataset, grid: int, device) -> tuple[int, object | None]:
-    """(feature size D_e, encoder to run on each batch or None). A latent store with stored features hands them over
-    with every batch (training runs no encoder); pixel data runs the encoder on the clean images; latents without
-    stored features cannot be encoded at train time (no images), which is one clear error."""
-    from pathlib import Path
+class REPA:
+    """The REPA term "repa" (N,). `encoder`: a callable clean inputs -> patch features on the model's token grid
+    (N, T, D_e), run when the features are not stored with the data; built outside the objective and passed in."""
 
-    info = getattr(dataset, "feature_info", None)
-    if info:
-        same = info["encoder"] == cfg.encoder or (Path(cfg.encoder).is_dir() and
-                                                  info["encoder"] == f"dinov2:{Path(cfg.encoder).resolve()}")
-        if not same:
-            raise ValueError(f"the data's stored features come from {info['encoder']}, not {cfg.encoder}")
-        if info["grid"] != grid:
-            raise ValueError(f"the data's stored features are on a {info['grid']}x{info['grid']} grid but the model has "
-                             f"{grid}x{grid} tokens (sra prepare --encoder-grid {grid})")
-        dataset.with_features = True
-        return int(info["dim"]), None
-    if hasattr(dataset, "unnormalize"):  # a latent dataset: the images are not at hand during training
-        raise ValueError(f"REPA on latents needs the encoder's features in the store: `sra prepare ... --encoder "
-                         f"{cfg.encoder}` (then train on that store)")
-    from ..models.encoders import load_encoder
+    name = "repa"
 
-    encoder = load_encoder(cfg.encoder, device)
-    return int(encoder.dim), encoder
+    def __init__(self, cfg: RepaConfig, encoder=None):
+        self.cfg, self.encoder = cfg, encoder
+        self.active, self.depth = cfg.active, cfg.block
+
+    def weight(self, epoch: int, input_size: int) -> float:
+        return self.cfg.weight
+
+    def __call__(self, b) -> torch.Tensor:
+        features = b.features if b.features is not None else self.encoder(b.x0)
+        return repa_alignment(b.student, b.tokens[self.depth], features)

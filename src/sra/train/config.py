@@ -10,11 +10,12 @@ import os
 from dataclasses import dataclass
 
 from .. import options
-from ..models.presets import MODEL_NAMES, default_sra_layers, parse_name
-from ..objectives import AlignConfig, FlowConfig, MixConfig, RepaConfig
-from ..objectives.align import COSINES, fast_bf16
+from ..models.presets import MODEL_NAMES, SIZES, parse_name
+from ..objectives import AlignConfig, DispConfig, FlowConfig, MixConfig, RepaConfig
 from ..options import option
-from .tracking import REPORTERS, check_reporter, default_reporter
+from ..process import process_for
+from .defaults import fill
+from .tracking import REPORTERS, check_reporter
 
 
 @dataclass(kw_only=True)
@@ -37,7 +38,7 @@ class TrainConfig:
     batch_size: int = option(64, group="optimisation",
                              help="global batch in images per optimizer step (all ranks, all micro-steps)")
     grad_accum: int = option(1, help="gradient-accumulation micro-steps per optimizer step")
-    max_train_steps: int = option(1200, resumable=True, help="optimizer steps to train for")
+    max_train_steps: int | None = option(None, resumable=True, help="optimizer steps to train for (unset: 1200)")
     lr: float | None = option(None, help="AdamW learning rate (unset: 1e-4 as the paper; 1e-3 for *-T presets)")
     lr_warmup_steps: int | None = option(None, help="linear learning-rate warm-up in steps (unset: 0; 200 for *-T)")
     adam_betas: tuple[float, float] = option((0.9, 0.999), metavar="BETA", help="AdamW betas")
@@ -55,14 +56,14 @@ class TrainConfig:
                                      help="EMA decay per optimizer step (unset: 0.9999 as the paper; 0.999 for *-T)")
     ema_half_life_kimg: float | None = option(None, help="EMA half-life in thousands of images (overrides --ema-decay)")
     ema_warmup: bool | None = option(None, help="cap the decay at (1+n)/(10+n) at step n (unset: on for *-T presets)")
-    # -- objective (0 blocks / unset precision: the preset's default)
+    # -- objective (0 blocks / unset values: the preset's and family's, from train/defaults.py)
     flow: FlowConfig = option(group="objective", help="SiT path and training times", factory=FlowConfig)
     align: AlignConfig = option(help="the SRA term", factory=lambda: AlignConfig(
         block_out_s=0, block_out_t=0, teacher_bf16=None, weight=None, distance=None, legacy_epoch_decay=None))
-    # (unset weight / distance / decay: the family's, see `align_defaults`)
     mix: MixConfig = option(help="token groups: dual-timestep scheduling, attention separation (objectives.dts)",
                             factory=MixConfig)
     repa: RepaConfig = option(help="REPA: alignment to a frozen external encoder (objectives.repa)", factory=RepaConfig)
+    disp: DispConfig = option(help="Dispersive Loss (objectives.dispersive)", factory=DispConfig)
     # -- logging, samples, checkpoints
     seed: int = option(0, group="logging, samples, checkpoints",
                        help="global seed: data order, noise, time draws (per step, rank-independent)")
@@ -101,20 +102,20 @@ class TrainConfig:
         return parse_name(self.model)[0]
 
     @property
-    def model_depth(self) -> int:
-        """Blocks of the trained model: --depth, else the preset's."""
-        from ..models.presets import SIZES
-
-        return self.depth if self.depth is not None else SIZES[parse_name(self.model)[1]][0]
+    def process(self):
+        """The model family's process (sra.process), with this config's path and training times."""
+        return process_for(self.family, self.flow.path, self.flow.time_sampling)
 
     @property
-    def tiny(self) -> bool:
-        return parse_name(self.model)[1] == "T"
+    def model_depth(self) -> int:
+        """Blocks of the trained model: --depth, else the preset's."""
+        return self.depth if self.depth is not None else SIZES[parse_name(self.model)[1]][0]
 
     def resolve(self, shape: tuple[int, int, int], num_classes: int, device: str = "cpu") -> "TrainConfig":
         """Fill the None/0 defaults from the data and the preset; validate everything. Returns a new config."""
         c = dataclasses.replace(self, flow=dataclasses.replace(self.flow), align=dataclasses.replace(self.align),
-                                mix=dataclasses.replace(self.mix), repa=dataclasses.replace(self.repa))
+                                mix=dataclasses.replace(self.mix), repa=dataclasses.replace(self.repa),
+                                disp=dataclasses.replace(self.disp))
         family, size, _ = parse_name(c.model)
         for name in ("input_size", "in_channels", "num_classes"):  # 0 is not "unset": refused, not filled
             if getattr(c, name) is not None and getattr(c, name) < 1:
@@ -131,23 +132,7 @@ class TrainConfig:
         if (c.in_channels, c.input_size) != (shape[0], shape[-1]):
             raise ValueError(f"data is {shape[0]}x{shape[1]}x{shape[2]} but the config asks for "
                              f"{c.in_channels}x{c.input_size}x{c.input_size}")
-        tiny = size == "T"
-        c.lr = c.lr if c.lr is not None else (1e-3 if tiny else 1e-4)
-        c.lr_warmup_steps = c.lr_warmup_steps if c.lr_warmup_steps is not None else (200 if tiny else 0)
-        c.ema_decay = c.ema_decay if c.ema_decay is not None else (0.999 if tiny else 0.9999)
-        c.ema_warmup = c.ema_warmup if c.ema_warmup is not None else tiny
-        c.report_to = c.report_to or default_reporter()
-        if c.align.teacher_bf16 is None:
-            # bf16 only where it is native (CUDA, AVX512-BF16/AMX CPUs); on an AVX2 CPU bf16 autocast made the
-            # teacher 2.3x (width 128) to 4x (width 768) slower than fp32 (docs/PERFORMANCE.md).
-            c.align.teacher_bf16 = fast_bf16(device)
-        s, t = default_sra_layers(c.model)
-        c.align.block_out_s = c.align.block_out_s or s
-        c.align.block_out_t = c.align.block_out_t or t
-        if c.repa.active:
-            from ..objectives.repa import REPA_BLOCKS
-            c.repa.block = c.repa.block or REPA_BLOCKS[size]
-        align_defaults(c.align, family)
+        fill(c, family, size, c.model_depth, device)
         c.validate()
         return c
 
@@ -196,7 +181,7 @@ class TrainConfig:
             raise ValueError(f"--weight-decay must be a finite number >= 0 (got {self.weight_decay})")
         if not all(0 <= b < 1 for b in self.adam_betas):
             raise ValueError(f"Adam betas must be in [0, 1) (got {self.adam_betas})")
-        if self.family == "SiT":
+        if "flow" in self.process.config_sections:
             self.flow.validate()
         if self.fsdp and self.align.teacher == "online":
             raise ValueError("--teacher online is not supported with --fsdp (the teacher must be an unsharded copy)")
@@ -206,11 +191,7 @@ class TrainConfig:
         options.check_finite(self)  # every other float option (--mask-ratio 0.5 nan, ...): nan/inf refused
         self.mix.validate()
         self.repa.validate(depth)
-        if self.family == "DiT" and (self.mix.active or self.repa.active):
-            raise ValueError("token groups (--mask-ratio) and REPA are implemented for SiT models only")
-        if self.align.active and self.repa.active and self.align.block_out_s != self.repa.block:
-            raise ValueError(f"SRA and REPA together must read the same student block (got {self.align.block_out_s} "
-                             f"and {self.repa.block})")
+        self.disp.validate(depth)
 
     def check_fits(self, num_items: int, world_size: int = 1) -> None:
         """The resolved config against the data and the process count; `sra train` and its --dry-run both call it."""
@@ -232,21 +213,6 @@ class TrainConfig:
 
 # Fields that may change between a run and its resumption (they do not change the math).
 RESUMABLE_CHANGES = {f.name for f in dataclasses.fields(TrainConfig) if f.metadata.get("resumable")}
-
-
-def align_defaults(align: AlignConfig, family: str) -> None:
-    """Fill the unset (None) distance, weight and decay as the released code trains each family:
-    SiT (SiT-SRA train.py): cosine with lambda 0.5, no decay (their default --loss-type cos; ours is the per-token
-        cosine, `cos-over-tokens` is theirs as computed, see objectives.align.token_distance); with smooth-L1 (or
-        l1/l2) 2 x 0.1 = 0.2 with the epoch decay (the paper's setting).
-    DiT (DiT-SRA train.py, smooth-L1 only): 0.4 x 0.1 = 0.04 with the epoch decay; the released code multiplies
-        its DiT term by 0.4 where SiT's has 2, so DiT's lambda is a fifth of SiT's."""
-    if align.distance is None:
-        align.distance = "cos" if family == "SiT" else "sml1"
-    if align.weight is None:
-        align.weight = 0.5 if align.distance in COSINES else (0.2 if family == "SiT" else 0.04)
-    if align.legacy_epoch_decay is None:
-        align.legacy_epoch_decay = align.distance not in COSINES
 
 
 def check_run_name(name: str) -> None:

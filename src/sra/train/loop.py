@@ -15,12 +15,14 @@ from .. import distributed
 from ..data import load_dataset
 from ..data.grid import save_grid
 from ..models import build_model
-from ..objectives import combine, slice_draws
+from ..models.presets import parse_name
+from ..objectives import Objective, combine, slice_draws
 from ..checkpoint import CheckpointError, checkpoint_path, prune_checkpoints, save_checkpoint, state_mismatch
 from ..runfolder import Stopped, StopSignals, fault, on_rank0, writing
 from . import parallel
 from .config import TrainConfig
 from .ema import ema_decay, update_ema
+from .features import feature_source
 from .folder import RunFolder
 from .guard import NonFiniteGuard
 from .tracking import Tracker
@@ -78,27 +80,18 @@ def local_batches(dataset, schedule: BatchSchedule, start: int, stop: int, ctx, 
         yield step, [next(it) for _ in range(cfg.grad_accum)]
 
 
-def build_objective(cfg: TrainConfig, encoder=None):
-    """The loss of the config; `encoder`: REPA's frozen encoder when it runs at train time (objectives.repa)."""
-    if cfg.family == "SiT":
-        from ..models.presets import parse_name
-        from ..objectives import FlowObjective
-        return FlowObjective(cfg.flow, cfg.align, cfg.mix, parse_name(cfg.model)[2], cfg.repa, encoder)
-    from ..objectives.ddpm import DiffusionObjective  # DiT: DDPM with learned sigma
-    return DiffusionObjective(cfg.align)
+def build_objective(cfg: TrainConfig, encoder=None) -> Objective:
+    """The loss of the config: the family's process and the active terms; `encoder`: REPA's frozen encoder as a
+    callable clean inputs -> token-grid features, when it runs at train time."""
+    return Objective(cfg.process, cfg.align, cfg.mix, parse_name(cfg.model)[2], cfg.repa, encoder, cfg.disp)
 
 
 def sample_grid(cfg: TrainConfig, ema, dataset, shape, device) -> torch.Tensor:
-    """Fixed-noise samples from the EMA: up to 10 classes as rows, 8 columns."""
+    """Fixed-noise samples from the EMA with the process's own sampler: up to 10 classes as rows, 8 columns."""
     classes = torch.linspace(0, cfg.num_classes - 1, min(cfg.num_classes, 10)).round().long()
     y = classes.repeat_interleave(8).to(device)
     noise = torch.randn((len(y), *shape), generator=distributed.generator(cfg.seed + 12345)).to(device)
-    if cfg.family == "SiT":
-        from ..transport import euler_sampler
-        x = euler_sampler(ema, noise, y, num_steps=cfg.sample_steps)
-    else:
-        from ..diffusion import sample as diffusion_sample
-        x = diffusion_sample(ema, noise, y, method="ddim", num_steps=cfg.sample_steps)
+    x = cfg.process.grid_sample(ema, noise, y, cfg.sample_steps)
     if hasattr(dataset, "decode"):
         x = dataset.decode(x)
     return x
@@ -167,8 +160,6 @@ def train_in(cfg: TrainConfig, ctx, dataset, folder: RunFolder, signals: StopSig
     # 2. Model (with REPA's projector when on), EMA (= SRA teacher), optimizer, loss scaler.
     repa_kw, encoder = {}, None
     if cfg.repa.active:
-        from ..models.presets import parse_name
-        from ..objectives.repa import feature_source
         z_dim, encoder = feature_source(cfg.repa, dataset, cfg.input_size // parse_name(cfg.model)[2], ctx.device)
         repa_kw = dict(z_dims=(z_dim,), projector_dim=cfg.repa.projector_dim)
     depth_kw = {} if cfg.depth is None else dict(depth=cfg.depth)
@@ -229,7 +220,7 @@ def train_in(cfg: TrainConfig, ctx, dataset, folder: RunFolder, signals: StopSig
     fid = None
     if cfg.eval_every and cfg.eval_ref:  # FID/IS on real data: every rank samples its share
         from ..evaluation.training_fid import TrainingFID
-        fid = TrainingFID(ema, family=cfg.family, run_config=cfg.to_dict(), reference=cfg.eval_ref,
+        fid = TrainingFID(ema, process=cfg.process, run_config=cfg.to_dict(), reference=cfg.eval_ref,
                           num_samples=cfg.eval_samples, num_steps=cfg.sample_steps, seed=cfg.seed,
                           batch_size=max(1, cfg.batch_size // ctx.world_size), inception_weights=cfg.eval_inception,
                           device=ctx.device)
@@ -278,7 +269,7 @@ def train_in(cfg: TrainConfig, ctx, dataset, folder: RunFolder, signals: StopSig
         gen = distributed.generator(distributed.step_seed(cfg.seed, step), ctx.device)
         draws = objective.draw(cfg.batch_size, sample_shape, ctx.device, gen)
         posterior_gen = distributed.generator(distributed.step_seed(cfg.seed, step, 2 + ctx.rank), ctx.device)
-        weight = cfg.align.effective_weight(schedule.epoch(step), cfg.input_size)
+        weights = objective.weights(schedule.epoch(step), cfg.input_size)
 
         # 6. Forward/backward over the micro-batches; gradients sync on the last one only.
         micro = cfg.batch_size // (ctx.world_size * cfg.grad_accum)
@@ -292,7 +283,7 @@ def train_in(cfg: TrainConfig, ctx, dataset, folder: RunFolder, signals: StopSig
                     torch.autocast(ctx.device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
                 kw = {} if features is None else {"features": features}
                 terms = objective(train_model, teacher, x, y, draws=slice_draws(draws, lo, lo + micro), **kw)
-                loss = combine(terms, weight, cfg.repa.weight) / cfg.grad_accum
+                loss = combine(terms, weights) / cfg.grad_accum
             scaler.scale(loss).backward()
             for k, v in terms.items():
                 stats[k] = stats.get(k, 0.0) + v.detach().mean() / cfg.grad_accum
@@ -322,10 +313,9 @@ def train_in(cfg: TrainConfig, ctx, dataset, folder: RunFolder, signals: StopSig
             row = {k: float(distributed.all_reduce_mean(torch.as_tensor(v, device=ctx.device).float())) / n
                    for k, v in sorted(stats.items())}
             elapsed = time.perf_counter() - t_log
-            row.update(step=done, lr=lr, align_weight=weight, skipped_steps=int(guard.total),
+            row.update(step=done, lr=lr, align_weight=weights.get("align", 0.0), skipped_steps=int(guard.total),
                        images_per_s=n * cfg.batch_size / max(elapsed, 1e-9))
-            row["loss"] = float(combine({k: torch.tensor(row[k]) for k in ("denoise", "vb", "align", "repa")
-                                         if k in row}, weight, cfg.repa.weight))
+            row["loss"] = float(combine({k: torch.tensor(row[k]) for k in objective.names}, weights))
             write_row(row)
             tracker.scalars({"train/" + k: v for k, v in row.items() if k != "step"}, done)
             bar.set_postfix({k: f"{row[k]:.4f}" for k in ("denoise", "align") if k in row} |
@@ -357,7 +347,8 @@ def train_in(cfg: TrainConfig, ctx, dataset, folder: RunFolder, signals: StopSig
                     return fid()  # collective; the scores on rank 0
                 if not ctx.is_main:
                     return {}
-                scores = evaluate_fmnist_for_training(ema, cfg.eval_samples, ctx.device, cfg.seed)
+                scores = evaluate_fmnist_for_training(ema, cfg.eval_samples, ctx.device, cfg.seed,
+                                                      process=cfg.process)
                 scores.pop("num_samples", None)
                 return scores
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from .. import options
-from ..objectives.repa import REPA_DEFAULTS_FROM
+from .defaults import REPA_DEFAULTS_FROM
 
 # Where the numbers come from: the authors' code as this project's reference index stores it (by commit where the
 # index names one): vvvvvjdy/SRA SiT-SRA/train.py @8e779b0 and @1723f85 (the version whose --loss-type defaults to cos,

@@ -15,6 +15,7 @@ import torch
 from ..checkpoint import CheckpointError
 from ..data import DataError, load_dataset
 from ..evaluation.fmnist import cached_fmnist_scorer, fmnist_scores, generate_samples
+from ..generate import process_of
 from ..models import load_model
 
 EVAL_SAMPLES, EVAL_SEED, EVAL_STEPS = 1000, 0, 30  # = `sra eval --metric fmnist` defaults
@@ -43,9 +44,10 @@ def fmnist_evaluation(run: Path, data_dir: str | None, device) -> tuple[dict | N
                       "trains it once (a few minutes on a CPU) and scores the run")
     print(f"measuring FD-FMNIST on {EVAL_SAMPLES} EMA samples (about a minute on a CPU) ...", flush=True)
     loaded = load_model(run, device=device)
-    images, labels = generate_samples(loaded.model, EVAL_SAMPLES, device, EVAL_SEED, EVAL_STEPS)
+    process = process_of(loaded)
+    images, labels = generate_samples(loaded.model, EVAL_SAMPLES, device, EVAL_SEED, EVAL_STEPS, process=process)
     scores = fmnist_scores(images, labels, scorer=scorer)
-    sampler = "DDIM" if loaded.family == "DiT" else "Euler ODE"
+    sampler = process.grid_name
     return scores, (f"{EVAL_SAMPLES} EMA samples at step {loaded.step}, {sampler} {EVAL_STEPS} steps, no guidance, "
                     f"as `sra eval --metric fmnist {run}`; classifier test accuracy {100 * scorer.test_accuracy:.1f} %")
 
@@ -62,7 +64,7 @@ def run_summary(run: str | Path, data_dir: str | None = None, device=None) -> li
     losses = [r for r in rows if "loss" in r]
     if losses:
         r = losses[-1]
-        terms = ", ".join(f"{k} {r[k]:.4f}" for k in ("denoise", "vb", "align", "repa") if k in r)
+        terms = ", ".join(f"{k} {r[k]:.4f}" for k in ("denoise", "vb", "align", "repa", "disp") if k in r)
         lines.append(f"final loss:   {r['loss']:.4f} at step {r['step']} ({terms}; mean of the last logging interval)")
     evals = [r for r in rows if "fd_fmnist" in r]
     last_step = losses[-1]["step"] if losses else None

@@ -9,7 +9,7 @@ import math
 
 import torch
 
-from .schedule import Diffusion
+from .ddpm_schedule import Diffusion
 
 LOG2 = math.log(2.0)
 
@@ -44,9 +44,14 @@ def discretized_gaussian_log_likelihood(x: torch.Tensor, means: torch.Tensor, lo
 def vb_bits_per_dim(diffusion: Diffusion, out: torch.Tensor, x0: torch.Tensor, xt: torch.Tensor,
                     t: torch.Tensor) -> torch.Tensor:
     """Per-sample (N,) bound term for model output `out` = (eps, v): KL(q(x_{t-1} | x_t, x_0) || p(x_{t-1} | x_t))
-    for t > 0 and the decoder NLL -log p(x_0 | x_1) for t = 0, in bits per dimension."""
+    for t > 0 and the decoder NLL -log p(x_0 | x_1) for t = 0, in bits per dimension. t (N,) is one step per
+    sample; t (N, 1, H, W) one step per pixel (token groups): each element's term at its own step, then the mean."""
     true_mean, true_logvar = diffusion.q_posterior(x0, xt, t)
     mean, logvar, _ = diffusion.p_mean_variance(out, xt, t)
+    if t.ndim > 1:
+        kl = normal_kl(true_mean, true_logvar, mean, logvar)
+        nll = -discretized_gaussian_log_likelihood(x0, mean, 0.5 * logvar)
+        return mean_flat(torch.where(t == 0, nll, kl)) / LOG2
     kl = mean_flat(normal_kl(true_mean, true_logvar, mean, logvar)) / LOG2
     nll = -mean_flat(discretized_gaussian_log_likelihood(x0, mean, 0.5 * logvar)) / LOG2
     return torch.where(t == 0, nll, kl)

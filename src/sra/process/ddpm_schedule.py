@@ -97,13 +97,15 @@ class Diffusion:
     # -- table look-up ---------------------------------------------------------------------------------------------
 
     def extract(self, name: str, t: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
-        """Table `name` at steps t (N,), shaped (N, 1, ..., 1) to broadcast against `like`, in its dtype."""
+        """Table `name` at steps t (N,), shaped (N, 1, ..., 1) to broadcast against `like`, in its dtype; a t of more
+        dimensions (one step per pixel, (N, 1, H, W), for token groups) is looked up elementwise and kept in shape."""
         key = (name, t.device)
         table = self._on_device.get(key)
         if table is None:  # one copy per device; MPS has no float64
             dtype = torch.float32 if t.device.type == "mps" else torch.float64
             table = self._on_device[key] = getattr(self, name).to(t.device, dtype)
-        return table[t.long()].to(like.dtype).reshape(-1, *([1] * (like.ndim - 1)))
+        values = table[t.long()].to(like.dtype)
+        return values if t.ndim > 1 else values.reshape(-1, *([1] * (like.ndim - 1)))
 
     # -- the forward process and its posterior ---------------------------------------------------------------------
 

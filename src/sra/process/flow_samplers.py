@@ -12,18 +12,17 @@ euler_maruyama_sampler  the reverse SDE with the same marginals:  dx = [v - w_t 
 
 Classifier-free guidance uses the null label `model.num_classes` and is applied only in steps whose start time t lies
 in [guidance_low, guidance_high] (the guidance interval of Kynkaanniemi et al. 2024); a Heun corrector follows the
-decision of its step. The model sees the step's time t itself (the convention of sra.transport.path).
+decision of its step. The model sees the step's time t itself (the convention of process.flow_path).
 
 Per-image randomness: `generator` may be one torch.Generator, or a sequence with one generator per image so that an
 image's SDE noise does not depend on which batch it is in.
 """
 from __future__ import annotations
 
-from typing import Sequence
-
 import torch
 
-from .path import PATHS, expand_like, path_coefficients
+from .base import check_sampler_args, randn_per_image
+from .flow_path import PATHS, expand_like, path_coefficients
 
 SDE_LAST_TIME = 0.04  # end of the stochastic part of the SDE grid (REPA/SRA); the rest is one deterministic step
 DIFFUSION_FORMS = ("t", "sigma")  # SDE diffusion w_t: t (the released samplers, default) or sigma_t (SiT's form)
@@ -65,29 +64,6 @@ def score_from_velocity(v: torch.Tensor, x: torch.Tensor, t: float, path: str = 
     alpha, sigma, d_alpha, d_sigma = (expand_like(c, x) for c in path_coefficients(path, tt))
     ratio = alpha / d_alpha
     return (ratio * v - x) / (sigma ** 2 - ratio * d_sigma * sigma)
-
-
-def randn_per_image(like: torch.Tensor, generator: torch.Generator | Sequence[torch.Generator] | None) -> torch.Tensor:
-    """Standard normal noise shaped like `like` (float64, on its device): from the global RNG, one generator, or one
-    generator per image (row i from generator[i], so it does not depend on the batch it is drawn in)."""
-    if generator is None:
-        return torch.randn_like(like, dtype=torch.float64)
-    if isinstance(generator, torch.Generator):
-        z = torch.randn(like.shape, generator=generator, device=generator.device)
-    else:
-        if len(generator) != like.shape[0]:
-            raise ValueError(f"{len(generator)} generators for a batch of {like.shape[0]}")
-        z = torch.stack([torch.randn(like.shape[1:], generator=g, device=g.device) for g in generator])
-    return z.to(like.device, torch.float64)
-
-
-def check_sampler_args(num_steps: int, cfg_scale: float, guidance_low: float, guidance_high: float) -> None:
-    if num_steps < 1:
-        raise ValueError(f"num_steps must be >= 1 (got {num_steps})")
-    if cfg_scale < 1.0:
-        raise ValueError(f"cfg_scale must be >= 1 (got {cfg_scale}); 1 means no guidance")
-    if not 0.0 <= guidance_low <= guidance_high <= 1.0:
-        raise ValueError(f"guidance interval [{guidance_low}, {guidance_high}] must satisfy 0 <= low <= high <= 1")
 
 
 @torch.no_grad()

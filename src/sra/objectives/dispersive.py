@@ -1,0 +1,74 @@
+"""Dispersive Loss (Wang & He, "Diffuse and Disperse", arXiv 2506.09027), the InfoNCE-L2 variant: the student's tokens
+after one block, flattened per sample to z_i (D values), are pushed apart within the batch,
+
+    L_disp = log( mean_{i,j} exp(-||z_i - z_j||^2 / (D tau)) )
+
+over the full B x B matrix, its zero diagonal included. No positive pairs, no teacher, no parameters. The value is
+one number per batch; every sample of the batch carries it, so that the batch mean that `combine` takes is the loss.
+With gradient accumulation or several ranks, the batch is each micro-batch on each rank, as in the authors' code
+(per device).
+
+Defaults from the authors' public PyTorch code on SiT (their README's table: lambda 0.25, tau 1, depth = num_layers,
+i.e. the output of the last block; their JAX runs of the paper: lambda 0.5, tau 0.5, a quarter of the blocks).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+from ..options import option
+
+
+@dataclass(kw_only=True)
+class DispConfig:
+    weight: float = option(0.0, flag="--disp-weight",
+                           group="Dispersive Loss: spread the batch's block tokens apart (arXiv 2506.09027)",
+                           help="dispersive weight lambda; 0: off (the authors' PyTorch code on SiT: 0.25)")
+    block: int = option(0, flag="--disp-block",
+                        help="tokens after this many blocks (1-indexed; 0: the last block, as the authors' PyTorch "
+                             "code, which takes the output of the last block)")
+    tau: float = option(1.0, flag="--disp-tau", help="temperature tau of exp(-d^2 / (D tau)), D the flattened size per "
+                                                     "sample (the authors' PyTorch code: 1; their JAX runs: 0.5)")
+
+    @property
+    def active(self) -> bool:
+        return self.weight > 0
+
+    def validate(self, depth: int) -> None:
+        if not (math.isfinite(self.weight) and self.weight >= 0):
+            raise ValueError(f"--disp-weight must be a finite number >= 0 (got {self.weight})")
+        if not (math.isfinite(self.tau) and self.tau > 0):
+            raise ValueError(f"--disp-tau must be a finite number > 0 (got {self.tau})")
+        if self.active and not 1 <= self.block <= depth:
+            raise ValueError(f"dispersive block {self.block} outside the model's 1..{depth} blocks")
+
+
+def dispersive_loss(tokens: torch.Tensor, tau: float = 1.0) -> torch.Tensor:
+    """log(mean_{i,j} exp(-||z_i - z_j||^2 / (D tau))) for tokens (B, ...) flattened to z (B, D), in float32.
+
+    Squared distances from the Gram matrix (B x B memory, not B x B x D), clamped at 0, the diagonal exactly 0; the
+    log-mean-exp through logsumexp, stable for any scale."""
+    z = tokens.float().flatten(1)
+    b, d = z.shape
+    sq = z.pow(2).sum(1)
+    dist = (sq[:, None] + sq[None, :] - 2 * z @ z.T).clamp_min(0)
+    dist = dist * (1 - torch.eye(b, device=z.device, dtype=z.dtype))  # i = j: exactly 0, and no gradient
+    return torch.logsumexp((-dist / (d * tau)).flatten(), 0) - math.log(b * b)
+
+
+class Dispersive:
+    """The dispersive term "disp" (N,): the batch's loss, carried by every sample."""
+
+    name = "disp"
+
+    def __init__(self, cfg: DispConfig):
+        self.cfg, self.active, self.depth = cfg, cfg.active, cfg.block
+
+    def weight(self, epoch: int, input_size: int) -> float:
+        return self.cfg.weight
+
+    def __call__(self, b) -> torch.Tensor:
+        h = b.tokens[self.depth]
+        return dispersive_loss(h, self.cfg.tau).expand(h.shape[0])

@@ -1,0 +1,95 @@
+"""Every preset-dependent default, in one table: `sra train` leaves these options unset (None, or 0 for blocks) and
+`TrainConfig.resolve` fills them from here and from nowhere else. A row per (family, size), a row per family, and
+the few that depend on the machine. Changing a tiny preset's training settings is editing its row."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..objectives.align import COSINES, fast_bf16
+from .tracking import default_reporter
+
+
+@dataclass(frozen=True)
+class SizeRow:
+    lr: float                     # AdamW learning rate
+    lr_warmup_steps: int          # linear warm-up in optimizer steps
+    ema_decay: float              # EMA decay per step
+    ema_warmup: bool              # cap the decay at (1 + n) / (10 + n)
+    max_train_steps: int          # optimizer steps to train for
+    sra_blocks: tuple[int, int]   # SRA student -> teacher block (1-indexed)
+    repa_block: int               # REPA's student block (their --encoder-depth)
+
+
+# The paper's recipe (AdamW 1e-4 constant, EMA 0.9999, no warm-up) for the published sizes, and its student -> teacher
+# blocks (SiT-B 3->8, L 6->16, XL 8->20; DiT-B 3->7, L 6->14, XL 8->16; S as B). The tiny CPU presets (*-T) train
+# from scratch in minutes: a 10x learning rate with a 200-step warm-up and a short EMA that warms up, so that the
+# EMA's samples are usable within the run's 1200 steps; blocks 2->4 of their 6.
+_PAPER = dict(lr=1e-4, lr_warmup_steps=0, ema_decay=0.9999, ema_warmup=False, max_train_steps=1200)
+_TINY = dict(lr=1e-3, lr_warmup_steps=200, ema_decay=0.999, ema_warmup=True, max_train_steps=1200)
+SIZE_DEFAULTS: dict[tuple[str, str], SizeRow] = {
+    ("SiT", "T"): SizeRow(**_TINY, sra_blocks=(2, 4), repa_block=2),
+    ("SiT", "S"): SizeRow(**_PAPER, sra_blocks=(3, 8), repa_block=4),
+    ("SiT", "B"): SizeRow(**_PAPER, sra_blocks=(3, 8), repa_block=4),
+    ("SiT", "L"): SizeRow(**_PAPER, sra_blocks=(6, 16), repa_block=8),
+    ("SiT", "XL"): SizeRow(**_PAPER, sra_blocks=(8, 20), repa_block=8),
+    ("DiT", "T"): SizeRow(**_TINY, sra_blocks=(2, 4), repa_block=2),
+    ("DiT", "S"): SizeRow(**_PAPER, sra_blocks=(3, 7), repa_block=4),
+    ("DiT", "B"): SizeRow(**_PAPER, sra_blocks=(3, 7), repa_block=4),
+    ("DiT", "L"): SizeRow(**_PAPER, sra_blocks=(6, 14), repa_block=8),
+    ("DiT", "XL"): SizeRow(**_PAPER, sra_blocks=(8, 16), repa_block=8),
+}
+
+
+@dataclass(frozen=True)
+class FamilyRow:
+    distance: str                 # the alignment distance
+    weight_cos: float             # lambda with either cosine distance
+    weight_other: float           # lambda with smooth-L1 / L1 / L2 (these take the released epoch decay)
+
+
+# As the released code trains each family. SiT (SiT-SRA train.py): cosine with lambda 0.5, no decay (their default
+# --loss-type cos; ours is the per-token cosine, `cos-over-tokens` is theirs as computed, see
+# objectives.align.token_distance); with smooth-L1 2 x 0.1 = 0.2 with the epoch decay (the paper's setting).
+# DiT (DiT-SRA train.py, smooth-L1 only): 0.4 x 0.1 = 0.04 with the epoch decay; the released code multiplies its
+# DiT term by 0.4 where SiT's has 2, so DiT's lambda is a fifth of SiT's.
+FAMILY_DEFAULTS: dict[str, FamilyRow] = {
+    "SiT": FamilyRow(distance="cos", weight_cos=0.5, weight_other=0.2),
+    "DiT": FamilyRow(distance="sml1", weight_cos=0.5, weight_other=0.04),
+}
+
+# Where REPA's defaults come from (sihyun-yu/REPA as this project's reference index stores it, @67f7145).
+REPA_DEFAULTS_FROM = {
+    "weight": "ours: 0 (off), REPA is opt-in here; REPA train.py line 436 --proj-coeff default 0.5 (README.md's "
+              "command passes --proj-coeff=0.5): the value to turn it on with",
+    "block L/XL": "REPA train.py line 400 --encoder-depth default 8 (README.md's SiT-XL/2 command passes 8)",
+    "block S/B": "4: the REPA paper's SiT-B/2 setting (paper, not re-checked); train.py's default 8 is 2/3 of SiT-B's "
+                 "12 blocks",
+    "block T": "ours: 2 of the tiny preset's 6 blocks (a third, as 4 of SiT-B's 12)",
+    "projector_dim": "REPA models/sit.py line 180: SiT(..., projector_dim=2048)",
+}
+REPA_BLOCKS = {size: row.repa_block for (_, size), row in SIZE_DEFAULTS.items()}  # the same for every family
+
+
+def fill(c, family: str, size: str, depth: int, device: str) -> None:
+    """Fill every unset field of a TrainConfig `c` (in place) from the tables."""
+    row, fam = SIZE_DEFAULTS[(family, size)], FAMILY_DEFAULTS[family]
+    for name in ("lr", "lr_warmup_steps", "ema_decay", "ema_warmup", "max_train_steps"):
+        if getattr(c, name) is None:
+            setattr(c, name, getattr(row, name))
+    c.report_to = c.report_to or default_reporter()
+    a = c.align
+    if a.teacher_bf16 is None:
+        # bf16 only where it is native (CUDA, AVX512-BF16/AMX CPUs); elsewhere bf16 autocast is emulated and slower
+        # than fp32 (docs/PERFORMANCE.md).
+        a.teacher_bf16 = fast_bf16(device)
+    a.block_out_s = a.block_out_s or row.sra_blocks[0]
+    a.block_out_t = a.block_out_t or row.sra_blocks[1]
+    a.distance = a.distance if a.distance is not None else fam.distance
+    if a.weight is None:
+        a.weight = fam.weight_cos if a.distance in COSINES else fam.weight_other
+    if a.legacy_epoch_decay is None:
+        a.legacy_epoch_decay = a.distance not in COSINES
+    if c.repa.active:  # (an inactive term keeps its 0: run configs stay comparable whatever the table says)
+        c.repa.block = c.repa.block or row.repa_block
+    if c.disp.active:
+        c.disp.block = c.disp.block or depth  # the last block, as the authors' PyTorch code
