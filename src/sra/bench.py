@@ -20,9 +20,16 @@ from dataclasses import dataclass
 
 import torch
 
+from . import distributed
 from .estimate import FirstBatchEstimate
 from .models import DiffusionTransformer
-from .objectives.align import fast_bf16
+from .models.presets import parse_name
+from .objectives import AlignConfig, apply_label_drop, combine, unwrap
+from .objectives.align import fast_bf16, teacher_tokens
+from .train import TrainConfig
+from .train.defaults import REPA_BLOCKS
+from .train.ema import ema_decay, update_ema
+from .train.step import build_objective, build_step, optimizer_update
 
 # ----------------------------------------------------------------------------------------------------------------
 # FLOP count
@@ -158,9 +165,6 @@ def _peak_memory_mb(device: torch.device) -> float:
 
 def _train_config(cfg: BenchConfig, device: torch.device):
     """The TrainConfig `sra train` would resolve for these settings (layers, teacher precision, EMA decay)."""
-    from .objectives import AlignConfig
-    from .train import TrainConfig
-
     align = AlignConfig(weight=cfg.sra_weight, block_out_s=cfg.block_out_s, block_out_t=cfg.block_out_t,
                         teacher_bf16=cfg.teacher_bf16)
     tc = TrainConfig(model=cfg.model, batch_size=cfg.batch_size, mixed_precision=cfg.mixed_precision,
@@ -170,21 +174,9 @@ def _train_config(cfg: BenchConfig, device: torch.device):
 
 def run_benchmark(cfg: BenchConfig, log=print) -> dict:
     """Time plain and SRA training steps; return the figures as a flat JSON-able dict (see docs/PERFORMANCE.md)."""
-    import copy
-
-    from .models import build_model
-    from .objectives import apply_label_drop, combine, unwrap
-    from .models.presets import parse_name
-    from .train.defaults import REPA_BLOCKS
-    from .objectives.align import teacher_tokens
-    from .train.ema import ema_decay, update_ema
-    from .train.loop import build_objective, optimizer_update
-    from .train.parallel import CompiledTeacher
-
     cfg.validate()
     device = torch.device(cfg.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     tc = _train_config(cfg, device)
-    sra_objective = build_objective(tc)
     plain_objective = build_objective(dataclasses.replace(tc, align=dataclasses.replace(tc.align, weight=0.0)))
     s, m, teacher_bf16 = tc.align.block_out_s, tc.align.block_out_t, tc.align.teacher_bf16
     if teacher_bf16 and not fast_bf16(device):
@@ -200,26 +192,18 @@ def run_benchmark(cfg: BenchConfig, log=print) -> dict:
         mc.validate()
         extra[name] = (mc, build_objective(mc))
 
-    # Model, EMA (= teacher), optimizer: exactly as the training loop builds them.
+    # Model, EMA (= teacher), wrappers, optimizer, objective: built by the training loop's own builder.
     torch.manual_seed(cfg.seed)
-    repa_kw = dict(z_dims=(cfg.repa_dim,), projector_dim=2048) if "repa" in cfg.methods else {}
-    model = build_model(cfg.model, input_size=cfg.input_size, in_channels=cfg.in_channels,
-                        num_classes=cfg.num_classes, **repa_kw).to(device)
-    ema = copy.deepcopy(model).requires_grad_(False).eval()
-    impl = {"default": {}, "foreach": {"foreach": True}, "fused": {"fused": True}}[cfg.adamw]
-    opt = torch.optim.AdamW(list(model.parameters()), lr=tc.lr, betas=tc.adam_betas, weight_decay=tc.weight_decay,
-                            **impl)
-    train_model = torch.compile(model) if cfg.compile else model
-    amp_dtype = torch.bfloat16 if cfg.mixed_precision == "bf16" else None
-    teacher = ema if tc.align.teacher == "ema" else model
-    if cfg.compile:
-        teacher = CompiledTeacher(teacher)
+    repa = "repa" in cfg.methods  # the model carries REPA's projector, trained in that mode only
+    built = build_step(tc, distributed.Context(device=device), z_dim=cfg.repa_dim if repa else None, adamw=cfg.adamw)
+    model, ema, train_model, teacher, opt, scaler = (built.model, built.ema, built.train_model, built.teacher,
+                                                     built.opt, built.scaler)
+    sra_objective, amp_dtype = built.objective, built.amp_dtype  # no/bf16 precision: the scaler is a pass-through
     n, shape = cfg.batch_size, (cfg.in_channels, cfg.input_size, cfg.input_size)
     gen = torch.Generator(device).manual_seed(cfg.seed)
     x0 = torch.randn((n, *shape), generator=gen, device=device)
     y = torch.randint(0, cfg.num_classes, (n,), generator=gen, device=device)
     decay = ema_decay(1000, decay=tc.ema_decay, half_life_kimg=None, batch_size=n, warmup=False)
-    scaler = torch.amp.GradScaler(device.type, enabled=False)  # no/bf16 precision: a pass-through, as in the loop
 
     def autocast():
         return torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None)
@@ -231,7 +215,7 @@ def run_benchmark(cfg: BenchConfig, log=print) -> dict:
         """One optimizer step, as in the loop (steps 5-7). Unused heads are frozen, as the loop does."""
         mc, objective = extra[method] if method else (tc, sra_objective if sra else plain_objective)
         model.ap_head.requires_grad_("align" in objective.names)
-        if repa_kw:
+        if repa:
             model.projectors.requires_grad_(mc.repa.active)
         params = [p for p in model.parameters() if p.requires_grad]
         draws = objective.draw(n, shape, device, gen)
@@ -252,7 +236,7 @@ def run_benchmark(cfg: BenchConfig, log=print) -> dict:
 
     def ema_only() -> None:
         model.ap_head.requires_grad_(True)  # the SRA step's EMA covers the head too
-        if repa_kw:
+        if repa:
             model.projectors.requires_grad_(False)
         update_ema(ema, model, decay)
 

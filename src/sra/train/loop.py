@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import contextlib
-import copy
 import json
 import os
 import sys
@@ -14,17 +13,17 @@ import torch
 from .. import distributed
 from ..data import load_dataset
 from ..data.grid import save_grid
-from ..models import build_model
 from ..models.presets import parse_name
-from ..objectives import Objective, combine, slice_draws
+from ..objectives import combine, slice_draws
 from ..checkpoint import CheckpointError, checkpoint_path, prune_checkpoints, save_checkpoint, state_mismatch
 from ..runfolder import Stopped, StopSignals, fault, on_rank0, writing
 from . import parallel
 from .config import TrainConfig
-from .ema import ema_decay, update_ema
+from .ema import ema_decay
 from .features import feature_source
 from .folder import RunFolder
 from .guard import NonFiniteGuard
+from .step import build_step, optimizer_update
 from .tracking import Tracker
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -80,12 +79,6 @@ def local_batches(dataset, schedule: BatchSchedule, start: int, stop: int, ctx, 
         yield step, [next(it) for _ in range(cfg.grad_accum)]
 
 
-def build_objective(cfg: TrainConfig, encoder=None) -> Objective:
-    """The loss of the config: the family's process and the active terms; `encoder`: REPA's frozen encoder as a
-    callable clean inputs -> token-grid features, when it runs at train time."""
-    return Objective(cfg.process, cfg.align, cfg.mix, parse_name(cfg.model)[2], cfg.repa, encoder, cfg.disp)
-
-
 def sample_grid(cfg: TrainConfig, ema, dataset, shape, device) -> torch.Tensor:
     """Fixed-noise samples from the EMA with the process's own sampler: up to 10 classes as rows, 8 columns."""
     classes = torch.linspace(0, cfg.num_classes - 1, min(cfg.num_classes, 10)).round().long()
@@ -107,31 +100,6 @@ def optional(what: str, work):
         print(f"warning: {what} failed ({type(e).__name__}: {reason}); training continues", file=sys.stderr,
               flush=True)
         return None
-
-
-def optimizer_update(model, opt, scaler, ema, params, max_grad_norm: float, decay: float,
-                     fp16: bool) -> tuple[torch.Tensor, torch.Tensor]:
-    """Unscale and clip the gradients; step the optimizer unless they are non-finite; update the EMA; clear the
-    gradients. Returns (gradient norm, skipped) as 0-d device tensors: nothing here waits for the device.
-
-    The skip decision stays on the device (docs/PERFORMANCE.md): a fused optimizer reads `found_inf` and leaves weights,
-    moments and step count unchanged when it is 1 (this is how GradScaler drives fused optimizers; with fp16 the scaler
-    sets it itself). After a skipped step the weights are unchanged, so the EMA update only moves the EMA toward the
-    same finite weights. Only a non-fused optimizer (FSDP) needs the host to decide. `sra bench` times this function."""
-    scaler.unscale_(opt)
-    grad_norm = parallel.full_value(torch.nn.utils.clip_grad_norm_(params, max_grad_norm))
-    skipped = ~torch.isfinite(grad_norm)
-    if fp16:
-        scaler.step(opt)  # the scaler finds the non-finite gradients and skips the step itself
-    elif opt.defaults.get("fused"):
-        opt.found_inf = skipped.float()
-        opt.step()
-    elif not skipped:  # the one host sync, non-fused optimizers only
-        opt.step()
-    update_ema(ema, parallel.full_params(model), decay)
-    scaler.update()
-    opt.zero_grad(set_to_none=True)
-    return grad_norm, skipped
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -157,28 +125,15 @@ def train_in(cfg: TrainConfig, ctx, dataset, folder: RunFolder, signals: StopSig
     run = folder.path
     torch.manual_seed(cfg.seed)
 
-    # 2. Model (with REPA's projector when on), EMA (= SRA teacher), optimizer, loss scaler.
-    repa_kw, encoder = {}, None
+    # 2. The step: model (with REPA's projector when on), EMA (= SRA teacher), wrappers, optimizer, loss scaler,
+    # objective; `sra bench` builds the same.
+    z_dim, encoder = None, None
     if cfg.repa.active:
         z_dim, encoder = feature_source(cfg.repa, dataset, cfg.input_size // parse_name(cfg.model)[2], ctx.device)
-        repa_kw = dict(z_dims=(z_dim,), projector_dim=cfg.repa.projector_dim)
-    depth_kw = {} if cfg.depth is None else dict(depth=cfg.depth)
-    model = build_model(cfg.model, input_size=cfg.input_size, in_channels=cfg.in_channels,
-                        num_classes=cfg.num_classes, **depth_kw, **repa_kw).to(ctx.device)
-    if not (cfg.align.active and cfg.align.use_head):
-        model.ap_head.requires_grad_(False)  # unused head: no gradient, no optimizer state, no DDP complaints
-    model.grad_checkpointing = cfg.activation_checkpointing
-    ema = copy.deepcopy(model).requires_grad_(False).eval()  # unsharded on every rank, also under FSDP
-    # Wrappers from outside the model: FSDP shards `model` in place, DDP wraps it, compile wraps the result.
-    train_model = parallel.wrap(model, ctx, cfg.fsdp, cfg.mixed_precision)
-    if cfg.compile:
-        train_model = torch.compile(train_model)
-    # Fused AdamW: one kernel for all parameters (4.5x faster than the default on CPU, docs/PERFORMANCE.md).
-    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=cfg.lr,
-                            betas=cfg.adam_betas, weight_decay=cfg.weight_decay, fused=not parallel.is_sharded(model))
-    fp16 = cfg.mixed_precision == "fp16"
-    scaler = torch.amp.GradScaler(ctx.device.type, enabled=fp16)
-    amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(cfg.mixed_precision)
+    built = build_step(cfg, ctx, encoder=encoder, z_dim=z_dim)
+    model, ema, train_model, teacher, opt, scaler, objective = (
+        built.model, built.ema, built.train_model, built.teacher, built.opt, built.scaler, built.objective)
+    fp16, amp_dtype = built.fp16, built.amp_dtype
 
     # 3. Resume: the same command continues from the newest readable checkpoint; the log is cut back to its step.
     start, stats = 0, {}
@@ -207,13 +162,9 @@ def train_in(cfg: TrainConfig, ctx, dataset, folder: RunFolder, signals: StopSig
     folder.begin(cfg, start)
     last_good = ckpt_file
 
-    # 4. Objective, teacher, data order.
-    objective = build_objective(cfg, encoder)
-    teacher = ema if cfg.align.teacher == "ema" else model  # "online": the trained weights, no gradient
-    if cfg.compile and cfg.align.active:
-        teacher = parallel.CompiledTeacher(teacher)
+    # 4. Data order.
     schedule = BatchSchedule(len(dataset), cfg.batch_size, cfg.seed)
-    params = [p for p in model.parameters() if p.requires_grad]
+    params = built.params
     sample_shape = dataset.shape
     metrics = open(run / "metrics.jsonl", "a") if ctx.is_main else None
     tracker = Tracker(cfg.report_to if ctx.is_main else "none", run, cfg.to_dict(), start)
