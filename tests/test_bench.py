@@ -99,3 +99,18 @@ def test_bench_rejects_fp16_with_a_user_error(capsys):
         run_benchmark(BenchConfig(model="SiT-T/4", mixed_precision="fp16", device="cpu"))
     with pytest.raises(ValueError, match="unknown method"):
         run_benchmark(BenchConfig(model="SiT-T/4", methods=("dtss",), device="cpu"))
+
+
+def test_bench_flags_are_the_config_fields(capsys):
+    """Each BenchConfig field is its flag, declared once: no flags give the dataclass defaults; comma- and
+    space-separated methods name the same list."""
+    import dataclasses
+
+    from sra.bench import BenchConfig
+
+    assert main(["bench", "--dry-run"]) == 0
+    assert json.loads(capsys.readouterr().out) == json.loads(json.dumps(dataclasses.asdict(BenchConfig())))
+    for methods in (["repa,dispersive"], ["repa", "dispersive"]):
+        assert main(["bench", "--dry-run", "--batch-size", "3", "--methods", *methods]) == 0
+        got = json.loads(capsys.readouterr().out)
+        assert (got["batch_size"], got["methods"]) == (3, ["repa", "dispersive"])

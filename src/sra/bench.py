@@ -20,12 +20,13 @@ from dataclasses import dataclass
 
 import torch
 
-from . import distributed
+from . import distributed, options
 from .estimate import FirstBatchEstimate
 from .models import DiffusionTransformer
-from .models.presets import parse_name
+from .models.presets import MODEL_NAMES, parse_name
 from .objectives import AlignConfig, apply_label_drop, combine, unwrap
 from .objectives.align import fast_bf16, teacher_tokens
+from .options import option
 from .train import TrainConfig
 from .train.defaults import REPA_BLOCKS
 from .train.ema import ema_decay, update_ema
@@ -79,33 +80,57 @@ def step_flops(model: DiffusionTransformer, batch: int, *, sra: bool, block_out_
 # ----------------------------------------------------------------------------------------------------------------
 
 
+# Methods of the self-alignment family (docs/FAMILY.md) timed beside plain: TrainConfig changes on top of the SRA step's.
+# DTS/AS settings are the authors' recipe (mask ratio 0.25, teacher time sra, teacher mask); REPA reads its encoder
+# features as a store from `sra prepare --encoder` hands them over (no encoder forward), projector width 2048;
+# dispersive: the authors' PyTorch setting (weight 0.25 on the last block).
+METHODS = {
+    "sra_dts_as": dict(mix=dict(mask_ratio=(0.25,))),
+    "dts_as": dict(align=dict(weight=0.0), mix=dict(mask_ratio=(0.25,))),
+    "self_flow": dict(mix=dict(mask_ratio=(0.25,), teacher_t="self_flow", teacher_mask=False)),
+    "repa": dict(align=dict(weight=0.0), repa=dict(weight=0.5, encoder="stored features", projector_dim=2048)),
+    "dispersive": dict(align=dict(weight=0.0), disp=dict(weight=0.25)),
+}
+
+
 @dataclass(kw_only=True)
 class BenchConfig:
-    model: str = "SiT-B/4"                # preset name
-    input_size: int = 32                  # model input side (latents: image side / 8)
-    in_channels: int = 4                  # input channels (SD-VAE latents: 4)
-    num_classes: int = 1000               # class-embedding size
-    batch_size: int = 8                   # images per step
-    mixed_precision: str = "no"           # student autocast: no | bf16 (fp16 is not benchmarked)
-    teacher_bf16: bool | None = None      # teacher under bf16 autocast; None: as `sra train` resolves it
-    compile: bool = False                 # torch.compile the trained model and the teacher's forward, as in training
-    adamw: str = "fused"                  # AdamW implementation: fused (as `sra train`), foreach, or default
-                                          # (torch's choice: foreach on CUDA, per-tensor on CPU)
-    block_out_s: int = 0                  # student block; 0: the paper's per-size default
-    block_out_t: int = 0                  # teacher block; 0: the paper's per-size default
-    sra_weight: float = 0.5               # alignment weight of the SRA step (any value > 0 costs the same)
-    methods: tuple[str, ...] = ()         # more methods timed beside plain and SRA: keys of METHODS
-    repa_dim: int = 768                   # REPA: encoder feature size (DINOv2-B), features given as if stored
-    warmup: int = 2                       # untimed steps per mode (compilation happens here)
-    steps: int = 5                        # timed rounds; each figure is the median over rounds
-    device: str | None = None             # cuda | cpu; None: cuda when available
-    seed: int = 0                         # seed for weights and data
+    """The `sra bench` options, declared once: these fields are the flags (`sra.options`)."""
+    model: str = option("SiT-B/4", metavar="NAME", help=f"preset; one of {', '.join(MODEL_NAMES)}")
+    input_size: int = option(32, help="model input side in pixels or latents (256 px images: 32)")
+    in_channels: int = option(4, help="input channels (SD-VAE latents: 4)")
+    num_classes: int = option(1000, help="class-embedding size")
+    batch_size: int = option(8, help="images per step")
+    mixed_precision: str = option("no", choices=("no", "bf16"),
+                                  help="student autocast precision (fp16 is not benchmarked)")
+    teacher_bf16: bool | None = option(None, help="run the teacher under bf16 autocast (unset: as `sra train` "
+                                                  "resolves it for the preset)")
+    compile: bool = option(False, help="torch.compile the trained model and the teacher's forward_features, as "
+                                       "`sra train --compile`")
+    adamw: str = option("fused", choices=("default", "foreach", "fused"),
+                        help="AdamW implementation: fused (as `sra train`), foreach, or torch's default (foreach on "
+                             "CUDA, per-tensor on CPU)")
+    block_out_s: int = option(0, help="student block (1-indexed; 0: the paper's per-size default)")
+    block_out_t: int = option(0, help="teacher block (1-indexed; 0: the paper's per-size default)")
+    sra_weight: float = option(0.5, help="alignment weight of the SRA step (any value > 0 costs the same)")
+    methods: tuple[str, ...] = option((), metavar="METHOD",
+                                      help=f"more methods timed beside plain and SRA, space- or comma-separated: "
+                                           f"{', '.join(METHODS)}, or all (token groups: the authors' DTS/AS recipe; "
+                                           f"repa: features as if stored, projector 2048)")
+    repa_dim: int = option(768, help="REPA: encoder feature size (DINOv2-B: 768), features given as if stored")
+    warmup: int = option(2, help="untimed warm-up steps per mode (compilation happens here)")
+    steps: int = option(5, help="timed rounds (plain, SRA, the methods, teacher, EMA); medians are reported")
+    device: str | None = option(None, choices=("cpu", "cuda"), help="device (unset: cuda when available)")
+    seed: int = option(0, help="seed for weights and random data")
+
+    def __post_init__(self):
+        # `--methods all`, `--methods a,b` and `--methods a b` name the same list
+        names = tuple(m for v in self.methods for m in v.split(",") if m)
+        self.methods = tuple(METHODS) if names == ("all",) else names
 
     def validate(self) -> None:
-        if self.mixed_precision not in ("no", "bf16"):
-            raise ValueError(f"--mixed-precision must be no or bf16 (got {self.mixed_precision!r})")
-        if self.adamw not in ("default", "foreach", "fused"):
-            raise ValueError(f"--adamw must be default, foreach or fused (got {self.adamw!r})")
+        options.check_choices(self)
+        options.check_finite(self)
         if self.steps < 1 or self.warmup < 0:
             raise ValueError("steps must be >= 1 and warmup >= 0")
         unknown = [m for m in self.methods if m not in METHODS]
@@ -118,19 +143,6 @@ class BenchConfig:
         tc = _train_config(self, torch.device(self.device or ("cuda" if torch.cuda.is_available() else "cpu")))
         if not tc.align.active:
             raise ValueError("the SRA step needs --sra-weight > 0")
-
-
-# Methods of the self-alignment family (docs/FAMILY.md) timed beside plain: TrainConfig changes on top of the SRA step's.
-# DTS/AS settings are the authors' recipe (mask ratio 0.25, teacher time sra, teacher mask); REPA reads its encoder
-# features as a store from `sra prepare --encoder` hands them over (no encoder forward), projector width 2048;
-# dispersive: the authors' PyTorch setting (weight 0.25 on the last block).
-METHODS = {
-    "sra_dts_as": dict(mix=dict(mask_ratio=(0.25,))),
-    "dts_as": dict(align=dict(weight=0.0), mix=dict(mask_ratio=(0.25,))),
-    "self_flow": dict(mix=dict(mask_ratio=(0.25,), teacher_t="self_flow", teacher_mask=False)),
-    "repa": dict(align=dict(weight=0.0), repa=dict(weight=0.5, encoder="stored features", projector_dim=2048)),
-    "dispersive": dict(align=dict(weight=0.0), disp=dict(weight=0.25)),
-}
 
 
 def method_config(tc, name: str):

@@ -49,7 +49,7 @@ def _show(value) -> str:
     if isinstance(value, bool):
         return "on" if value else "off"
     if isinstance(value, tuple):
-        return " ".join(str(v) for v in value)
+        return " ".join(str(v) for v in value) or "none"
     return str(value)
 
 
