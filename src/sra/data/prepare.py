@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..options import option
 from ..runfolder import fault
 from .base import (DONE, FEATURES, FILES, FORMAT, HEADER, IMAGE_EXTENSIONS, LABELS, MOMENTS, NORMALIZATIONS, PENDING,
                    SKIP, SKIPPED, STATUS, VERSION, DataError, read_header)
@@ -24,19 +25,28 @@ from .base import (DONE, FEATURES, FILES, FORMAT, HEADER, IMAGE_EXTENSIONS, LABE
 
 @dataclass(kw_only=True)
 class PrepareConfig:
-    src: str                      # class-subfolder image folder, or a list file of `PATH [LABEL]` lines
-    out: str                      # store folder (created, or resumed when it holds the same store)
-    resolution: int = 256         # output image side in pixels (the latent side is resolution / VAE downsampling)
-    vae: str = "stabilityai/sd-vae-ft-ema"  # local AutoencoderKL folder or a hub name already in the HF cache
-    flip: bool = False            # also store the horizontal mirror of every image (2 rows per image)
-    normalize: str = "scale"      # the store's default latent scaling at training time: scale (0.18215) or channel
-    batch_size: int = 64          # images per VAE forward
-    chunk_size: int = 1024        # source images per commit (the unit of resumption)
-    num_workers: int = 4          # image decoding processes per rank
-    max_chunks: int | None = None  # stop after this many chunks (tests, partial runs); the same command resumes
-    encoder: str | None = None    # REPA encoder ('fmnist' or a local DINOv2 folder): also store its patch features
-    encoder_grid: int = 0         # encoder token grid side = the model's (latent side / patch); 0: latent side / 2
-    progress: bool = True         # tqdm bar with images/s
+    """The `sra prepare` options, declared once: the fields with `option(...)` are its flags (`sra.options`)."""
+    src: str  # class-subfolder image folder, or a list file of `PATH [LABEL]` lines (positional argument)
+    out: str  # store folder: created, or resumed when it holds the same store (positional argument)
+    resolution: int = option(256, help="image side in pixels after the crop (256 or 512 in the paper; a multiple of "
+                                       "the VAE's downsampling, 8 for the SD-VAE)")
+    vae: str = option("stabilityai/sd-vae-ft-ema", metavar="NAME",
+                      help="AutoencoderKL: local folder, or hub name already in the Hugging Face cache (no download)")
+    flip: bool = option(False, help="also store each image's horizontal mirror (doubles the store)")
+    normalize: str = option("scale", choices=NORMALIZATIONS,
+                            help="latent scaling the store asks for at training time: x 0.18215 or per-channel "
+                                 "mean/std")
+    batch_size: int = option(64, help="images per VAE forward, per rank")
+    chunk_size: int = option(1024, help="source images per commit: the unit of resumption")
+    num_workers: int = option(4, help="image decoding processes per rank")
+    max_chunks: int | None = option(None, help="stop after this many chunks per rank; the same command resumes")
+    encoder: str | None = option(None, metavar="DIR",
+                                 help="REPA encoder: a local DINOv2 folder (transformers) or 'fmnist'; its patch "
+                                      "features of every image are stored too (float16, tokens x dim per image), so "
+                                      "REPA training runs no encoder")
+    encoder_grid: int = option(0, help="side of the encoder's token grid: the model's (latent side / patch size); 0 = "
+                                       "latent side / 2, the grid of the */2 models")
+    progress: bool = option(True, help="show a progress bar with images/s")
 
     def validate(self) -> None:
         """Every option, before any image is read or the VAE loaded."""
