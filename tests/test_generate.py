@@ -228,3 +228,20 @@ def test_sample_names_the_guidance_it_uses(ckpt, tmp_path, capsys):
     assert main(["sample", str(ckpt), "--mode", "ode", "--steps", "2", "--cfg-scale", "1", "--num-images", "1",
                  "--output", grid]) == 0
     assert capsys.readouterr().out.splitlines()[0] == "sampler: ode, 2 steps, no guidance"  # nothing defaulted
+
+
+def test_sampler_flags_are_the_sampler_options():
+    """SamplerOptions' fields are the sampler flags of `sra sample` and `sra generate`, declared once."""
+    import dataclasses
+
+    from sra.cli import build_parser
+    from sra.commands.sample import options_from_args
+    from sra.generate import SamplerOptions
+
+    for command in ("sample", "generate"):
+        args = build_parser().parse_args([command, "run"] + (["--output-dir", "x"] if command == "generate" else []))
+        assert options_from_args(args) == SamplerOptions()
+        args = build_parser().parse_args([command, "run", "--steps", "7", "--heun", "--cfg-channels", "all"]
+                                         + (["--output-dir", "x"] if command == "generate" else []))
+        assert options_from_args(args) == dataclasses.replace(SamplerOptions(), num_steps=7, heun=True,
+                                                               cfg_channels="all")

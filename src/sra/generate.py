@@ -28,7 +28,8 @@ from .estimate import FirstBatchEstimate
 from .models import LoadedModel, load_model
 from .models.presets import SIZES, parse_name
 from .runfolder import FolderLock, Stopped, StopSignals, atomic_write, check_writable, on_rank0, remove_temporary
-from .process import process_for
+from .options import option
+from .process import PROCESSES, process_for
 from .process.ddpm_samplers import CFG_CHANNELS
 from .process.flow_path import PATHS
 from .process.flow_samplers import DIFFUSION_FORMS
@@ -54,15 +55,27 @@ def process_of(loaded: LoadedModel):
 
 @dataclass(kw_only=True)
 class SamplerOptions:
-    mode: str | None = None             # the process's modes (SiT: ode | sde; DiT: ddpm | ddim); None: its protocol's
-    num_steps: int | None = None        # sampler steps; None: 250
-    heun: bool = False                  # ODE only: Heun's second-order corrector (about twice the model calls)
-    cfg_scale: float | None = None      # classifier-free guidance scale, >= 1 (1: none); None: 1.8 SiT, 1.5 DiT
-    guidance_low: float | None = None   # guidance only in steps starting at t in [low, high]; None: 0
-    guidance_high: float | None = None  # (t = 1 noise, 0 data); None: 0.7 SiT, 1 DiT
-    path_type: str | None = None        # SiT training path (the SDE's score needs it); None: the run's, else linear
-    sde_diffusion: str = "t"            # SDE diffusion w_t: t (released samplers, every path) or sigma (SiT's form)
-    cfg_channels: str = "dit"           # DiT: guide epsilon channels 0-2 (DiT's protocol) or all of them
+    """The sampler options of `sra sample` and `sra generate`, declared once: these fields are their flags
+    (`sra.options`). Unset (None) fields come from the family's protocol and the run's config in `resolve`."""
+    mode: str | None = option(None, choices=tuple(m for p in PROCESSES.values() for m in p.modes),
+                              group="sampler (defaults: the family's protocol, see above)",
+                              help="SiT: ode (Euler/Heun) or sde (Euler-Maruyama); DiT: ddpm or ddim (unset: sde / "
+                                   "ddpm)")
+    num_steps: int | None = option(None, flag="--steps", help="sampler steps (unset: 250)")
+    heun: bool = option(False, help="ODE: Heun's second-order corrector (about twice the model calls)")
+    cfg_scale: float | None = option(None, help="classifier-free guidance scale, >= 1; 1 = none (unset: the ImageNet "
+                                                "protocol's SiT 1.8, DiT 1.5, whatever the run trained on; the "
+                                                "command prints the guidance it uses)")
+    guidance_low: float | None = option(None, help="guide only at times t >= this (t: 1 noise -> 0 data; unset: 0)")
+    guidance_high: float | None = option(None, help="guide only at times t <= this (unset: SiT 0.7, DiT 1)")
+    path_type: str | None = option(None, choices=PATHS, help="SiT training path, needed by the SDE (unset: the run's "
+                                                             "config, else linear)")
+    sde_diffusion: str = option("t", choices=DIFFUSION_FORMS,
+                                help="SDE diffusion coefficient w_t: t (g^2 = 2t on every path, the released REPA/SRA "
+                                     "samplers) or sigma (w_t = sigma_t, SiT's form); equal on the linear path")
+    cfg_channels: str = option("dit", choices=CFG_CHANNELS,
+                               help="DiT: guide epsilon channels 0-2 only, DiT's protocol behind its published CFG "
+                                    "numbers (dit), or all epsilon channels (the standard rule)")
 
     def resolve(self, loaded: LoadedModel) -> "SamplerOptions":
         """Fill the None fields from the family's protocol and the run's config; validate. Returns a new object."""

@@ -5,6 +5,9 @@ import argparse
 import math
 from pathlib import Path
 
+from .. import options
+from ..generate import SamplerOptions
+
 MAX_GRID = 1024  # images in one `sra sample` grid (all are sampled in one batch and held in memory)
 PROTOCOL_NOTE = ("Defaults reproduce the authors' evaluation protocol: SiT: SDE, 250 steps, CFG 1.8 in the guidance "
                  "interval [0, 0.7] (SRA/REPA, ImageNet 256 px); DiT: 250 respaced DDPM steps, CFG 1.5 on epsilon "
@@ -40,39 +43,12 @@ def add_model_flags(p: argparse.ArgumentParser) -> None:
 
 
 def add_sampler_flags(p: argparse.ArgumentParser) -> None:
-    from ..process.ddpm_samplers import CFG_CHANNELS
-    from ..process.flow_path import PATHS
-    from ..process.flow_samplers import DIFFUSION_FORMS
-
-    g = p.add_argument_group("sampler (defaults: the family's protocol, see above)")
-    g.add_argument("--mode", default=None, choices=["ode", "sde", "ddpm", "ddim"],
-                   help="SiT: ode (Euler/Heun) or sde (Euler-Maruyama); DiT: ddpm or ddim (default: sde / ddpm)")
-    g.add_argument("--steps", type=int, default=None, help="sampler steps (default 250)")
-    g.add_argument("--heun", action="store_true", help="ODE: Heun's second-order corrector (~2x model calls)")
-    g.add_argument("--cfg-scale", type=float, default=None,
-                   help="classifier-free guidance scale, >= 1; 1 = none (default: the ImageNet protocol's SiT 1.8, DiT "
-                        "1.5, whatever the run trained on; the command prints the guidance it uses)")
-    g.add_argument("--guidance-low", type=float, default=None,
-                   help="guide only at times t >= this (t: 1 noise -> 0 data; default 0)")
-    g.add_argument("--guidance-high", type=float, default=None,
-                   help="guide only at times t <= this (default: SiT 0.7, DiT 1)")
-    g.add_argument("--path-type", default=None, choices=PATHS,
-                   help="SiT training path, needed by the SDE (default: the run's config, else linear)")
-    g.add_argument("--sde-diffusion", default="t", choices=DIFFUSION_FORMS,
-                   help="SDE diffusion coefficient w_t: t (g^2 = 2t on every path, the released REPA/SRA samplers; "
-                        "default) or sigma (w_t = sigma_t, SiT's form); equal on the linear path")
-    g.add_argument("--cfg-channels", default="dit", choices=CFG_CHANNELS,
-                   help="DiT: guide epsilon channels 0-2 only, DiT's protocol behind its published CFG numbers "
-                        "(default), or all epsilon channels (the standard rule)")
+    g = options.add_arguments(p, SamplerOptions())
     g.add_argument("--seed", type=int, default=0, help="seed; image i's label and noise depend only on (seed, i)")
 
 
-def options_from_args(args):
-    from ..generate import SamplerOptions
-
-    return SamplerOptions(mode=args.mode, num_steps=args.steps, heun=args.heun, cfg_scale=args.cfg_scale,
-                          guidance_low=args.guidance_low, guidance_high=args.guidance_high, path_type=args.path_type,
-                          sde_diffusion=args.sde_diffusion, cfg_channels=args.cfg_channels)
+def options_from_args(args) -> SamplerOptions:
+    return options.from_dict(SamplerOptions, options.given(args, SamplerOptions))
 
 
 def add_parser(sub) -> argparse.ArgumentParser:
