@@ -1,4 +1,5 @@
-"""`sra bench`: flags (the BenchConfig fields, declared once) -> BenchConfig -> sra.bench.run_benchmark; progress lines, then one JSON object as the last line."""
+"""`sra bench`: flags (the BenchConfig fields, declared once) -> BenchConfig -> sra.bench.run_benchmark; progress
+lines, then one JSON object as the last line."""
 from __future__ import annotations
 
 import argparse
