@@ -39,7 +39,8 @@ class TrainConfig:
                              help="global batch in images per optimizer step (all ranks, all micro-steps)")
     grad_accum: int = option(1, help="gradient-accumulation micro-steps per optimizer step")
     max_train_steps: int | None = option(None, resumable=True, help="optimizer steps to train for (unset: 1200)")
-    lr: float | None = option(None, help="AdamW learning rate (unset: 1e-4 as the paper; 1e-3 for *-T presets)")
+    lr: float | None = option(None, help="AdamW learning rate (unset: 1e-4 as the paper; 1e-3 for SiT-T, "
+                                         "3e-3 for DiT-T)")
     lr_warmup_steps: int | None = option(None, help="linear learning-rate warm-up in steps (unset: 0; 200 for *-T)")
     adam_betas: tuple[float, float] = option((0.9, 0.999), metavar="BETA", help="AdamW betas")
     weight_decay: float = option(0.0, help="AdamW weight decay (paper: none)")
