@@ -14,6 +14,7 @@ from pathlib import Path
 import torch
 
 from .. import __version__
+from ..runfolder import read_jsonl
 from .dit import DiffusionTransformer
 from .loading import LoadedModel
 
@@ -70,13 +71,7 @@ def logged_evaluations(run: Path | None) -> list[tuple[int | None, str, float]]:
     names = {"fd_fmnist": "FD-FMNIST", "class_acc": "class accuracy (FD-FMNIST classifier)", "fid": "FID",
              "inception_score": "Inception Score"}
     found: dict[str, tuple] = {}
-    rows = []
-    if (run / "metrics.jsonl").is_file():
-        for line in (run / "metrics.jsonl").read_text().splitlines():
-            try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError:
-                continue
+    rows = read_jsonl(run / "metrics.jsonl")
     for f in sorted(run.glob("eval_fmnist_step*.json")):
         try:
             rows.append(json.loads(f.read_text()))

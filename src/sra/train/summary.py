@@ -7,7 +7,6 @@ does): 1000 EMA samples, balanced classes, seed 0, Euler ODE 30 steps (DDIM for 
 what `sra eval --metric fmnist RUN` prints."""
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import torch
@@ -17,21 +16,9 @@ from ..data import DataError, load_dataset
 from ..evaluation.fmnist import cached_fmnist_scorer, fmnist_scores, generate_samples
 from ..generate import process_of
 from ..models import load_model
+from ..runfolder import read_jsonl
 
 EVAL_SAMPLES, EVAL_SEED, EVAL_STEPS = 1000, 0, 30  # = `sra eval --metric fmnist` defaults
-
-
-def logged_rows(run: Path) -> list[dict]:
-    path = run / "metrics.jsonl"
-    if not path.is_file():
-        return []
-    rows = []
-    for line in path.read_text().splitlines():
-        try:
-            rows.append(json.loads(line))
-        except json.JSONDecodeError:
-            continue  # a torn last line of a killed run
-    return rows
 
 
 def fmnist_evaluation(run: Path, data_dir: str | None, device) -> tuple[dict | None, str]:
@@ -60,7 +47,7 @@ def run_summary(run: str | Path, data_dir: str | None = None, device=None) -> li
     grids = sorted((run / "samples").glob("*.png"))
     if grids:
         lines.append(f"sample grid:  {grids[-1]} (EMA, fixed noise, one row per class)")
-    rows = logged_rows(run)
+    rows = read_jsonl(run / "metrics.jsonl")  # a torn last line of a killed run is dropped
     losses = [r for r in rows if "loss" in r]
     if losses:
         r = losses[-1]
