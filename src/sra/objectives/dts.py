@@ -79,16 +79,17 @@ def group_counts(ratios: list[float], num_tokens: int) -> list[int]:
 
 
 @functools.lru_cache(maxsize=64)
-def sorted_group_ids(counts: tuple[int, ...], device: torch.device) -> torch.Tensor:
-    """Group id of each position of a sorted permutation (T,): counts[0] zeros, counts[1] ones, ... Built once per
-    layout and device: rebuilding it per step would copy from the host and wait for the GPU."""
+def sorted_group_ids(ratios: tuple[float, ...], num_tokens: int, device: torch.device) -> torch.Tensor:
+    """Group id of each position of a sorted permutation (T,): counts[0] zeros, counts[1] ones, ... (`group_counts`).
+    Built once per layout and device: rebuilding it per step would copy from the host and wait for the GPU."""
+    counts = group_counts(list(ratios), num_tokens)
     return torch.repeat_interleave(torch.arange(len(counts)), torch.tensor(counts)).to(device)
 
 
 def draw_groups(cfg: MixConfig, n: int, num_tokens: int, keys: torch.Tensor, full: torch.Tensor) -> torch.Tensor:
     """Group ids (n, T) from uniform keys (n, T) and uniforms full (n,): a random permutation per sample (the argsort
     of its keys) assigns the first counts[0] positions to group 0, and so on; a full sample is all group 1."""
-    ordered = sorted_group_ids(tuple(group_counts(cfg.ratios(), num_tokens)), keys.device)  # (T,)
+    ordered = sorted_group_ids(tuple(cfg.ratios()), num_tokens, keys.device)  # (T,)
     groups = torch.empty((n, num_tokens), dtype=torch.long, device=keys.device)
     groups.scatter_(1, keys.argsort(dim=1), ordered.expand(n, num_tokens))
     if cfg.full_sample_prob > 0:
