@@ -6,7 +6,7 @@ model's token grid.
   encoder's patch grid is the model's token grid (REPA: 224 px for SiT/2 on 256 px images); the patch tokens of the
   final layer-normed hidden states (CLS and register tokens dropped). The position table is resized once to that
   grid as REPA does (its utils.py: timm's `resample_abs_pos_embed`, bicubic with antialiasing, e.g. DINOv2's 37 x 37
-  to 16 x 16), not by transformers' per-call `interpolate_pos_encoding` (no antialiasing; up to 3 % apart).
+  to 16 x 16), not by transformers' per-call `interpolate_pos_encoding` (no antialiasing).
 - "fmnist": the project's Fashion-MNIST classifier (evaluation/fmnist.py), at CPU scale. Its convolutional body is
   applied to the whole padded 32x32 image; after its two 2x2 poolings that is an 8x8 grid of 64-d features, one per
   4x4 patch, the token grid of SiT-T/4.
