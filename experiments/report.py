@@ -132,7 +132,26 @@ def collect(study: Study) -> int:
     append(probes, new_p)
     append(sims, new_s)
     collect_losses(study)
-    return len(new_e) + len(new_p) + len(new_s)
+    return len(new_e) + len(new_p) + len(new_s) + collect_independent(study)
+
+
+def collect_independent(study: Study) -> int:
+    """The last step's scores by the independent classifiers (the table's eval: independent) into
+    <results>_independent.jsonl, one row per (run, step, classifier)."""
+    path = study.file("_independent.jsonl")
+    have = {(r["run"], int(r["step"]), r["classifier"]) for r in read_jsonl(path)}
+    new = []
+    for run in study.runs.values():
+        for clf in study.table["eval"].get("independent", []):
+            f = eval_file(study.runs_dir / run.name, run.steps, clf)
+            if f.exists() and (run.name, run.steps, clf) not in have:
+                e = json.loads(f.read_text())
+                new.append({"run": run.name, "step": run.steps, "classifier": clf, "group": run.section,
+                            "seed": run.seed, "fd_fmnist": e["fd_fmnist"], "class_acc": e["class_acc"],
+                            "num_samples": e["num_samples"], "sample_steps": e["sample_steps"],
+                            "sampling_seed": e["seed"], "classifier_test_accuracy": e["classifier"]["test_accuracy"]})
+    append(path, new)
+    return len(new)
 
 
 def collect_losses(study: Study) -> None:
@@ -234,6 +253,91 @@ def plot_fd(study: Study, rows: dict, out: Path, num_samples: int) -> None:
     for ax in axes:
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize=8)
+    fig.tight_layout()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+
+
+def compared_methods(study: Study, rows: dict, probes: dict) -> list[dict]:
+    """The methods of the comparison sections, each with its section's plain method and final step: main and family
+    against main's plain, deep against its plain, dit against its plain. Only methods with a result."""
+    out = []
+    for section, baseline in (("main", ("plain", "main")), ("family", ("plain", "main")), ("deep", None),
+                              ("dit", None)):
+        if section not in study.table["sections"]:
+            continue
+        sec = study.table["sections"][section]
+        shown = study.methods(section, rows, probes)
+        base = baseline or (sec["methods"][0]["name"], section)
+        for name, label in shown:
+            runs = [r for (n, st), r in sorted(rows.items()) if st == sec["steps"] and study.is_method(n, section, name)]
+            if runs:
+                out.append({"name": name, "label": label, "section": section, "step": sec["steps"], "runs": runs,
+                            "baseline": base})
+    return out
+
+
+def per_seed_delta(study: Study, rows_by_key: dict, method: dict, key: str) -> list[float]:
+    """method's value minus its baseline's, seed by seed (seeds both have), from rows keyed (run, step)."""
+    base_name, base_section = method["baseline"]
+    base = {r["seed"]: r[key] for (n, st), r in rows_by_key.items()
+            if st == method["step"] and study.is_method(n, base_section, base_name)}
+    mine = [r for (n, st), r in sorted(rows_by_key.items())
+            if st == method["step"] and study.is_method(n, method["section"], method["name"])]
+    return [r[key] - base[r["seed"]] for r in mine if r["seed"] in base]
+
+
+def plot_summary(study: Study, methods: list[dict], indep: dict, out: Path) -> None:
+    """One figure: per method (rows), FD-FMNIST, the independent classifier's FD, sample accuracy (dots: seeds, bar:
+    mean) and the training cost per step; a dashed line marks each section's plain mean."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    clf = (study.table["eval"].get("independent") or [None])[0]
+
+    def rows_of(m):
+        return m["runs"]
+
+    panels = [("fd_fmnist", "FD-FMNIST (cnn; lower is better)", 1.0, rows_of)]
+    if clf and indep:
+        panels.append(("fd_fmnist", f"FD-FMNIST ({clf} classifier)", 1.0,
+                       lambda m: [indep[(r["run"], r["step"], clf)] for r in m["runs"]
+                                  if (r["run"], r["step"], clf) in indep]))
+    panels.append(("class_acc", "accuracy on samples (%, cnn)", 100.0, rows_of))
+    fig, axes = plt.subplots(1, len(panels) + 1, figsize=(3.3 * (len(panels) + 1) + 2.5, 0.42 * len(methods) + 1.6),
+                             sharey=True, gridspec_kw={"width_ratios": [3] * len(panels) + [2]})
+    colors = {"main": "tab:blue", "family": "tab:orange", "deep": "tab:green", "dit": "tab:purple"}
+    ys = list(range(len(methods)))[::-1]
+    for ax, (key, title, scale, pick) in zip(axes, panels):
+        for y, m in zip(ys, methods):
+            vals = [r[key] * scale for r in pick(m)]
+            if not vals:
+                continue
+            ax.scatter(vals, [y] * len(vals), s=18, color=colors[m["section"]], alpha=0.7, zorder=3)
+            ax.plot([sum(vals) / len(vals)] * 2, [y - 0.3, y + 0.3], color="black", lw=2, zorder=4)
+        for m in methods:  # each section's plain mean, across that section's rows
+            if (m["name"], m["section"]) == m["baseline"]:
+                vals = [r[key] * scale for r in pick(m)]
+                ins = [y for y, o in zip(ys, methods) if o["baseline"] == m["baseline"]]
+                if vals:
+                    ax.vlines(sum(vals) / len(vals), min(ins) - 0.4, max(ins) + 0.4, colors="gray", linestyles="--",
+                              lw=1)
+        ax.set_title(title, fontsize=9)
+        ax.grid(axis="x", alpha=0.3)
+    cost = axes[-1]
+    for y, m in zip(ys, methods):
+        sps = [r["train_seconds"] / r["step"] for r in m["runs"] if r.get("train_seconds")]
+        if sps:
+            cost.barh(y, sum(sps) / len(sps), color=colors[m["section"]], alpha=0.6)
+    cost.set_title("training s/step (2-core CPU)", fontsize=9)
+    cost.grid(axis="x", alpha=0.3)
+    axes[0].set_yticks(ys)
+    axes[0].set_yticklabels([f"{m['name']} (n={len(m['runs'])})" for m in methods], fontsize=8)
+    fig.suptitle(f"Fashion-MNIST, final step of each section; dots: seeds, bar: mean, dashed: the section's plain "
+                 f"mean; colours: {', '.join(k for k in colors if any(m['section'] == k for m in methods))}",
+                 fontsize=9)
     fig.tight_layout()
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, dpi=110)
@@ -383,6 +487,40 @@ def family_section(study: Study, rows: dict, probes: dict) -> list[str]:
     L += ["", "FD-FMNIST and accuracy: mean ± half the range over the seeds that finished (n); Δ FD pairs each run "
           "with the plain run of the same seed. s/step: training only, on a shared 2-core machine (indicative)."]
     return L + missing_line(study, rows, probes, "family", {m for m, _ in shown})
+
+
+def independent_section(study: Study, rows: dict, methods: list[dict], indep: dict) -> list[str]:
+    """The same final samples scored by the independent classifier: the FD that REPA's rows were not trained towards."""
+    clf = (study.table["eval"].get("independent") or [None])[0]
+    have = [m for m in methods if any((r["run"], r["step"], clf) in indep for r in m["runs"])]
+    if not clf or not have:
+        return []
+    irows = {(r["run"], r["step"]): r for (run, step, c), r in indep.items() if c == clf}
+
+    def delta(m, key, table, scale=1.0):
+        d = [v * scale for v in per_seed_delta(study, table, m, key)]
+        return (f"{mean_spread(d)[0]:+.1f}" + (f" ± {mean_spread(d)[1]:.1f}" if len(d) > 1 else "") +
+                f" (n={len(d)})") if d else "—"
+
+    L = ["", f"## An independent metric: the {clf} classifier", "",
+         f"The final checkpoint of each run, the same {study.table['eval']['samples']} samples (same noise), scored "
+         f"by a second Fashion-MNIST classifier (`sra eval --metric fmnist --classifier {clf}`): another architecture "
+         "(strided convolutions, residual blocks, GELU, global average pooling) trained from another seed. No run is "
+         "aligned to its features, while REPA's rows are aligned to the default cnn's, which also gives the "
+         "FD-FMNIST column everywhere else. Δ pairs each run with its section's plain run of the same seed (± half "
+         "the range of the per-seed differences).", "",
+         f"| method | FD-FMNIST (cnn) | FD ({clf}) | Δ FD cnn vs plain | Δ FD {clf} vs plain | accuracy {clf} (%) | "
+         f"Δ accuracy {clf} (points) |", "|---|---|---|---:|---:|---|---:|"]
+    for m in have:
+        mine = [irows[(r["run"], r["step"])] for r in m["runs"] if (r["run"], r["step"]) in irows]
+        cnn = [r for r in m["runs"] if (r["run"], r["step"]) in irows]
+        L.append(f"| {m['label']} | {fmt([r['fd_fmnist'] for r in cnn])} | {fmt([r['fd_fmnist'] for r in mine])} | "
+                 f"{delta(m, 'fd_fmnist', {(r['run'], r['step']): r for r in rows.values() if (r['run'], r['step']) in irows})} | "
+                 f"{delta(m, 'fd_fmnist', irows)} | {fmt([r['class_acc'] for r in mine], 1, 100)} | "
+                 f"{delta(m, 'class_acc', irows, 100)} |")
+    L += ["", "The cnn columns use only the runs that the second classifier scored, so both Δ columns pair the same "
+          "runs."]
+    return L
 
 
 def dit_section(study: Study, rows: dict, probes: dict) -> list[str]:
@@ -649,6 +787,69 @@ def conclusion(study: Study, rows: dict, old: dict) -> list[str]:
     return lines
 
 
+def verdict(deltas: list[float], span: float | None, scale: float) -> str:
+    """Per-seed differences against plain: one sign in every seed? larger on average than plain's own seed span?"""
+    if len(deltas) < 2:
+        return "one seed: no verdict"
+    sign = "lower" if max(deltas) < 0 else "higher" if min(deltas) > 0 else None
+    if sign is None:
+        return "the sign changes between seeds"
+    if span is None:
+        return f"{sign} in all {len(deltas)} seeds"
+    beyond = abs(sum(deltas) / len(deltas)) > span
+    return (f"{sign} in all {len(deltas)} seeds, {'beyond' if beyond else 'within'} plain's seed span "
+            f"{span * scale:.1f}")
+
+
+def methods_conclusion(study: Study, rows: dict, compared: list[dict], indep: dict) -> list[str]:
+    """One line per method of the family, DiT and deep sections: its per-seed differences from its section's plain
+    run of the same seed, and whether they exceed what two seeds of plain differ by."""
+    clf = (study.table["eval"].get("independent") or [None])[0]
+    irows = {(r["run"], r["step"]): r for (run, step, c), r in indep.items() if c == clf}
+    lines = []
+    for m in compared:
+        if (m["name"], m["section"]) == m["baseline"] or m["section"] == "main":
+            continue
+        dfd, dacc = per_seed_delta(study, rows, m, "fd_fmnist"), per_seed_delta(study, rows, m, "class_acc")
+        if not dfd:
+            continue
+        spans = {k: by_method(study, rows, m["baseline"][0], m["step"], k, m["baseline"][1])
+                 for k in ("fd_fmnist", "class_acc")}
+        spans = {k: max(v) - min(v) if len(v) > 1 else None for k, v in spans.items()}
+        txt = (f"- **{m['label']}** (n = {len(dfd)}, step {m['step']}): Δ FD-FMNIST per seed "
+               f"{', '.join(f'{d:+.1f}' for d in dfd)} ({verdict(dfd, spans['fd_fmnist'], 1)}); Δ accuracy "
+               f"{', '.join(f'{100 * d:+.1f}' for d in dacc)} points ({verdict(dacc, spans['class_acc'], 100)}).")
+        di = per_seed_delta(study, irows, m, "fd_fmnist") if irows else []
+        if di:
+            b = by_method(study, irows, m["baseline"][0], m["step"], "fd_fmnist", m["baseline"][1])
+            txt += (f" Scored by the {clf} classifier: Δ FD {', '.join(f'{d:+.1f}' for d in di)} "
+                    f"({verdict(di, max(b) - min(b) if len(b) > 1 else None, 1)}).")
+        lines.append(txt)
+    if lines:
+        lines.insert(0, "- **The family, method by method** (each against its section's plain run of the same seed; "
+                        "FD lower is better):")
+        lines[1:] = ["  " + x for x in lines[1:]]
+    return lines
+
+
+def scale_note(study: Study, rows: dict) -> list[str]:
+    """What this study's scale can and cannot tell, with its own seed spread."""
+    p = by_method(study, rows, "plain", study.steps, "fd_fmnist")
+    pa = by_method(study, rows, "plain", study.steps, "class_acc")
+    if len(p) < 2:
+        return []
+    return ["", "**What this scale can and cannot tell.** A 1.9 M-parameter model, 1200 steps of 64 images, "
+            f"{study.table['eval']['samples']} samples per score and three seeds: plain's own seeds span "
+            f"{max(p) - min(p):.1f} in FD-FMNIST and {100 * (max(pa) - min(pa)):.1f} points in accuracy at step "
+            f"{study.steps}. A method whose per-seed differences keep one sign and exceed that span changes "
+            "training here; anything smaller is not evidence either way. The study can show whether a mechanism "
+            "works at all on a small model (the probes, the block-pair linearity) and how each term costs per "
+            "step. It cannot show the paper's claims: those are FID gains at 400K steps on ImageNet latents with "
+            "models 70–350× larger. FD-FMNIST is a domain classifier's feature distance, and with one classifier "
+            "it is exposed to methods trained towards that classifier (REPA here), which is why the second "
+            "classifier scores the final checkpoints."]
+
+
 def planned_section(study: Study, rows: dict, probes: dict) -> list[str]:
     """Methods the table plans and the report does not show yet (none of their runs has a result)."""
     L = []
@@ -719,6 +920,11 @@ def render(study: Study) -> Path:
         plot_fd(study, rows, plot, ev["samples"])
     grids = docs / "fmnist_samples_plain_vs_sra.png"
     compose_grids(study, study.steps, grids)
+    indep = {(r["run"], int(r["step"]), r["classifier"]): r for r in read_jsonl(study.file("_independent.jsonl"))}
+    compared = compared_methods(study, rows, probes)
+    summary = docs / "fmnist_study_summary.png"
+    if compared:
+        plot_summary(study, compared, indep, summary)
     H = study.half_life
     L = ["# Does SRA help? A small controlled study on Fashion-MNIST (CPU)", "",
          f"*Generated by `python experiments/report.py` from `{os.path.relpath(study.file('.jsonl'), docs)}` "
@@ -744,9 +950,16 @@ def render(study: Study) -> Path:
          "10 000 test images, and accuracy is the share of samples that classifier labels as their conditioning class.",
          "- Compute: 2 CPU cores; 2 runs at a time, 1 torch thread each. Wall-clock "
          "numbers below depend on what else ran on the machine (see the notes) and are only indicative.", ""]
+    if compared:
+        L += ["## At a glance", "",
+              "Every method at its section's last step: FD-FMNIST, the independent classifier's FD (where scored), "
+              "sample accuracy and training seconds per step, one dot per seed. The tables below give the numbers, "
+              "the per-seed differences and the probes.", "",
+              f"![every method at a glance]({os.path.relpath(summary, docs)})", ""]
     L += main_section(study, rows, plot)
     L += ablation_section(study, rows, losses)
     L += family_section(study, rows, probes)
+    L += independent_section(study, rows, compared, indep)
     L += deep_section(study, rows, probes_all)
     L += dit_section(study, rows, probes)
     L += losses_section(study, losses, rows)
@@ -760,6 +973,7 @@ def render(study: Study) -> Path:
     if notes.exists():
         L += ["", notes.read_text().strip()]
     L += ["", "## Conclusion (computed from the numbers above)", ""] + conclusion(study, rows, old)
+    L += methods_conclusion(study, rows, compared, indep) + scale_note(study, rows)
     L += planned_section(study, rows, probes)
     L += commands_section(study)
     out = docs / "RESULTS.md"

@@ -16,6 +16,7 @@ name flags that are not there yet).
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import re
 import shlex
@@ -32,6 +33,7 @@ import yaml
 ROOT = Path(__file__).resolve().parent.parent
 TABLE = ROOT / "experiments" / "fmnist_study.yaml"
 SIMILARITY = ROOT / "benchmarks" / "fmnist_token_similarity.py"
+RESULTS = ROOT / "benchmarks" / "results"  # where experiments/report.py collects the run folders' outputs
 
 
 @dataclass
@@ -76,8 +78,9 @@ def checkpoint(run_dir: Path, step: int) -> Path:
     return run_dir / "checkpoints" / f"{step:07d}.pt"
 
 
-def eval_file(run_dir: Path, step: int) -> Path:
-    return run_dir / f"eval_fmnist_step{step}.json"
+def eval_file(run_dir: Path, step: int, classifier: str = "cnn") -> Path:
+    """`sra eval --metric fmnist [--classifier NAME]`'s file in a run folder."""
+    return run_dir / f"eval_fmnist{'' if classifier == 'cnn' else '-' + classifier}_step{step}.json"
 
 
 def probe_dir(run_dir: Path, step: int) -> Path:
@@ -110,9 +113,26 @@ class Command:
         return shlex.join(self.argv)
 
 
-def commands(run: Run, table: dict, runs_dir: Path, data_dir: str | None = None) -> list[Command]:
+def collected(results_dir: Path | None = None) -> set[tuple[str, str, int]]:
+    """("eval" | "probe", run, step) already in the study's results files (experiments/report.py collects them there;
+    default: RESULTS)."""
+    results_dir, out = results_dir or RESULTS, set()
+    for kind, suffix in (("eval", ".jsonl"), ("probe", "_probe.jsonl")):
+        path = results_dir / f"fmnist_study{suffix}"
+        for line in path.read_text().splitlines() if path.exists() else []:
+            try:
+                r = json.loads(line)
+                out.add((kind, r["run"], int(r["step"])))
+            except (json.JSONDecodeError, KeyError, TypeError, ValueError):
+                pass  # a torn line: not collected
+    return out
+
+
+def commands(run: Run, table: dict, runs_dir: Path, data_dir: str | None = None,
+             skip: set[tuple[str, str, int]] = frozenset()) -> list[Command]:
     """What is left to do for `run`, in order: for each target step, train to it (unless its checkpoint exists),
-    then evaluate, probe and measure it (unless their files exist)."""
+    then evaluate, probe and measure it (unless their files exist, or `skip` holds ("eval" | "probe", run, step):
+    results collected before, e.g. by a run folder since deleted)."""
     d = runs_dir / run.name
     ev, pr = table["eval"], table["probe"]
     data = ["--data-dir", data_dir] if data_dir else []
@@ -126,11 +146,17 @@ def commands(run: Run, table: dict, runs_dir: Path, data_dir: str | None = None)
                                 str(run.seed), "--output-dir", str(runs_dir), "--exp-name", run.name]))
             at = step
         ckpt = str(checkpoint(d, step))
-        if step in run.eval_steps and not eval_file(d, step).exists():
-            out.append(Command(["sra", "eval", "--metric", "fmnist", ckpt, "--num-samples", str(ev["samples"]),
-                                "--sample-steps", str(ev["sample_steps"]), "--seed", str(ev["seed"]), "--no-progress",
-                                "--output", str(eval_file(d, step))]))
-        if step in run.probe_steps and not (probe_dir(d, step) / "probe.json").exists():
+        # the default classifier at every evaluated step; the independent ones (eval: independent) at the last
+        for clf in ["cnn"] + (list(ev.get("independent", [])) if step == run.steps else []):
+            if clf == "cnn" and ("eval", run.name, step) in skip:
+                continue
+            if step in run.eval_steps and not eval_file(d, step, clf).exists():
+                out.append(Command(["sra", "eval", "--metric", "fmnist", ckpt, "--num-samples", str(ev["samples"]),
+                                    "--sample-steps", str(ev["sample_steps"]), "--seed", str(ev["seed"]),
+                                    *(["--classifier", clf] if clf != "cnn" else []), "--no-progress",
+                                    "--output", str(eval_file(d, step, clf))]))
+        if step in run.probe_steps and not (probe_dir(d, step) / "probe.json").exists() and \
+                ("probe", run.name, step) not in skip:
             out.append(Command(["sra", "probe", ckpt, "--blocks", str(run.probe_block), "--times",
                                 ",".join(f"{t:g}" for t in pr["times"]), "--max-train", str(pr["train"]),
                                 "--max-test", str(pr["test"]), "--seed", str(pr["seed"]), *data, "--no-progress",
@@ -215,6 +241,9 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--data-dir", default=None, help="Fashion-MNIST IDX folder (default: sra's: the system's)")
     ap.add_argument("--jobs", type=int, default=2, help="runs at a time")
     ap.add_argument("--threads", type=int, default=1, help="torch threads per command (OMP_NUM_THREADS)")
+    ap.add_argument("--skip-collected", action="store_true",
+                    help="do not redo an evaluation or probe whose (run, step) is already in benchmarks/results (a run "
+                         "retrained only for what is missing there, e.g. a new classifier's score)")
     ap.add_argument("--dry-run", action="store_true", help="print the commands still to run and exit")
     return ap.parse_args(argv)
 
@@ -236,13 +265,14 @@ def main(argv: list[str] | None = None) -> int:
         runs = [r for r in runs if r.name in keep]
     runs_dir = opts.runs_dir.resolve()
     known = train_flags()
+    skip = collected() if opts.skip_collected else set()
     todo = []
     for run in runs:
         bad = unknown_flags(run, known)
         if bad:
             print(f"skip {run.name}: sra train does not list {', '.join(bad)} (the row stays in the table)")
             continue
-        cmds = commands(run, table, runs_dir, opts.data_dir)
+        cmds = commands(run, table, runs_dir, opts.data_dir, skip)
         if not cmds:
             print(f"skip {run.name}: complete")
             continue

@@ -114,3 +114,16 @@ def test_bench_flags_are_the_config_fields(capsys):
         assert main(["bench", "--dry-run", "--batch-size", "3", "--methods", *methods]) == 0
         got = json.loads(capsys.readouterr().out)
         assert (got["batch_size"], got["methods"]) == (3, ["repa", "dispersive"])
+
+
+def test_bench_repa_projector_width_is_the_flags():
+    """--projector-dim reaches REPA's resolved config (the study's REPA rows use 256, not REPA's 2048)."""
+    from sra.bench import BenchConfig, _train_config, method_config, run_benchmark
+
+    cfg = BenchConfig(model="SiT-T/4", in_channels=1, num_classes=10, projector_dim=256, methods=("repa",),
+                      device="cpu")
+    tc = _train_config(cfg, torch.device("cpu"))
+    assert tc.repa.projector_dim == 256 and method_config(tc, "repa").repa.projector_dim == 256
+    assert _train_config(BenchConfig(model="SiT-T/4", device="cpu"), torch.device("cpu")).repa.projector_dim == 2048
+    with pytest.raises(ValueError, match="projector-dim"):
+        run_benchmark(BenchConfig(model="SiT-T/4", projector_dim=0, device="cpu"))

@@ -291,3 +291,35 @@ def test_sra_eval_fmnist_on_an_npz_with_labels(small_blob, tmp_path, monkeypatch
     import json
     result = json.loads((tmp_path / "s_fmnist.json").read_text())
     assert result["num_samples"] == 300 and result["class_acc"] > 0.4
+
+
+def test_resnet_classifier_is_independent_and_scores_through_the_cli(small_blob, tmp_path, monkeypatch, capsys):
+    """The second FD-FMNIST classifier: its own architecture, seed and cache file; it learns the subset as the cnn does,
+    and `sra eval --classifier resnet` scores with it (equal to scoring directly) and names it."""
+    import json
+
+    from sra.data.pixels import load_fashion_mnist
+
+    blob, (vx, vy) = small_blob
+    arch, recipe = fmnist.CLASSIFIERS["resnet"]
+    assert arch is fmnist.FMNISTResNet and recipe.seed != fmnist.CLASSIFIERS["cnn"][1].seed
+    assert fmnist.recipe_key(recipe, arch) != fmnist.recipe_key(fmnist.ClassifierRecipe())
+    tx, ty = load_fashion_mnist(None, "train")
+    small = fmnist.ClassifierRecipe(epochs=2, batch_size=64, lr=3e-3, seed=1)
+    rblob = fmnist.classifier_blob(tx[:640], ty[:640], vx[:500], vy[:500], small, progress=False, arch=arch)
+    assert rblob["test_accuracy"] > 0.4  # chance is 0.1
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.setattr(fmnist, "_LOADED", {})
+    monkeypatch.setitem(fmnist.CLASSIFIERS, "resnet", (arch, small))
+    (tmp_path / "cache" / "sra").mkdir(parents=True)
+    torch.save(rblob, fmnist.cache_file("resnet", fmnist.recipe_key(small, arch)))
+    np.savez(tmp_path / "s.npz", arr_0=vx[:300], labels=vy[:300])
+    assert main(["eval", "--metric", "fmnist", "--classifier", "resnet", str(tmp_path / "s.npz"), "--no-progress"]) == 0
+    assert "FD-FMNIST (resnet)" in capsys.readouterr().out
+    result = json.loads((tmp_path / "s_fmnist-resnet.json").read_text())
+    assert result["classifier"]["name"] == "resnet" and result["classifier"]["test_accuracy"] == rblob["test_accuracy"]
+    expect = fmnist.fmnist_scores(vx[:300], vy[:300], scorer=fmnist.fmnist_scorer(classifier="resnet"))
+    assert result["fd_fmnist"] == pytest.approx(expect["fd_fmnist"]) and result["class_acc"] == expect["class_acc"]
+    assert main(["eval", str(tmp_path / "s.npz"), str(tmp_path / "s.npz"), "--classifier", "resnet"]) != 0
+    assert "needs --metric fmnist" in capsys.readouterr().err

@@ -62,27 +62,32 @@ def test_dry_run_lists_the_exact_commands_and_skips_unknown_flags(study, tmp_pat
               "--ema-half-life-kimg 3.2 --no-ema-warmup --checkpoint-every 300 --sample-every 600 --log-every 50 "
               "--no-progress")
     d = tmp_path / "sra-no-head-s0"
-    assert out[i + 1:i + 3] == [
+    assert out[i + 1:i + 4] == [
         f"sra train {common} --no-head --max-train-steps 600 --seed 0 --output-dir {tmp_path} "
         "--exp-name sra-no-head-s0",
         f"sra eval --metric fmnist {d}/checkpoints/0000600.pt --num-samples 1000 --sample-steps 30 --seed 1234 "
-        f"--no-progress --output {d}/eval_fmnist_step600.json"]
+        f"--no-progress --output {d}/eval_fmnist_step600.json",
+        # the last step is also scored by the independent classifier
+        f"sra eval --metric fmnist {d}/checkpoints/0000600.pt --num-samples 1000 --sample-steps 30 --seed 1234 "
+        f"--classifier resnet --no-progress --output {d}/eval_fmnist-resnet_step600.json"]
     # a family run trains to each evaluated step in turn; seed 0 is probed at both
     i = out.index("# repa-fmnist-s0")
     cmds = out[i + 1:out.index("# dts-as-s0")]
-    assert [c.split()[1] for c in cmds] == ["train", "eval", "probe", "train", "eval", "probe"]
+    assert [c.split()[1] for c in cmds] == ["train", "eval", "probe", "train", "eval", "eval", "probe"]
     assert "--max-train-steps 600" in cmds[0] and "--max-train-steps 1200" in cmds[3]
+    assert "--classifier" not in cmds[1] + cmds[4] and "--classifier resnet" in cmds[5]
     assert cmds[2].endswith(f"--blocks 2 --times 0.5,0.7,0.9 --max-train 5000 --max-test 2000 --seed 0 "
                             f"--no-progress --output-dir {tmp_path}/repa-fmnist-s0/probe_step600")
     assert all(c.split()[1] != "probe" for c in out[out.index("# repa-fmnist-s1") + 1:out.index("# dts-as-s1")])
     assert not any(l.startswith("python") for l in out)  # only sra commands (the similarity measure is deep's)
 
 
-def test_complete_runs_are_skipped_and_a_partial_one_resumes(study, tmp_path, capsys):
+def test_complete_runs_are_skipped_and_a_partial_one_resumes(study, tmp_path, capsys, monkeypatch):
     run, _ = study
     done, part = tmp_path / "sra-no-head-s0", tmp_path / "plain-s0"
     touch(done / "checkpoints" / "0000600.pt")
     touch(done / "eval_fmnist_step600.json", "{}")
+    touch(done / "eval_fmnist-resnet_step600.json", "{}")
     for step in (300, 600):
         touch(part / "checkpoints" / f"{step:07d}.pt")
         touch(part / f"eval_fmnist_step{step}.json", "{}")
@@ -91,8 +96,21 @@ def test_complete_runs_are_skipped_and_a_partial_one_resumes(study, tmp_path, ca
     out = capsys.readouterr().out.splitlines()
     assert "skip sra-no-head-s0: complete" in out and "# sra-no-head-s0" not in out
     cmds = out[out.index("# plain-s0") + 1:]
-    assert [c.split()[1] for c in cmds] == ["train", "eval", "train", "eval", "probe"]
+    assert [c.split()[1] for c in cmds] == ["train", "eval", "train", "eval", "eval", "probe"]
     assert "--max-train-steps 900" in cmds[0] and "--max-train-steps 1200" in cmds[2]
+
+    # --skip-collected: evaluations and probes already in the results files are not redone (a torn line is not
+    # collected); the independent classifier's evaluation is still asked for
+    results = tmp_path / "results"
+    touch(results / "fmnist_study.jsonl", '{"run": "plain-s0", "step": 900}\n{"run": "plain-s0", "step": 1200}\n{"ru')
+    touch(results / "fmnist_study_probe.jsonl", '{"run": "plain-s0", "step": 1200}\n')
+    assert run.collected(results) == {("eval", "plain-s0", 900), ("eval", "plain-s0", 1200),
+                                      ("probe", "plain-s0", 1200)}
+    monkeypatch.setattr(run, "RESULTS", results)
+    assert run.main(["--dry-run", "--skip-collected", "--runs-dir", str(tmp_path), "--runs", "plain-s0"]) == 0
+    cmds = capsys.readouterr().out.splitlines()[1:]
+    assert [c.split()[1] for c in cmds] == ["train", "train", "eval"]
+    assert "--classifier resnet" in cmds[2]
 
     # a deep run's similarity file cut short by a kill is measured again; a whole one is not
     d = tmp_path / "plain-d12-s0"

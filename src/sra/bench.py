@@ -82,13 +82,13 @@ def step_flops(model: DiffusionTransformer, batch: int, *, sra: bool, block_out_
 
 # Methods of the self-alignment family (docs/FAMILY.md) timed beside plain: TrainConfig changes on top of the SRA step's.
 # DTS/AS settings are the authors' recipe (mask ratio 0.25, teacher time sra, teacher mask); REPA reads its encoder
-# features as a store from `sra prepare --encoder` hands them over (no encoder forward), projector width 2048;
+# features as a store from `sra prepare --encoder` hands them over (no encoder forward), projector --projector-dim;
 # dispersive: the authors' PyTorch setting (weight 0.25 on the last block).
 METHODS = {
     "sra_dts_as": dict(mix=dict(mask_ratio=(0.25,))),
     "dts_as": dict(align=dict(weight=0.0), mix=dict(mask_ratio=(0.25,))),
     "self_flow": dict(mix=dict(mask_ratio=(0.25,), teacher_t="self_flow", teacher_mask=False)),
-    "repa": dict(align=dict(weight=0.0), repa=dict(weight=0.5, encoder="stored features", projector_dim=2048)),
+    "repa": dict(align=dict(weight=0.0), repa=dict(weight=0.5, encoder="stored features")),
     "dispersive": dict(align=dict(weight=0.0), disp=dict(weight=0.25)),
 }
 
@@ -116,8 +116,10 @@ class BenchConfig:
     methods: tuple[str, ...] = option((), metavar="METHOD",
                                       help=f"more methods timed beside plain and SRA, space- or comma-separated: "
                                            f"{', '.join(METHODS)}, or all (token groups: the authors' DTS/AS recipe; "
-                                           f"repa: features as if stored, projector 2048)")
+                                           f"repa: features as if stored)")
     repa_dim: int = option(768, help="REPA: encoder feature size (DINOv2-B: 768), features given as if stored")
+    projector_dim: int = option(2048, help="REPA: projector width (REPA's default 2048; `sra train "
+                                           "--projector-dim`)")
     warmup: int = option(2, help="untimed warm-up steps per mode (compilation happens here)")
     steps: int = option(5, help="timed rounds (plain, SRA, the methods, teacher, EMA); medians are reported")
     device: str | None = option(None, choices=("cpu", "cuda"), help="device (unset: cuda when available)")
@@ -138,6 +140,8 @@ class BenchConfig:
             raise ValueError(f"unknown method(s) {', '.join(unknown)}; choices: {', '.join(METHODS)}")
         if min(self.batch_size, self.input_size, self.in_channels, self.num_classes) < 1:
             raise ValueError("batch size, input size, channels and classes must be >= 1")
+        if min(self.repa_dim, self.projector_dim) < 1:
+            raise ValueError("--repa-dim and --projector-dim must be >= 1")
         if self.device == "cuda" and not torch.cuda.is_available():
             raise ValueError("--device cuda asked for but CUDA is not available")
         tc = _train_config(self, torch.device(self.device or ("cuda" if torch.cuda.is_available() else "cpu")))
@@ -181,6 +185,7 @@ def _train_config(cfg: BenchConfig, device: torch.device):
                         teacher_bf16=cfg.teacher_bf16)
     tc = TrainConfig(model=cfg.model, batch_size=cfg.batch_size, mixed_precision=cfg.mixed_precision,
                      compile=cfg.compile, align=align, seed=cfg.seed)
+    tc = dataclasses.replace(tc, repa=dataclasses.replace(tc.repa, projector_dim=cfg.projector_dim))
     return tc.resolve((cfg.in_channels, cfg.input_size, cfg.input_size), cfg.num_classes, device.type)
 
 

@@ -44,6 +44,10 @@ def add_parser(sub) -> argparse.ArgumentParser:
     g.add_argument("--sample-steps", type=int, default=30, help="Euler ODE steps, DDIM steps for DiT (default: 30)")
     g.add_argument("--weights", default="ema", choices=("ema", "model"),
                    help="which weights of a checkpoint (default: ema)")
+    g.add_argument("--classifier", default="cnn", choices=("cnn", "resnet"),
+                   help="whose features and labels: cnn (default; also REPA's `--repa-encoder fmnist` target) or "
+                        "resnet (another architecture and seed: score runs aligned to the cnn's features with it). "
+                        "Each is trained once and cached (default: cnn)")
     return p
 
 
@@ -51,9 +55,10 @@ def default_output(args, step: int | None = None) -> Path:
     if args.output:
         return Path(args.output)
     src = Path(args.samples)
+    name = "fmnist" if getattr(args, "classifier", "cnn") == "cnn" else f"fmnist-{args.classifier}"
     if args.metric == "fmnist" and src.is_dir():
-        return src / f"eval_fmnist_step{step if step is not None else 'unknown'}.json"
-    suffix = "_fmnist.json" if args.metric == "fmnist" else "_eval.json"
+        return src / f"eval_{name}_step{step if step is not None else 'unknown'}.json"
+    suffix = f"_{name}.json" if args.metric == "fmnist" else "_eval.json"
     return src.with_name(src.stem + suffix) if src.suffix else src.with_name(src.name + suffix)
 
 
@@ -83,7 +88,7 @@ def run_fmnist(args) -> tuple[dict, Path]:
         x, labels = generate_samples(m, args.num_samples, device, args.seed, args.sample_steps, batch_size=250)
         step = loaded.step
         result.update(checkpoint=str(loaded.source), step=step, seed=args.seed, sample_steps=args.sample_steps)
-    scorer = fmnist_scorer(device, progress=args.progress)
+    scorer = fmnist_scorer(device, progress=args.progress, classifier=args.classifier)
     result.update(fmnist_scores(x, labels, scorer=scorer))
     result["classifier"] = {"test_accuracy": scorer.test_accuracy, **scorer.info}
     return result, default_output(args, step)
@@ -100,11 +105,13 @@ def run(args) -> int:
         if args.reference is not None:
             raise ValueError("--metric fmnist takes no REFERENCE (the Fashion-MNIST test split is the reference)")
         result, out = run_fmnist(args)
-        rows = [("FD-FMNIST", result["fd_fmnist"]), ("class accuracy", result.get("class_acc")),
+        rows = [(f"FD-FMNIST ({args.classifier})", result["fd_fmnist"]), ("class accuracy", result.get("class_acc")),
                 ("samples", result["num_samples"]), ("classifier test acc.", result["classifier"]["test_accuracy"])]
     else:
         from ..evaluation.suite import evaluate_inception
 
+        if args.classifier != "cnn":
+            raise ValueError("--classifier chooses the FD-FMNIST classifier; it needs --metric fmnist")
         if args.reference is None and args.save_stats is None:
             raise ValueError("give a REFERENCE to compare with, or --save-stats NPZ to only save statistics")
         with writing(args.save_stats or default_output(args)):

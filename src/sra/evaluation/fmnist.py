@@ -6,6 +6,10 @@ the user cache folder ($XDG_CACHE_HOME/sra or ~/.cache/sra) under a hash of its 
   test images (the FID recipe with a domain-specific feature extractor);
 - class_acc: accuracy of the classifier on the samples against their conditioning labels (are classes honoured?).
 Samples are quantised to uint8 first, so scoring a model in memory equals scoring its saved .npz.
+
+Two classifiers are defined (CLASSIFIERS): "cnn", the default and the one `--repa-encoder fmnist` aligns to, and
+"resnet", another architecture (strided convolutions, residual blocks, GELU, global average pooling) trained from
+another seed. A run trained towards the cnn's features is scored fairly only by the resnet's.
 """
 from __future__ import annotations
 
@@ -59,6 +63,50 @@ class FMNISTClassifier(nn.Module):
         return self.head(self.dropout(self.embed(x)))        # (N, 10)
 
 
+class FMNISTResNet(nn.Module):
+    """The independent second classifier: no layer shared with FMNISTClassifier's design. Strided convolutions
+    (28 -> 14 -> 7), two residual blocks at 7x7, GELU, global average pooling, then a 128-d embedding (~4.6 M
+    multiply-adds per image, as the cnn)."""
+
+    def __init__(self, num_classes: int = 10):
+        super().__init__()
+
+        def conv(cin, cout, k, stride):
+            return [nn.Conv2d(cin, cout, k, stride=stride, padding=(k - 1) // 2, bias=False), nn.BatchNorm2d(cout)]
+
+        self.stem = nn.Sequential(*conv(1, 32, 4, 2), nn.GELU(), *conv(32, 64, 3, 2), nn.GELU())  # 64x7x7
+        self.blocks = nn.ModuleList(nn.Sequential(*conv(64, 64, 3, 1), nn.GELU(), *conv(64, 64, 3, 1))
+                                    for _ in range(2))
+        self.proj = nn.Sequential(nn.Linear(64, FEATURE_DIM), nn.GELU())
+        self.dropout = nn.Dropout(0.3)
+        self.head = nn.Linear(FEATURE_DIM, num_classes)
+
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        if x.shape[-1] % 2:                                  # 28 -> 14 with a 4x4 stride-2 kernel needs an even side
+            raise ValueError(f"FMNISTResNet needs an even image side, got {x.shape[-1]}")
+        h = self.stem(F.pad(x, (1, 1, 1, 1), value=-1.0))    # pad with black: (30 - 4) / 2 + 1 = 14
+        for block in self.blocks:
+            h = F.gelu(h + block(h))
+        return self.proj(h.mean((-2, -1)))                   # (N, 128)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.dropout(self.embed(x)))        # (N, 10)
+
+
+# name -> (architecture, recipe). "cnn" is the default metric and REPA's fmnist encoder; "resnet" differs in
+# architecture and seed, so that runs aligned to the cnn's features can be scored by features they never saw.
+CLASSIFIERS: dict[str, tuple[type[nn.Module], ClassifierRecipe]] = {
+    "cnn": (FMNISTClassifier, ClassifierRecipe()),
+    "resnet": (FMNISTResNet, ClassifierRecipe(seed=1)),
+}
+
+
+def classifier_spec(name: str) -> tuple[type[nn.Module], ClassifierRecipe]:
+    if name not in CLASSIFIERS:
+        raise ValueError(f"unknown FD-FMNIST classifier {name!r}; choose from {', '.join(CLASSIFIERS)}")
+    return CLASSIFIERS[name]
+
+
 # ----------------------------------------------------------------------------------------------------------------
 # Input conversion
 # ----------------------------------------------------------------------------------------------------------------
@@ -99,21 +147,21 @@ def cache_dir() -> Path:
     return Path(base) / "sra"
 
 
-def recipe_key(recipe: ClassifierRecipe) -> str:
+def recipe_key(recipe: ClassifierRecipe, arch: type[nn.Module] = FMNISTClassifier) -> str:
     """Hash of the architecture (its module tree, which lists every layer's shape) and the recipe."""
-    text = repr(FMNISTClassifier()) + json.dumps(asdict(recipe), sort_keys=True) + "fmnist-v1"
+    text = repr(arch()) + json.dumps(asdict(recipe), sort_keys=True) + "fmnist-v1"
     return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
 def train_classifier(images: np.ndarray, labels: np.ndarray, recipe: ClassifierRecipe = ClassifierRecipe(),
-                     device="cpu", progress: bool = True) -> FMNISTClassifier:
+                     device="cpu", progress: bool = True, arch: type[nn.Module] = FMNISTClassifier) -> nn.Module:
     """Train on uint8 (N, 28, 28) images with int labels; returns the model in eval mode."""
     from tqdm.auto import tqdm
 
     torch.manual_seed(recipe.seed)
     x = to_classifier_input(images)
     y = torch.as_tensor(labels).long()
-    model = FMNISTClassifier().to(device)
+    model = arch().to(device)
     opt = torch.optim.AdamW(model.parameters(), lr=recipe.lr, weight_decay=recipe.weight_decay)
     steps_per_epoch = max(1, len(x) // recipe.batch_size)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=recipe.lr, total_steps=recipe.epochs * steps_per_epoch)
@@ -141,7 +189,7 @@ def train_classifier(images: np.ndarray, labels: np.ndarray, recipe: ClassifierR
 
 
 @torch.no_grad()
-def embed_and_predict(model: FMNISTClassifier, images, batch_size: int = 1000) -> tuple[torch.Tensor, torch.Tensor]:
+def embed_and_predict(model: nn.Module, images, batch_size: int = 1000) -> tuple[torch.Tensor, torch.Tensor]:
     """(128-d features float64, predicted labels) of samples in any format `to_classifier_input` accepts."""
     x = to_classifier_input(images)
     device = next(model.parameters()).device
@@ -156,7 +204,7 @@ def embed_and_predict(model: FMNISTClassifier, images, batch_size: int = 1000) -
 @dataclass
 class FMNISTScorer:
     """The trained classifier with the test-split statistics it is compared against."""
-    model: FMNISTClassifier
+    model: nn.Module                 # FMNISTClassifier or FMNISTResNet
     ref_mu: np.ndarray               # (128,) test-split feature mean
     ref_sigma: np.ndarray            # (128, 128) test-split feature covariance
     test_accuracy: float             # classifier accuracy on the 10 000 test images
@@ -167,17 +215,22 @@ _LOADED: dict[tuple[str, str], FMNISTScorer] = {}
 
 
 def classifier_blob(train_x, train_y, test_x, test_y, recipe: ClassifierRecipe = ClassifierRecipe(), device="cpu",
-                    progress: bool = True) -> dict:
+                    progress: bool = True, arch: type[nn.Module] = FMNISTClassifier) -> dict:
     """Train, then measure on the test images: weights, test-feature statistics, accuracy (the cache file's content)."""
     t0 = time.perf_counter()
-    model = train_classifier(train_x, train_y, recipe, device, progress)
+    model = train_classifier(train_x, train_y, recipe, device, progress, arch)
     seconds = time.perf_counter() - t0
     feats, preds = embed_and_predict(model, test_x)
     mu, sigma = gaussian_stats(feats)
     return {"state": {k: v.cpu() for k, v in model.state_dict().items()}, "ref_mu": torch.from_numpy(mu),
             "ref_sigma": torch.from_numpy(sigma), "train_seconds": seconds, "recipe": asdict(recipe),
-            "key": recipe_key(recipe), "num_train": len(train_x), "num_test": len(test_x),
+            "key": recipe_key(recipe, arch), "num_train": len(train_x), "num_test": len(test_x),
             "test_accuracy": float((preds == torch.as_tensor(np.asarray(test_y)).long()).float().mean())}
+
+
+def cache_file(classifier: str, key: str) -> Path:
+    """fmnist-classifier-<key>.pt for the cnn (the name it always had), fmnist-<name>-classifier-<key>.pt else."""
+    return cache_dir() / f"fmnist-{'' if classifier == 'cnn' else classifier + '-'}classifier-{key}.pt"
 
 
 def _read_cached(path: Path) -> dict | None:
@@ -189,15 +242,18 @@ def _read_cached(path: Path) -> dict | None:
         return None  # truncated or foreign: retrain and overwrite
 
 
-def fmnist_scorer(device="cpu", recipe: ClassifierRecipe = ClassifierRecipe(), data_root=None,
-                  progress: bool = True) -> FMNISTScorer:
-    """The cached classifier (trained on first use, a few minutes on a CPU) and its test statistics."""
+def fmnist_scorer(device="cpu", recipe: ClassifierRecipe | None = None, data_root=None,
+                  progress: bool = True, classifier: str = "cnn") -> FMNISTScorer:
+    """The cached classifier (trained on first use, a few minutes on a CPU) and its test statistics.
+    classifier: a name in CLASSIFIERS; recipe: overrides that classifier's recipe."""
     from ..data.pixels import load_fashion_mnist
 
-    key = recipe_key(recipe)
+    arch, default_recipe = classifier_spec(classifier)
+    recipe = recipe or default_recipe
+    key = recipe_key(recipe, arch)
     if (key, str(device)) in _LOADED:
         return _LOADED[(key, str(device))]
-    path = cache_dir() / f"fmnist-classifier-{key}.pt"
+    path = cache_file(classifier, key)
     blob = _read_cached(path)
     if blob is None:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -207,30 +263,30 @@ def fmnist_scorer(device="cpu", recipe: ClassifierRecipe = ClassifierRecipe(), d
             fcntl.flock(lock, fcntl.LOCK_EX)
             blob = _read_cached(path)
             if blob is None:
-                print(f"training the FD-FMNIST classifier once (cached in {path}) ...", flush=True)
+                print(f"training the FD-FMNIST {classifier} classifier once (cached in {path}) ...", flush=True)
                 blob = classifier_blob(*load_fashion_mnist(data_root, "train"),
-                                       *load_fashion_mnist(data_root, "test"), recipe, device, progress)
+                                       *load_fashion_mnist(data_root, "test"), recipe, device, progress, arch)
                 tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
                 torch.save(blob, tmp)
                 os.replace(tmp, path)  # atomic: a reader never sees a half-written file
                 print(f"FD-FMNIST classifier: test accuracy {blob['test_accuracy']:.4f}, trained in "
                       f"{blob['train_seconds']:.0f} s", flush=True)
-    model = FMNISTClassifier()
+    model = arch()
     model.load_state_dict(blob["state"])
     scorer = FMNISTScorer(model.to(device).eval(), blob["ref_mu"].numpy(), blob["ref_sigma"].numpy(),
                           float(blob["test_accuracy"]),
-                          {"key": key, "recipe": blob["recipe"], "train_seconds": float(blob["train_seconds"]),
+                          {"name": classifier, "key": key, "recipe": blob["recipe"], "train_seconds": float(blob["train_seconds"]),
                            "cache_file": str(path)})
     _LOADED[(key, str(device))] = scorer
     return scorer
 
 
-def cached_fmnist_scorer(device="cpu", recipe: ClassifierRecipe = ClassifierRecipe()) -> FMNISTScorer | None:
+def cached_fmnist_scorer(device="cpu", classifier: str = "cnn") -> FMNISTScorer | None:
     """The classifier when it is already cached, else None (nothing is trained: callers that only report)."""
-    if (recipe_key(recipe), str(device)) not in _LOADED and \
-            _read_cached(cache_dir() / f"fmnist-classifier-{recipe_key(recipe)}.pt") is None:
+    key = recipe_key(classifier_spec(classifier)[1], classifier_spec(classifier)[0])
+    if (key, str(device)) not in _LOADED and _read_cached(cache_file(classifier, key)) is None:
         return None
-    return fmnist_scorer(device, recipe, progress=False)
+    return fmnist_scorer(device, progress=False, classifier=classifier)
 
 
 def fmnist_scores(images, labels=None, scorer: FMNISTScorer | None = None, device="cpu") -> dict[str, float]:
