@@ -274,8 +274,24 @@ def compared_methods(study: Study, rows: dict, probes: dict) -> list[dict]:
             runs = [r for (n, st), r in sorted(rows.items()) if st == sec["steps"] and study.is_method(n, section, name)]
             if runs:
                 out.append({"name": name, "label": label, "section": section, "step": sec["steps"], "runs": runs,
-                            "baseline": base})
+                            "baseline": base, "cost": step_cost(study, section, name)})
     return out
+
+
+def step_cost(study: Study, section: str, method: str) -> float | None:
+    """The method's training step ÷ plain's, paired in `sra bench` (benchmarks/results/<stem>_cost.jsonl) for the
+    section's model; None when the table names no bench mode for it or no bench ran that model (e.g. other depths)."""
+    mode = next((m.get("cost") for m in study.table["sections"][section]["methods"] if m["name"] == method), None)
+    flags = next(r.flags for r in study.runs.values() if r.section == section and r.method == method)
+    if mode is None or "--depth" in flags:
+        return None
+    model = flags[len(flags) - 1 - flags[::-1].index("--model") + 1]
+    bench = {r["model"]: r for r in read_jsonl(study.file("_cost.jsonl"))}.get(model)
+    if bench is None:
+        return None
+    if mode in ("plain", "sra"):
+        return 1.0 if mode == "plain" else bench["sra_over_plain_paired"]
+    return bench.get("methods", {}).get(mode, {}).get("over_plain_paired")
 
 
 def per_seed_delta(study: Study, rows_by_key: dict, method: dict, key: str) -> list[float]:
@@ -328,10 +344,11 @@ def plot_summary(study: Study, methods: list[dict], indep: dict, out: Path) -> N
         ax.grid(axis="x", alpha=0.3)
     cost = axes[-1]
     for y, m in zip(ys, methods):
-        sps = [r["train_seconds"] / r["step"] for r in m["runs"] if r.get("train_seconds")]
-        if sps:
-            cost.barh(y, sum(sps) / len(sps), color=colors[m["section"]], alpha=0.6)
-    cost.set_title("training s/step (2-core CPU)", fontsize=9)
+        if m["cost"] is not None:
+            cost.barh(y, m["cost"], color=colors[m["section"]], alpha=0.6)
+            cost.text(m["cost"], y, f" {m['cost']:.2f}", va="center", fontsize=7)
+    cost.axvline(1.0, color="gray", ls="--", lw=1)
+    cost.set_title("step time ÷ plain (sra bench, paired)", fontsize=9)
     cost.grid(axis="x", alpha=0.3)
     axes[0].set_yticks(ys)
     axes[0].set_yticklabels([f"{m['name']} (n={len(m['runs'])})" for m in methods], fontsize=8)
@@ -953,8 +970,11 @@ def render(study: Study) -> Path:
     if compared:
         L += ["## At a glance", "",
               "Every method at its section's last step: FD-FMNIST, the independent classifier's FD (where scored), "
-              "sample accuracy and training seconds per step, one dot per seed. The tables below give the numbers, "
-              "the per-seed differences and the probes.", "",
+              "sample accuracy (one dot per seed, the bar is the mean), and its training step's time over plain's "
+              "on the same model, timed side by side by `sra bench` (the commands are in "
+              f"`{os.path.relpath(study.file('_cost.jsonl'), docs)}`; one thread on the shared 2-core machine, "
+              "5 rounds: a direction and a rough size). The tables below give the numbers, the per-seed differences "
+              "and the probes.", "",
               f"![every method at a glance]({os.path.relpath(summary, docs)})", ""]
     L += main_section(study, rows, plot)
     L += ablation_section(study, rows, losses)

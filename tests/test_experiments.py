@@ -42,7 +42,7 @@ def test_table_expands_to_the_studys_runs(study):
     assert by["plain-s0"].flags[-2:] == ["--sra-weight", "0"] and "--sample-every" in by["plain-s0"].flags
     assert by["sra-d12-s1"].flags[-6:] == ["--depth", "12", "--block-out-s", "3", "--block-out-t", "8"]
     assert by["sra-d12-s0"].probe_block == 3 and by["sra-d12-s1"].probe_block == 0
-    assert by["plain-dit-s2"].flags.count("--model") == 2 and by["plain-dit-s2"].planned
+    assert by["plain-dit-s2"].flags.count("--model") == 2 and by["disp-d12-s2"].planned
     # issue 29's rows are data: dispersive, the released cosine, 12 blocks and DiT, 3 seeds each
     for m in ("disp", "sra-cos-tokens", "plain-d12", "sra-d12", "sra-dts-as-d12", "disp-d12", "plain-dit", "sra-dit",
               "sra-dts-as-dit"):
@@ -156,11 +156,15 @@ def test_report_collects_run_folders_once(study, tmp_path):
         for step in (600, 1200):
             touch(run.eval_file(d, step), json.dumps({"fd_fmnist": v + (1200 - step), "class_acc": 0.5,
                                                       "num_samples": 1000, "seed": 1234, "sample_steps": 30}))
+    for name, v in (("plain-s0", 250.0), ("disp-s0", 262.0)):  # the independent classifier, at the last step
+        touch(run.eval_file(runs_dir / name, 1200, "resnet"),
+              json.dumps({"fd_fmnist": v, "class_acc": 0.4, "num_samples": 1000, "seed": 1234, "sample_steps": 30,
+                          "classifier": {"name": "resnet", "test_accuracy": 0.9}}))
     touch(run.probe_dir(runs_dir / "disp-s0", 1200) / "probe.json",
           json.dumps({"blocks": [2], "times": [0.5, 0.7, 0.9], "accuracy": [[0.6, 0.5, 0.2]], "num_train": 5000,
                       "num_test": 2000}))
     s = report.Study(report.TABLE, results, docs, runs_dir)
-    assert report.collect(s) == 11
+    assert report.collect(s) == 13
     before = {p.name: p.read_text() for p in results.iterdir()}
     assert report.collect(s) == 0 and {p.name: p.read_text() for p in results.iterdir()} == before
     rows = report.latest_rows(results / "fmnist_study.jsonl")
@@ -171,5 +175,11 @@ def test_report_collects_run_folders_once(study, tmp_path):
     assert "| 1200 | 305.0 ± 5.0 (n=2) | 307.0 ± 2.0 (n=2) | +2.0 | 50.0 ± 0.0 (n=2) | 50.0 ± 0.0 (n=2) |" in text
     disp = next(l for l in table_lines(text) if l.startswith("| Dispersive loss"))
     assert "| 290.0 (n=1) | -10.0 (n=1) |" in disp and disp.endswith("| 1.00 | 60.0 / 50.0 / 20.0 |")
-    assert "SRA with the released code's cosine over tokens" not in "\n".join(table_lines(text))
-    assert "## Planned, not run yet" in text and "`sra-cos-tokens`" in text
+    # the independent classifier's table pairs the same runs: cnn 290 - 300, resnet 262 - 250
+    indep = next(l for l in table_lines(text[text.index("## An independent metric"):]) if l.startswith("| Dispersive"))
+    assert "| 290.0 (n=1) | 262.0 (n=1) | -10.0 (n=1) | +12.0 (n=1) | 40.0 (n=1) | +0.0 (n=1) |" in indep
+    assert "Scored by the resnet classifier: Δ FD +12.0 (one seed: no verdict)" in text
+    assert "(fmnist_study_summary.png)" in text and (docs / "fmnist_study_summary.png").stat().st_size > 0
+    # a planned method stays out of the tables until one of its runs has a result
+    assert "12 blocks, no SRA" not in "\n".join(table_lines(text))
+    assert "## Planned, not run yet" in text and "`disp-d12`" in text
