@@ -376,3 +376,14 @@ def test_default_data_named_explicitly_resumes(tmp_path, capsys):
     default = FASHION_MNIST_DIRS[0] if fashion_mnist_available() else "digits"
     assert same_data(None, default) and same_data(default, None) and same_data(None, None)
     assert not same_data(None, str(tmp_path))
+
+
+@pytest.mark.parametrize("header", ['{"format": "sra-lat', "", '{"format": "someone-else"}'])
+def test_a_store_with_an_unreadable_header_is_named_as_such(tmp_path, capsys, header):
+    """A latents.json that is torn, empty or foreign is reported as the store's header, in one line, not as a folder
+    without images; nothing is written."""
+    (tmp_path / "latents.json").write_text(header)
+    before = snapshot(tmp_path)
+    assert main(train_argv(tmp_path / "out", "run", "--data-dir", str(tmp_path))) != 0
+    one_line(capsys, "latents.json", "not a readable sra latent-store header")
+    assert snapshot(tmp_path) == before

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .base import DataError, is_latent_store
+from .base import HEADER, DataError, is_latent_store
 from .latents import open_latent_store
 from .pixels import (FASHION_MNIST_DIRS, digits_dataset, fashion_mnist_available, fashion_mnist_dataset, find_idx,
                      image_folder_dataset)
@@ -31,4 +31,8 @@ def load_dataset(data_dir: str | None = None, split: str = "train"):
         return fashion_mnist_dataset(root, split=split)
     if is_latent_store(root):
         return open_latent_store(root)
+    if (root / HEADER).exists():  # a store whose header is torn, empty or foreign: say so, not "no images"
+        raise DataError(f"{root / HEADER} is not a readable sra latent-store header (truncated, not JSON, or another "
+                        f"format; sra writes it atomically, so something else changed it); rebuild the store with `sra prepare SRC "
+                        f"{root}` (it encodes it again) or point --data-dir at another folder")
     return image_folder_dataset(root)
