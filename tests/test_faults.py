@@ -472,6 +472,13 @@ def test_unreadable_checkpoints_get_plain_words(tmp_path, capsys):
         assert main(["sample", str(tmp_path / name)]) == 2
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and words in err[0] and "weights_only" not in err[0], err
+    # the same plain words for a pickled object given as the FID Inception weights
+    np.savez(tmp_path / "s.npz", arr_0=np.zeros((2, 8, 8, 3), np.uint8))
+    assert main(["eval", str(tmp_path / "s.npz"), str(tmp_path / "s.npz"), "--inception-weights",
+                 str(tmp_path / "obj.pt")]) != 0
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "cannot read Inception weights" in err[0] and "could run code" in err[0], err
+    assert "weights_only" not in err[0] and "Weights only" not in err[0]
 
 
 def test_help_shows_no_none_defaults(capsys):

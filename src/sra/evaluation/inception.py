@@ -12,11 +12,14 @@ file must be on disk.
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+
+from ..checkpoint import unreadable_reason
 
 WEIGHTS_NAME = "pt_inception-2015-12-05-6726825d.pth"
 WEIGHTS_URL = "https://github.com/mseitzer/pytorch-fid/releases/download/fid_weights/" + WEIGHTS_NAME
@@ -217,9 +220,11 @@ class InceptionV3Features(nn.Module):
                 f"FID Inception weights not found at {path}: download {WEIGHTS_URL} on a machine with internet and "
                 f"put it there (or {other}pass --inception-weights PATH)")
         try:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as e:
-            raise ValueError(f"cannot read Inception weights {path}: {str(e).strip().splitlines()[0]}") from None
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", UserWarning)  # torch's pickle-protocol notes about foreign files
+                state = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as e:  # in plain words: never torch's advice to unpickle the file unsafely
+            raise ValueError(f"cannot read Inception weights {path}: {unreadable_reason(e)}") from None
         if not isinstance(state, dict):
             raise ValueError(f"{path} holds a {type(state).__name__}, not a state dict")
         own = self.state_dict()
