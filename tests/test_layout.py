@@ -1,5 +1,6 @@
 """The package's structure: the model family is a process object (few files name it in a branch), and imports point
-one way down the layout of the README (models, process, objectives, data, train, evaluation, commands)."""
+one way down the layout of the README (models, process, objectives, encoders, data, evaluation, train, analysis,
+commands)."""
 import ast
 from pathlib import Path
 
@@ -39,17 +40,21 @@ def test_at_most_four_files_branch_on_the_family():
     assert len(files) <= 4, files
 
 
-# Each unit may import the units listed before it, and the shared utilities; nothing imports a later one. Evaluation
-# (with `generate`, sampling at evaluation scale) comes before train: the loop evaluates its EMA while training and
-# hands the REPA encoder the FD-FMNIST classifier; the models, processes and terms never import it. `bench` times the
+# Each unit may import the units listed before it, and the shared utilities; nothing imports a later one. The REPA
+# encoders import no other unit (the FD-FMNIST classifier is handed in); data/ runs them when it stores REPA targets.
+# Evaluation (with `generate`, sampling at evaluation scale) comes before train: the loop evaluates its EMA while
+# training and hands the REPA encoder the FD-FMNIST classifier; the models, processes, terms and encoders never import
+# it. Analysis (probes, PCA maps, curves) reads trained models and run folders, for the commands. `bench` times the
 # training step, beside the commands.
 ORDER = [
     {"models"},
     {"process"},
     {"objectives"},
+    {"encoders"},
     {"data"},
     {"generate", "evaluation"},
     {"train"},
+    {"analysis"},
     {"bench", "commands", "cli"},
 ]
 SHARED = {"options", "distributed", "checkpoint", "runfolder", "estimate", "__init__", "__main__", "sampling",
@@ -88,5 +93,7 @@ def test_imports_point_down_the_layout():
 
 def test_training_does_not_import_evaluation_for_its_terms():
     """The REPA encoder and the terms never reach into evaluation/ (in-training evaluation is the loop's option)."""
-    for f in [*(SRC / "objectives").rglob("*.py"), *(SRC / "process").rglob("*.py"), SRC / "models" / "encoders.py"]:
-        assert "from ..evaluation" not in f.read_text(), f
+    files = [*(SRC / "objectives").rglob("*.py"), *(SRC / "process").rglob("*.py"), *(SRC / "encoders").rglob("*.py")]
+    assert SRC / "encoders" / "__init__.py" in files
+    for f in files:
+        assert "evaluation" not in {unit for unit, _ in imports(f)} and "sra.evaluation" not in f.read_text(), f

@@ -5,7 +5,7 @@ import numpy as np
 from PIL import Image
 
 from sra.cli import main
-from sra.evaluation.curves import read_metrics
+from sra.analysis.curves import read_metrics
 
 
 def write_run(folder, rows):

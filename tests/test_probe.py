@@ -9,9 +9,9 @@ from PIL import Image
 from conftest import estimate_of
 from sra.cli import main
 from sra.data import TensorImageDataset
-from sra.evaluation.pca import grid_size, model_input, pca_maps, principal_components, render_grid, to_rgb
+from sra.analysis.pca import grid_size, model_input, pca_maps, principal_components, render_grid, to_rgb
 from sra.process import process_for
-from sra.evaluation.probe import (block_tokens, fit_linear_classifier, linear_probe,
+from sra.analysis.probe import (block_tokens, fit_linear_classifier, linear_probe,
                                   null_labels, per_image_noise, plot_probe, probe_accuracy)
 from sra.models import build_model
 
@@ -134,7 +134,7 @@ def test_cli_pca_on_a_latent_model_encodes_with_the_vae(tmp_path):
 
 
 def test_probe_heat_map_size(tmp_path):
-    from sra.evaluation.probe import ProbeResult
+    from sra.analysis.probe import ProbeResult
 
     r = ProbeResult(blocks=[0, 1, 2], times=[0.0, 0.5], model_times=[0.0, 0.5], accuracy=[[0.9, 0.5]] * 3,
                     family="SiT", time_axis="t (0 = data)", classifier="ridge", num_train=10, num_test=10, num_classes=2, chance=0.5, seed=0)

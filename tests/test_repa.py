@@ -82,7 +82,7 @@ def antialiased_table(table, grid):
 def test_dinov2_encoder_follows_repas_preprocessing(dino_dir):
     from transformers import Dinov2Model
 
-    from sra.models.encoders import encode, load_encoder
+    from sra.encoders import encode, load_encoder
 
     enc = load_encoder(str(dino_dir))
     images = torch.rand(2, 3, 16, 16) * 2 - 1
@@ -135,7 +135,7 @@ def images(tmp_path_factory):
 def test_prepared_features_equal_the_encoder_at_train_time(tmp_path, images, vae_dir, dino_dir):
     from sra.data import load_dataset
     from sra.data.prepare import PrepareConfig, center_crop_adm, prepare
-    from sra.models.encoders import encode, load_encoder
+    from sra.encoders import encode, load_encoder
     from sra.models.loading import load_model
     from sra.train.features import feature_source
 

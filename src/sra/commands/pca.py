@@ -27,7 +27,7 @@ def add_parser(sub) -> argparse.ArgumentParser:
 
 
 def run(args) -> int:
-    from ..evaluation.pca import model_input, pca_maps, render_grid
+    from ..analysis.pca import model_input, pca_maps, render_grid
 
     loaded, process, device, out = load_for_analysis(args)
     check_writable(out)  # before the work, not after it

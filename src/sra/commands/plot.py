@@ -17,7 +17,7 @@ def add_parser(sub) -> argparse.ArgumentParser:
 
 
 def run(args) -> int:
-    from ..evaluation.curves import plot_runs
+    from ..analysis.curves import plot_runs
     from ..runfolder import check_output
 
     check_output(args.output, "--output")

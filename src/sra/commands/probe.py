@@ -110,7 +110,7 @@ def split_data(data_dir, seed: int):
 
 
 def run(args) -> int:
-    from ..evaluation.probe import linear_probe, plot_probe, sample_indices
+    from ..analysis.probe import linear_probe, plot_probe, sample_indices
 
     if args.max_train < 0 or args.max_test < 0 or args.batch_size < 1:
         raise ValueError(f"--max-train and --max-test must be >= 0 and --batch-size >= 1 (got {args.max_train}, "

@@ -284,7 +284,7 @@ def finalize(out: Path, header: dict, max_rows: int = 65536) -> dict:
 def encoder_features(encoder, images: torch.Tensor, grid: int) -> torch.Tensor:
     """uint8 crops (N, H, W, 3) -> the encoder's patch features (N, grid^2, D), from the image in [-1, 1] as training
     would hand it over (1-channel encoders get the mean of R, G, B)."""
-    from ..models.encoders import encode
+    from ..encoders import encode
 
     x = images.permute(0, 3, 1, 2).float() / 127.5 - 1.0
     if getattr(encoder, "channels", 3) == 1:
@@ -314,7 +314,7 @@ def prepare(cfg: PrepareConfig) -> dict:
     copies = 2 if cfg.flip else 1
     encoder, grid = None, cfg.encoder_grid or side // 2
     if cfg.encoder:
-        from ..models.encoders import load_encoder
+        from ..encoders import load_encoder
         try:
             encoder = load_encoder(cfg.encoder, ctx.device)
         except ValueError as e:
@@ -324,7 +324,7 @@ def prepare(cfg: PrepareConfig) -> dict:
               "count": len(paths) * copies, "images": len(paths), "chunk_size": cfg.chunk_size,
               "source_digest": digest(paths, labels), "vae": info, "normalize": cfg.normalize,
               "class_names": class_names, "complete": False}
-    if encoder is not None:  # REPA targets stored once, so that training runs no encoder (models/encoders.py)
+    if encoder is not None:  # REPA targets stored once, so that training runs no encoder (encoders/)
         header["features"] = {"encoder": encoder.name, "grid": grid, "tokens": grid * grid, "dim": encoder.dim,
                               "dtype": "float16"}
     old = check_resume(out, header)

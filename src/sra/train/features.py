@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Callable
 
 from ..evaluation.fmnist import fmnist_scorer
-from ..models.encoders import encode, load_encoder
+from ..encoders import encode, load_encoder
 from ..objectives import RepaConfig
 
 

@@ -28,7 +28,7 @@ CLASSIFIERS = ("logistic", "ridge")
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# Noising and tokens (shared with sra.evaluation.pca)
+# Noising and tokens (shared with sra.analysis.pca)
 # ----------------------------------------------------------------------------------------------------------------
 
 def per_image_noise(indices, shape: tuple[int, ...], seed: int) -> torch.Tensor:
