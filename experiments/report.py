@@ -485,7 +485,7 @@ def family_section(study: Study, rows: dict, probes: dict) -> list[str]:
     sec = study.table["sections"]["family"]
     steps, final = sorted(sec["eval_steps"]), sec["steps"]
     shown = study.methods("family", rows, probes)
-    L = ["", "## The self-alignment family: DTS + AS, Self-Flow's teacher, REPA", "",
+    L = ["", "## The self-alignment family and its rivals: DTS + AS, Self-Flow's teacher, REPA, Dispersive Loss", "",
          "Same model, data, optimiser, EMA, seeds and evaluation as the main comparison; each row changes the "
          "objective only (`sra train` flags in the commands below). DTS + AS is the authors' SiT-SRA_DTS_AS recipe: "
          "each image's 64 tokens split at random 16 / 48 (mask ratio 0.25), the two groups noised at independent "
@@ -493,7 +493,11 @@ def family_section(study: Study, rows: dict, probes: dict) -> list[str]:
          "teacher sees the same groups at t_g − U(0, 0.2). The Self-Flow row gives that teacher the whole image at "
          "the lower of the two times instead. REPA aligns block 2 to the FD-FMNIST classifier's 8×8×64 conv features "
          "(the classifier is also the evaluation's feature extractor, so REPA's FD here is not an independent "
-         "measurement: it is trained towards the metric's own features). Probe: linear-probe test accuracy (%) of "
+         "measurement: it is trained towards the metric's own features; the independent classifier's table below "
+         "scores it fairly). Dispersive Loss (arXiv 2506.09027) needs no external model either: InfoNCE-L2 over the "
+         "batch on the last block's flattened output, λ 0.25 and temperature 1 as its public code, no alignment. "
+         "The cos-over-tokens row is SRA with the released code's cosine (over the token axis, ×0.5) instead of the "
+         "per-token cosine the paper writes. Probe: linear-probe test accuracy (%) of "
          f"the final EMA's mean-pooled block-{sec['probe']['block']} tokens (null label) at t = "
          f"{', '.join(f'{t:g}' for t in study.probe_times)} ({study.table['probe']['train']} training / "
          f"{study.table['probe']['test']} test images, seed 0 runs only): the mechanism the follow-up paper argues "
