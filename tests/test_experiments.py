@@ -55,7 +55,8 @@ def test_dry_run_lists_the_exact_commands_and_skips_unknown_flags(study, tmp_pat
     out = capsys.readouterr().out.splitlines()
     # one line per row whose flags sra train does not list, and none of its commands
     assert [l for l in out if l.startswith("skip")] == [
-        f"skip disp-s{s}: sra train does not list --disp-weight (the row stays in the table)" for s in (0, 1, 2)]
+        f"skip {m}-s{s}: sra train does not list --disp-weight (the row stays in the table)"
+        for s in (0, 1, 2) for m in ("disp", "disp-paper")]
     assert not any("--disp-weight" in l for l in out if not l.startswith("skip"))
     i = out.index("# sra-no-head-s0")
     common = ("--model SiT-T/4 --block-out-s 2 --block-out-t 4 --sra-weight 0.5 --loss-type cos "
