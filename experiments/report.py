@@ -465,6 +465,12 @@ def methods_conclusion(study: Study, rows: dict, compared: list[dict], indep: di
         txt = (f"- **{m['label']}** (n = {len(dfd)}, step {m['step']}): Δ FD-FMNIST per seed "
                f"{', '.join(f'{d:+.1f}' for d in dfd)} ({verdict(dfd, spans['fd_fmnist'], 1)}); Δ accuracy "
                f"{', '.join(f'{100 * d:+.1f}' for d in dacc)} points ({verdict(dacc, spans['class_acc'], 100)}).")
+        if m["versus"]:
+            other = {**m, "baseline": m["versus"]}
+            dv, dva = per_seed_delta(study, rows, other, "fd_fmnist"), per_seed_delta(study, rows, other, "class_acc")
+            label = next(lb for n, lb in study.methods(m["versus"][1], rows, {}) if n == m["versus"][0])
+            txt += (f" Against {label} of the same seed: Δ FD {', '.join(f'{d:+.1f}' for d in dv)}, Δ accuracy "
+                    f"{', '.join(f'{100 * d:+.1f}' for d in dva)} points.")
         di = per_seed_delta(study, irows, m, "fd_fmnist") if irows else []
         if di:
             b = by_method(study, irows, m["baseline"][0], m["step"], "fd_fmnist", m["baseline"][1])

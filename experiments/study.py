@@ -34,6 +34,13 @@ class Study:
     def run(self, name: str) -> Run | None:
         return self.runs.get(name)
 
+    def section_of(self, method: str, prefer: str) -> str:
+        """The section that runs `method`: `prefer` when it does, else the first (main before family ...)."""
+        have = [r.section for r in self.runs.values() if r.method == method]
+        if not have:
+            raise ValueError(f"the table's 'versus' names {method!r}, which no section runs")
+        return prefer if prefer in have else have[0]
+
     def is_method(self, name: str, section: str, method: str | None = None) -> bool:
         r = self.runs.get(name)
         return r is not None and r.section == section and (method is None or r.method == method)
@@ -125,9 +132,11 @@ def compared_methods(study: Study, rows: dict, probes: dict) -> list[dict]:
         base = baseline or (sec["methods"][0]["name"], section)
         for name, label in shown:
             runs = [r for (n, st), r in sorted(rows.items()) if st == sec["steps"] and study.is_method(n, section, name)]
+            versus = next((m.get("versus") for m in sec["methods"] if m["name"] == name), None)
             if runs:
                 out.append({"name": name, "label": label, "section": section, "step": sec["steps"], "runs": runs,
-                            "baseline": base, "cost": step_cost(study, section, name)})
+                            "baseline": base, "cost": step_cost(study, section, name),
+                            "versus": versus and (versus, study.section_of(versus, section))})
     return out
 
 

@@ -148,7 +148,8 @@ def test_report_collects_run_folders_once(study, tmp_path):
     files (once: collecting again adds nothing), and the report shows them; planned methods appear once run."""
     run, report = study
     runs_dir, results, docs = tmp_path / "runs", tmp_path / "results", tmp_path / "docs"
-    fd = {("plain", 0): 300.0, ("plain", 1): 310.0, ("sra", 0): 305.0, ("sra", 1): 309.0, ("disp", 0): 290.0}
+    fd = {("plain", 0): 300.0, ("plain", 1): 310.0, ("sra", 0): 305.0, ("sra", 1): 309.0, ("disp", 0): 290.0,
+          ("sra-cos-tokens", 0): 301.0}
     for (m, seed), v in fd.items():
         d = runs_dir / f"{m}-s{seed}"
         touch(d / "config.json", json.dumps({"log_every": 50, "batch_size": 64}))
@@ -165,7 +166,7 @@ def test_report_collects_run_folders_once(study, tmp_path):
           json.dumps({"blocks": [2], "times": [0.5, 0.7, 0.9], "accuracy": [[0.6, 0.5, 0.2]], "num_train": 5000,
                       "num_test": 2000}))
     s = report.Study(report.TABLE, results, docs, runs_dir)
-    assert report.collect(s) == 13
+    assert report.collect(s) == 15
     before = {p.name: p.read_text() for p in results.iterdir()}
     assert report.collect(s) == 0 and {p.name: p.read_text() for p in results.iterdir()} == before
     rows = report.latest_rows(results / "fmnist_study.jsonl")
@@ -180,6 +181,8 @@ def test_report_collects_run_folders_once(study, tmp_path):
     indep = next(l for l in table_lines(text[text.index("## An independent metric"):]) if l.startswith("| Dispersive"))
     assert "| 290.0 (n=1) | 262.0 (n=1) | -10.0 (n=1) | +12.0 (n=1) | 40.0 (n=1) | +0.0 (n=1) |" in indep
     assert "Scored by the resnet classifier: Δ FD +12.0 (one seed: no verdict)" in text
+    # a row's `versus` method is compared seed by seed too (cos-over-tokens against SRA: 301 - 305)
+    assert "Against SRA (main setting) of the same seed: Δ FD -4.0, Δ accuracy +0.0 points." in text
     assert "(fmnist_study_summary.png)" in text and (docs / "fmnist_study_summary.png").stat().st_size > 0
     # a planned method stays out of the tables until one of its runs has a result
     assert "12 blocks, no SRA" not in "\n".join(table_lines(text))
