@@ -71,17 +71,21 @@ def collect(study: Study) -> int:
 
 def collect_independent(study: Study) -> int:
     """The last step's scores by the independent classifiers (the table's eval: independent) into
-    <results>_independent.jsonl, one row per (run, step, classifier)."""
+    <results>_independent.jsonl, one row per (run, step, classifier), each with the default classifier's score of the
+    same checkpoint (cnn_fd_fmnist, cnn_class_acc): a run retrained for this is not bit for bit the collected one, so
+    the pair is kept together; a run folder without that score yet is left for later."""
     path = study.file("_independent.jsonl")
     have = {(r["run"], int(r["step"]), r["classifier"]) for r in read_jsonl(path)}
     new = []
     for run in study.runs.values():
+        d = study.runs_dir / run.name
         for clf in study.table["eval"].get("independent", []):
-            f = eval_file(study.runs_dir / run.name, run.steps, clf)
-            if f.exists() and (run.name, run.steps, clf) not in have:
-                e = json.loads(f.read_text())
+            f, cnn = eval_file(d, run.steps, clf), eval_file(d, run.steps)
+            if f.exists() and cnn.exists() and (run.name, run.steps, clf) not in have:
+                e, c = json.loads(f.read_text()), json.loads(cnn.read_text())
                 new.append({"run": run.name, "step": run.steps, "classifier": clf, "group": run.section,
                             "seed": run.seed, "fd_fmnist": e["fd_fmnist"], "class_acc": e["class_acc"],
+                            "cnn_fd_fmnist": c["fd_fmnist"], "cnn_class_acc": c["class_acc"],
                             "num_samples": e["num_samples"], "sample_steps": e["sample_steps"],
                             "sampling_seed": e["seed"], "classifier_test_accuracy": e["classifier"]["test_accuracy"]})
     append(path, new)

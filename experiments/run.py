@@ -146,9 +146,11 @@ def commands(run: Run, table: dict, runs_dir: Path, data_dir: str | None = None,
                                 str(run.seed), "--output-dir", str(runs_dir), "--exp-name", run.name]))
             at = step
         ckpt = str(checkpoint(d, step))
-        # the default classifier at every evaluated step; the independent ones (eval: independent) at the last
-        for clf in ["cnn"] + (list(ev.get("independent", [])) if step == run.steps else []):
-            if clf == "cnn" and ("eval", run.name, step) in skip:
+        # the default classifier at every evaluated step; the independent ones (eval: independent) at the last, where
+        # the default one scores the same checkpoint too (a retrained run is never exactly the collected one)
+        independent = list(ev.get("independent", [])) if step == run.steps else []
+        for clf in ["cnn"] + independent:
+            if clf == "cnn" and ("eval", run.name, step) in skip and not independent:
                 continue
             if step in run.eval_steps and not eval_file(d, step, clf).exists():
                 out.append(Command(["sra", "eval", "--metric", "fmnist", ckpt, "--num-samples", str(ev["samples"]),
@@ -243,7 +245,8 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--threads", type=int, default=1, help="torch threads per command (OMP_NUM_THREADS)")
     ap.add_argument("--skip-collected", action="store_true",
                     help="do not redo an evaluation or probe whose (run, step) is already in benchmarks/results (a run "
-                         "retrained only for what is missing there, e.g. a new classifier's score)")
+                         "retrained only for what is missing there, e.g. a new classifier's score); the last step is "
+                         "still scored by every classifier, so that they score the same checkpoint")
     ap.add_argument("--dry-run", action="store_true", help="print the commands still to run and exit")
     return ap.parse_args(argv)
 

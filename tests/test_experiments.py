@@ -101,7 +101,7 @@ def test_complete_runs_are_skipped_and_a_partial_one_resumes(study, tmp_path, ca
     assert "--max-train-steps 900" in cmds[0] and "--max-train-steps 1200" in cmds[2]
 
     # --skip-collected: evaluations and probes already in the results files are not redone (a torn line is not
-    # collected); the independent classifier's evaluation is still asked for
+    # collected), but at the last step, where the independent classifier scores, the default one does too
     results = tmp_path / "results"
     touch(results / "fmnist_study.jsonl", '{"run": "plain-s0", "step": 900}\n{"run": "plain-s0", "step": 1200}\n{"ru')
     touch(results / "fmnist_study_probe.jsonl", '{"run": "plain-s0", "step": 1200}\n')
@@ -110,8 +110,10 @@ def test_complete_runs_are_skipped_and_a_partial_one_resumes(study, tmp_path, ca
     monkeypatch.setattr(run, "RESULTS", results)
     assert run.main(["--dry-run", "--skip-collected", "--runs-dir", str(tmp_path), "--runs", "plain-s0"]) == 0
     cmds = capsys.readouterr().out.splitlines()[1:]
-    assert [c.split()[1] for c in cmds] == ["train", "train", "eval"]
-    assert "--classifier resnet" in cmds[2]
+    assert [c.split()[1] for c in cmds] == ["train", "train", "eval", "eval"]
+    # the last step: both classifiers score the retrained checkpoint (it is not bit for bit the collected one)
+    assert "--classifier" not in cmds[2] and "eval_fmnist_step1200.json" in cmds[2]
+    assert "--classifier resnet" in cmds[3]
 
     # a deep run's similarity file cut short by a kill is measured again; a whole one is not
     d = tmp_path / "plain-d12-s0"
@@ -162,6 +164,8 @@ def test_report_collects_run_folders_once(study, tmp_path):
         touch(run.eval_file(runs_dir / name, 1200, "resnet"),
               json.dumps({"fd_fmnist": v, "class_acc": 0.4, "num_samples": 1000, "seed": 1234, "sample_steps": 30,
                           "classifier": {"name": "resnet", "test_accuracy": 0.9}}))
+    # a retrained run scored by the second classifier but not yet by the cnn at that step: left for later
+    touch(run.eval_file(runs_dir / "repa-fmnist-s0", 1200, "resnet"), json.dumps({"fd_fmnist": 1.0}))
     touch(run.probe_dir(runs_dir / "disp-s0", 1200) / "probe.json",
           json.dumps({"blocks": [2], "times": [0.5, 0.7, 0.9], "accuracy": [[0.6, 0.5, 0.2]], "num_train": 5000,
                       "num_test": 2000}))
@@ -169,6 +173,9 @@ def test_report_collects_run_folders_once(study, tmp_path):
     assert report.collect(s) == 15
     before = {p.name: p.read_text() for p in results.iterdir()}
     assert report.collect(s) == 0 and {p.name: p.read_text() for p in results.iterdir()} == before
+    pairs = {r["run"]: (r["cnn_fd_fmnist"], r["fd_fmnist"]) for r in report.read_jsonl(
+        results / "fmnist_study_independent.jsonl")}
+    assert pairs == {"plain-s0": (300.0, 250.0), "disp-s0": (290.0, 262.0)}  # each with the same checkpoint's cnn
     rows = report.latest_rows(results / "fmnist_study.jsonl")
     assert rows[("sra-s1", 1200)]["group"] == "main" and rows[("sra-s1", 1200)]["train_seconds"] == pytest.approx(1200)
     assert rows[("disp-s0", 600)]["group"] == "family"
@@ -179,7 +186,7 @@ def test_report_collects_run_folders_once(study, tmp_path):
     assert "| 290.0 (n=1) | -10.0 (n=1) |" in disp and disp.endswith("| 1.00 | 60.0 / 50.0 / 20.0 |")
     # the independent classifier's table pairs the same runs: cnn 290 - 300, resnet 262 - 250
     indep = next(l for l in table_lines(text[text.index("## An independent metric"):]) if l.startswith("| Dispersive"))
-    assert "| 290.0 (n=1) | 262.0 (n=1) | -10.0 (n=1) | +12.0 (n=1) | 40.0 (n=1) | +0.0 (n=1) |" in indep
+    assert "| 290.0 (n=1) | 262.0 (n=1) | -10.0 (n=1) | +12.0 (n=1) | 50.0 (n=1) | 40.0 (n=1) | +0.0 (n=1) |" in indep
     assert "Scored by the resnet classifier: Δ FD +12.0 (one seed: no verdict)" in text
     # a row's `versus` method is compared seed by seed too (cos-over-tokens against SRA: 301 - 305)
     assert "Against SRA (main setting) of the same seed: Δ FD -4.0, Δ accuracy +0.0 points." in text
