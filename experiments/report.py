@@ -601,7 +601,9 @@ def render(study: Study) -> Path:
          "(For scale: the paper's decay 0.9999 at batch 256 is a half-life of about 1.7 % of a 400K-step run; here "
          f"it is {100 * H * 1000 / 64 / study.steps:.1f} % of the {study.steps}-step main runs.)",
          "- SRA (main setting, the tiny preset's default): student block 2 → teacher block 4 (teacher runs 4 of 6 "
-         "blocks, fp32), per-token cosine distance, λ = 0.5, teacher time t' = t − k with k ~ U(0, 0.2), projection "
+         "blocks, under bf16 autocast where the CPU has native bf16 as `sra train` resolves it by default: this "
+         "round's runs record `teacher_bf16: true` in their config.json, earlier rows did not record it), per-token "
+         "cosine distance, λ = 0.5, teacher time t' = t − k with k ~ U(0, 0.2), projection "
          "head. Plain = the same config with λ = 0. Same seed ⇒ same initialisation, data order, noise and t draws.",
          f"- Evaluation: each checkpoint's EMA generates {ev['samples']} class-balanced samples (label i mod 10) "
          f"with the Euler ODE, {ev['sample_steps']} steps, no guidance, noise seed {ev['seed']} (identical for every "
@@ -611,7 +613,8 @@ def render(study: Study) -> Path:
          "numbers below depend on what else ran on the machine (see the notes) and are only indicative.", ""]
     if compared:
         L += ["## At a glance", "",
-              "Every method at its section's last step: FD-FMNIST, the independent classifier's FD (where scored), "
+              "Every method at its section's last step: FD-FMNIST, the independent classifier's FD (where scored; "
+              "for retrained runs, those of the independent metric's section), "
               "sample accuracy (one dot per seed, the bar is the mean), and its training step's time over plain's "
               "on the same model, timed side by side by `sra bench` (the commands are in "
               f"`{os.path.relpath(study.file('_cost.jsonl'), docs)}`; one thread on the shared 2-core machine, "
