@@ -16,7 +16,7 @@ from pathlib import Path
 
 from collect import collect
 from figures import compose_grids, plot_fd, plot_summary
-from run import TABLE
+from run import RESULTS, TABLE
 from study import (STEM, Study, by_method, compared_methods, fmt, latest_probes, latest_rows, mean_spread,
                    per_seed_delta, probe_cell, read_jsonl, s_per_step, seed_spread, verdict, window_mean)
 
@@ -651,7 +651,7 @@ def main(argv: list[str] | None = None) -> int:
                                  formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     ap.add_argument("--table", type=Path, default=TABLE, help="the run table (YAML)")
     ap.add_argument("--runs-dir", type=Path, default=ROOT / "runs" / "study", help="parent of the run folders")
-    ap.add_argument("--results-dir", type=Path, default=ROOT / "benchmarks" / "results",
+    ap.add_argument("--results-dir", type=Path, default=RESULTS,
                     help=f"where the results files ({STEM}*.jsonl) are kept")
     ap.add_argument("--docs-dir", type=Path, default=ROOT / "docs", help="where RESULTS.md and its figures go")
     ap.add_argument("--no-collect", action="store_true", help="render from the stored results only")

@@ -113,18 +113,26 @@ class Command:
         return shlex.join(self.argv)
 
 
+def read_jsonl(path: Path) -> list[dict]:
+    """The rows of a JSONL file; a line cut by a kill is skipped."""
+    if not path.exists():
+        return []
+    rows = []
+    for line in path.read_text().splitlines():
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError:
+            pass
+    return rows
+
+
 def collected(results_dir: Path | None = None) -> set[tuple[str, str, int]]:
     """("eval" | "probe", run, step) already in the study's results files (experiments/report.py collects them there;
     default: RESULTS)."""
     results_dir, out = results_dir or RESULTS, set()
     for kind, suffix in (("eval", ".jsonl"), ("probe", "_probe.jsonl")):
-        path = results_dir / f"fmnist_study{suffix}"
-        for line in path.read_text().splitlines() if path.exists() else []:
-            try:
-                r = json.loads(line)
-                out.add((kind, r["run"], int(r["step"])))
-            except (json.JSONDecodeError, KeyError, TypeError, ValueError):
-                pass  # a torn line: not collected
+        out |= {(kind, r["run"], int(r["step"])) for r in read_jsonl(results_dir / f"fmnist_study{suffix}")
+                if isinstance(r, dict) and "run" in r and "step" in r}
     return out
 
 

@@ -2,11 +2,10 @@
 quotes (means, spreads, per-seed differences, step costs). Used by collect.py, figures.py and report.py."""
 from __future__ import annotations
 
-import json
 import shlex
 from pathlib import Path
 
-from run import Run, load_table
+from run import Run, load_table, read_jsonl
 
 STEM = "fmnist_study"  # results files: <results-dir>/fmnist_study.jsonl, _probe.jsonl, _similarity.jsonl, ...
 
@@ -53,19 +52,6 @@ class Study:
             if have or not m.get("planned"):
                 out.append((m["name"], m["label"]))
         return out
-
-
-def read_jsonl(path: Path) -> list[dict]:
-    """The rows of a JSONL file; a line cut by a kill is skipped."""
-    if not path.exists():
-        return []
-    rows = []
-    for line in path.read_text().splitlines():
-        try:
-            rows.append(json.loads(line))
-        except json.JSONDecodeError:
-            pass
-    return rows
 
 
 def latest_rows(path: Path) -> dict[tuple[str, int], dict]:

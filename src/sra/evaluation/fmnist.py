@@ -283,7 +283,8 @@ def fmnist_scorer(device="cpu", recipe: ClassifierRecipe | None = None, data_roo
 
 def cached_fmnist_scorer(device="cpu", classifier: str = "cnn") -> FMNISTScorer | None:
     """The classifier when it is already cached, else None (nothing is trained: callers that only report)."""
-    key = recipe_key(classifier_spec(classifier)[1], classifier_spec(classifier)[0])
+    arch, recipe = classifier_spec(classifier)
+    key = recipe_key(recipe, arch)
     if (key, str(device)) not in _LOADED and _read_cached(cache_file(classifier, key)) is None:
         return None
     return fmnist_scorer(device, progress=False, classifier=classifier)
