@@ -213,7 +213,11 @@ def executable(name: str) -> list[str]:
     if name == "python":
         return [sys.executable]
     beside = Path(sys.executable).with_name(name)
-    return [str(beside)] if beside.exists() else [shutil.which(name) or name]
+    found = str(beside) if beside.exists() else shutil.which(name)
+    if found is None:
+        raise SystemExit(f"error: no `{name}` command beside {sys.executable} or on PATH; install the project "
+                         f"(`make install`) or run this script with the venv's python (.venv/bin/python)")
+    return [found]
 
 
 # ----------------------------------------------------------------------------------------------------------------

@@ -132,6 +132,17 @@ def test_unknown_section_is_refused(study, tmp_path):
         run.main(["--dry-run", "--runs-dir", str(tmp_path), "--only", "nope"])
 
 
+def test_a_missing_sra_command_is_one_line(study, tmp_path, monkeypatch):
+    run, _ = study
+    monkeypatch.setattr(run.sys, "executable", str(tmp_path / "python"))
+    monkeypatch.setenv("PATH", str(tmp_path))
+    with pytest.raises(SystemExit, match="no `sra` command beside"):
+        run.executable("sra")
+    (tmp_path / "sra").write_text("#!/bin/sh\n")
+    (tmp_path / "sra").chmod(0o755)
+    assert run.executable("sra") == [str(tmp_path / "sra")]
+
+
 def table_lines(text: str) -> list[str]:
     return [l for l in text.splitlines() if l.startswith("|")]
 
