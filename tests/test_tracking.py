@@ -50,6 +50,24 @@ def test_wandb_offline_keeps_one_run_id_across_a_resume(tmp_path, monkeypatch):
     assert len(offline) == 2 and all(name.endswith(run_id) for name in offline)
 
 
+def test_wandb_online_without_a_server_logs_offline(tmp_path, monkeypatch, capfd):
+    pytest.importorskip("wandb")
+    monkeypatch.setenv("WANDB_MODE", "online")
+    monkeypatch.setenv("WANDB_API_KEY", "a" * 40)
+    monkeypatch.setenv("WANDB_BASE_URL", "http://127.0.0.1:9")  # nothing listens on the discard port
+    monkeypatch.setenv("WANDB_INIT_TIMEOUT", "3")
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    out = ["--output-dir", str(tmp_path), "--exp-name", "wb", "--report-to", "wandb"]
+    assert main([*FAST, *out, "--max-train-steps", "2"]) == 0
+    run = tmp_path / "wb"
+    warnings = [l for l in capfd.readouterr().err.splitlines() if l.startswith("warning:")]
+    assert len(warnings) == 1 and "logging offline" in warnings[0]
+    run_id = (run / "wandb_id").read_text().strip()
+    offline = list((run / "wandb").glob(f"offline-run-*-{run_id}"))
+    assert len(offline) == 1 and any(offline[0].glob("*.wandb"))  # the steps were logged there, to sync later
+    assert len((run / "metrics.jsonl").read_text().splitlines()) == 2
+
+
 def test_report_to_a_missing_package_is_one_line(tmp_path, capsys, monkeypatch):
     import sra.train.tracking as tracking
 

@@ -3,7 +3,8 @@
 A resumed run continues the same log. TensorBoard: the same folder (RUN/tensorboard), opened with purge_step = the
 resumed step + 1, so readers drop whatever an interrupted session logged after its last checkpoint (those steps are
 trained again). W&B: the run id is kept in RUN/wandb_id and the run is resumed; offline unless WANDB_MODE says
-otherwise (`wandb sync RUN/wandb/offline-run-*` uploads it later).
+otherwise (`wandb sync RUN/wandb/offline-run-*` uploads it later). WANDB_MODE=online without a reachable server or a
+login warns once and logs offline.
 """
 from __future__ import annotations
 
@@ -72,9 +73,23 @@ class Tracker:
             id_file = run / "wandb_id"
             run_id = id_file.read_text().strip() if id_file.exists() else secrets.token_hex(4)
             id_file.write_text(run_id + "\n")
-            self.wb = wandb.init(project=os.environ.get("WANDB_PROJECT", "sra"), name=run.name, id=run_id,
-                                 resume="allow", dir=str(run), config=config,
-                                 mode=os.environ.get("WANDB_MODE", "offline"))
+            args = dict(project=os.environ.get("WANDB_PROJECT", "sra"), name=run.name, id=run_id, resume="allow",
+                        dir=str(run), config=config)
+            mode = os.environ.get("WANDB_MODE", "offline")
+            if mode in ("offline", "disabled", "dryrun"):
+                self.wb = wandb.init(mode=mode, **args)
+                return
+            # Online: a server that cannot be reached costs WANDB_INIT_TIMEOUT seconds (ours: 30, W&B's own 90 and
+            # its retries ~2 min), then the run logs offline, where `wandb sync` uploads it later.
+            timeout = float(os.environ.get("WANDB_INIT_TIMEOUT", 30))
+            try:
+                self.wb = wandb.init(mode=mode, settings=wandb.Settings(init_timeout=timeout), **args)
+            except Exception as e:  # noqa: BLE001 -- no network, no login, a server error: all fall back alike
+                reason = (str(e).strip().splitlines() or [type(e).__name__])[0]
+                print(f"warning: W&B could not start online ({type(e).__name__}: {reason}); logging offline to "
+                      f"{run / 'wandb'} instead (`wandb sync` uploads it later)", file=sys.stderr, flush=True)
+                wandb.teardown()  # the half-started online run would hold the run id
+                self.wb = wandb.init(mode="offline", **args)
 
     def scalars(self, values: dict[str, float], step: int) -> None:
         self.guarded(self._scalars, values, step)
