@@ -3,7 +3,9 @@
 The samples are exactly those `sra generate RUN --mode ode|ddim --steps S --cfg-scale 1 --seed SEED` would write
 (per-image seeds and labels, the run's sampler and VAE decoding, uint8 quantisation), so the FID logged here equals
 `sra eval` on that samples.npz against the same reference. Under torchrun each rank samples every W-th image; the
-Inception features are gathered on rank 0, which computes the scores.
+Inception features are gathered on rank 0, which computes the scores. A rank that fails to sample or embed its share
+tells the others before the gather: every rank gives up this evaluation (one warning each from the failed ranks and
+rank 0) and training goes on in step.
 """
 from __future__ import annotations
 
@@ -57,6 +59,29 @@ class TrainingFID:
     def __call__(self) -> dict[str, float]:
         """{'fid', 'inception_score'} on rank 0, {} elsewhere. All ranks must call it (features are gathered)."""
         ctx = distributed.current()
+        error = None
+        try:
+            pools, logits = self.features_of_my_share(ctx)
+        except Exception as e:  # noqa: BLE001 -- re-raised below, after the other ranks have been told
+            error = e
+        failed = distributed.failed_ranks(error is not None)  # no rank waits in the gathers for one that failed
+        if error is not None:
+            raise error
+        if failed:
+            if not ctx.is_main:
+                return {}
+            raise RuntimeError(f"rank{'s' if len(failed) > 1 else ''} {', '.join(map(str, failed))} could not sample "
+                               "or embed its share (its own warning says why)")
+        pool = distributed.gather_strided(np.concatenate(pools) if pools else np.zeros((0, POOL_DIM)))
+        logit = distributed.gather_strided(np.concatenate(logits) if logits else np.zeros((0, NUM_LOGITS), np.float32))
+        if pool is None:
+            return {}
+        mu, sigma = gaussian_stats(pool)
+        return {"fid": frechet_distance(mu, sigma, self.ref["mu"], self.ref["sigma"]),
+                "inception_score": inception_score(logit)[0]}
+
+    def features_of_my_share(self, ctx) -> tuple[list[np.ndarray], list[np.ndarray]]:
+        """Inception pool features and logits of this rank's images: items rank, rank + W, ... of the sequence."""
         mine = list(range(ctx.rank, self.num_samples, ctx.world_size))
         pools, logits = [], []
         for b in range(0, len(mine), self.batch_size):
@@ -67,10 +92,4 @@ class TrainingFID:
             out = self.net.features(x)
             pools.append(out["pool"].double().cpu().numpy())
             logits.append(out["logits"].float().cpu().numpy())
-        pool = distributed.gather_strided(np.concatenate(pools) if pools else np.zeros((0, POOL_DIM)))
-        logit = distributed.gather_strided(np.concatenate(logits) if logits else np.zeros((0, NUM_LOGITS), np.float32))
-        if pool is None:
-            return {}
-        mu, sigma = gaussian_stats(pool)
-        return {"fid": frechet_distance(mu, sigma, self.ref["mu"], self.ref["sigma"]),
-                "inception_score": inception_score(logit)[0]}
+        return pools, logits
