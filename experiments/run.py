@@ -53,8 +53,21 @@ class Run:
 
 
 def load_table(path: Path = TABLE) -> tuple[dict, list[Run]]:
-    """The table and its runs, section by section, seed by seed."""
-    table = yaml.safe_load(Path(path).read_text())
+    """The table and its runs, section by section, seed by seed; a table that cannot be read or lacks a required key
+    ends in one line naming it."""
+    try:
+        return expand_table(yaml.safe_load(Path(path).read_text()))
+    except (OSError, yaml.YAMLError) as e:
+        mark = getattr(e, "problem_mark", None)
+        reason = (f"{e.problem} at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else
+                  (str(e).strip().splitlines() or [type(e).__name__])[0])
+        raise SystemExit(f"error: cannot read the run table {path}: {reason}") from None
+    except (KeyError, TypeError, AttributeError, ValueError) as e:
+        raise SystemExit(f"error: the run table {path} is not a study table ({type(e).__name__}: {e}); see "
+                         f"experiments/fmnist_study.yaml for the keys it needs") from None
+
+
+def expand_table(table: dict) -> tuple[dict, list[Run]]:
     runs = []
     for section, sec in table["sections"].items():
         probe = sec.get("probe") or {}

@@ -132,6 +132,19 @@ def test_unknown_section_is_refused(study, tmp_path):
         run.main(["--dry-run", "--runs-dir", str(tmp_path), "--only", "nope"])
 
 
+@pytest.mark.parametrize("text, says", [(None, "cannot read the run table"), ("sections: [", "line 1, column 12"),
+                                         ("common: x\n", "KeyError: 'sections'"),
+                                         ("sections: {a: {steps: 5}}\ncommon: x\n", "KeyError: 'seeds'")])
+def test_a_broken_run_table_is_one_line(study, tmp_path, capsys, text, says):
+    run, _ = study
+    table = tmp_path / "table.yaml"
+    if text is not None:
+        table.write_text(text)
+    with pytest.raises(SystemExit) as e:
+        run.main(["--dry-run", "--table", str(table), "--runs-dir", str(tmp_path)])
+    assert says in str(e.value) and str(e.value).startswith("error: ") and "\n" not in str(e.value)
+
+
 def test_a_missing_sra_command_is_one_line(study, tmp_path, monkeypatch):
     run, _ = study
     monkeypatch.setattr(run.sys, "executable", str(tmp_path / "python"))
