@@ -60,18 +60,6 @@ def print0(*args, **kwargs) -> None:
         print(*args, **kwargs, flush=True)
 
 
-def failed_ranks(failed: bool) -> list[int]:
-    """Which ranks failed a rank-local stage, known to every rank: called before the collective that follows such a
-    stage, so that a rank which raised does not leave the others waiting in it until the timeout."""
-    ctx = current()
-    if not ctx.distributed:
-        return [ctx.rank] if failed else []
-    flags = torch.zeros(ctx.world_size, device=ctx.device)
-    flags[ctx.rank] = float(failed)
-    dist.all_reduce(flags)
-    return [r for r, f in enumerate(flags.tolist()) if f]
-
-
 def barrier() -> None:
     if dist.is_available() and dist.is_initialized():
         dist.barrier()

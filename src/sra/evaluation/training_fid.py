@@ -64,14 +64,12 @@ class TrainingFID:
             pools, logits = self.features_of_my_share(ctx)
         except Exception as e:  # noqa: BLE001 -- re-raised below, after the other ranks have been told
             error = e
-        failed = distributed.failed_ranks(error is not None)  # no rank waits in the gathers for one that failed
-        if error is not None:
-            raise error
-        if failed:
+        if distributed.any_rank(error is not None):  # no rank waits in the gathers below for one that failed
+            if error is not None:
+                raise error
             if not ctx.is_main:
                 return {}
-            raise RuntimeError(f"rank{'s' if len(failed) > 1 else ''} {', '.join(map(str, failed))} could not sample "
-                               "or embed its share (its own warning says why)")
+            raise RuntimeError("another rank could not sample or embed its share (its own warning says why)")
         pool = distributed.gather_strided(np.concatenate(pools) if pools else np.zeros((0, POOL_DIM)))
         logit = distributed.gather_strided(np.concatenate(logits) if logits else np.zeros((0, NUM_LOGITS), np.float32))
         if pool is None:
