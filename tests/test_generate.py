@@ -69,6 +69,40 @@ def test_torchrun_two_processes_equal_one(ckpt, reference, tmp_path):
         np.testing.assert_array_equal(f["arr_0"], reference)
 
 
+def test_torchrun_a_failing_rank_stops_every_rank_in_one_line(ckpt, reference, tmp_path):
+    """Rank 1 cannot write its first image: it stops with its own one-line error, rank 0 stops at once with one line
+    instead of waiting at the barrier until the process group's timeout, and the same command without the fault
+    finishes the folder: rank 0's images were kept and the set equals one process's."""
+    out = tmp_path / "dist"
+    script = tmp_path / "failing_rank.py"
+    script.write_text(
+        "import errno, os, sys\n"
+        "import sra.generate as g\n"
+        "real = g.save_png\n"
+        "def full(img, path):\n"
+        "    if os.environ['RANK'] == '1':\n"
+        "        raise OSError(errno.ENOSPC, 'No space left on device', str(path))\n"
+        "    return real(img, path)\n"
+        "g.save_png = full\n"
+        "from sra.cli import main\n"
+        "sys.exit(main(sys.argv[1:]))\n")
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONWARNINGS="ignore")
+    args = ["generate", str(ckpt), "--output-dir", str(out), "--num-images", "5", "--seed", "3", "--batch-size", "2",
+            *FAST_FLAGS]
+    launch = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
+    proc = subprocess.run([*launch, str(script), *args], env=env, capture_output=True, text=True, timeout=240)
+    assert proc.returncode != 0
+    errors = [l for l in proc.stderr.splitlines() if l.startswith("sra generate: error:")]
+    # (torchrun itself prints a traceback of its own when a child exits non-zero; none comes from sra's code)
+    assert len(errors) == 2 and "sra/generate.py" not in proc.stderr, proc.stderr[-3000:]
+    assert any("No space left on device" in e for e in errors) and any("another process stopped" in e for e in errors)
+    assert sorted(p.name for p in out.glob("*.png")) == ["000000.png", "000002.png", "000004.png"]  # rank 0's share
+    proc = subprocess.run([*launch, "-m", "sra", *args], env=env, capture_output=True, text=True, timeout=240)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    with np.load(out / "samples.npz") as f:
+        np.testing.assert_array_equal(f["arr_0"], reference)
+
+
 def test_resume_skips_written_images(ckpt, reference, tmp_path):
     out = tmp_path / "out"
     assert generate(ckpt, out, num_images=3, seed=3, batch_size=1, **FAST).generated == 3

@@ -128,7 +128,8 @@ def test_a_rank_that_fails_its_share_does_not_hang_the_others(fid_files, tmp_pat
     assert proc.returncode == 0, proc.stderr[-3000:]
     warnings = [l for l in proc.stderr.splitlines() if "warning: the evaluation of step 2 failed" in l]
     assert len(warnings) == 2, proc.stderr[-3000:]  # the failed rank's own reason and rank 0's
-    assert any("injected sampling failure" in w for w in warnings) and any("another rank could not" in w for w in warnings)
+    assert any("injected sampling failure" in w for w in warnings)
+    assert any("another rank could not" in w for w in warnings)
     rows = [json.loads(x) for x in (tmp_path / "flaky" / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows if "fid" in r] == [4] and rows[-1]["fid"] > 0.01
     assert [r["step"] for r in rows if "loss" in r] == [2, 4]

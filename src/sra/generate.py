@@ -27,7 +27,8 @@ from .data.grid import to_uint8
 from .estimate import FirstBatchEstimate
 from .models import LoadedModel, load_model
 from .models.presets import SIZES, parse_name
-from .runfolder import FolderLock, Stopped, StopSignals, atomic_write, check_writable, on_rank0, remove_temporary
+from .runfolder import (FolderLock, RunFolderError, Stopped, StopSignals, atomic_write, check_writable, on_rank0,
+                        remove_temporary)
 from .options import option
 from .process import PROCESSES, process_for
 from .process.ddpm_samplers import CFG_CHANNELS
@@ -405,8 +406,8 @@ def fingerprint(model: torch.nn.Module) -> str:
 
 
 def generate_in(loaded, opts, out, ctx, num_images, seed, batch_size, classes, decode, npz, progress):
-    """The sampling loop of `generate`, with the output folder claimed. Alone (not under torchrun) SIGTERM/SIGINT stop
-    after the current batch with one line; every finished image is kept."""
+    """The sampling loop of `generate`, with the output folder claimed; every finished image is kept. Under torchrun a
+    rank that fails stops every rank, each with one line."""
     from tqdm.auto import tqdm
 
     missing = [i for i in range(num_images) if not image_path(out, i).exists()]
@@ -422,21 +423,17 @@ def generate_in(loaded, opts, out, ctx, num_images, seed, batch_size, classes, d
     estimate = FirstBatchEstimate(len(mine), "images", write=tqdm.write if ctx.is_main else (lambda line: None),
                                   note=f"this process's share; {ctx.world_size} processes" if ctx.distributed else "")
     start = time.perf_counter()
-    with (contextlib.nullcontext() if ctx.distributed else StopSignals()) as signals:
-        for b in range(math.ceil(len(mine) / batch_size)):
-            idx = mine[b * batch_size:(b + 1) * batch_size]
-            y = image_labels(seed, idx, loaded.model.num_classes, classes)
-            # to_uint8's default truncation is the reference's quantisation, so the .npz compares with published FIDs
-            for i, img in zip(idx, to_uint8(sample_images(loaded, opts, seed, idx, y, decode))):
-                save_png(img, image_path(out, i))
-            estimate.done(len(idx))
-            bar.update(min(len(idx) * ctx.world_size, bar.total - bar.n))  # rank 0's progress stands for all ranks'
-            if signals is not None and signals.received:
-                bar.close()
-                have = num_images - len(missing) + min(len(mine), (b + 1) * batch_size)
-                raise Stopped(f"stopped by {signals.received}; {have} of {num_images} images are in {out}; run the "
-                              "same command to continue",
-                              signals.exit_code)
+    error = None
+    try:
+        sample_share(loaded, opts, out, ctx, mine, seed, batch_size, classes, decode, bar, estimate)
+    except Exception as e:  # noqa: BLE001 -- re-raised below, once the other ranks know
+        error = e
+    if distributed.any_rank(error is not None):  # under torchrun nobody waits at the barrier for a rank that failed
+        bar.close()
+        if error is not None:
+            raise error
+        raise RunFolderError(f"another process stopped (its message says why); the finished images are kept in {out}: "
+                             "run the same command to continue")
     seconds = time.perf_counter() - start
     bar.close()
     distributed.barrier()
@@ -447,3 +444,21 @@ def generate_in(loaded, opts, out, ctx, num_images, seed, batch_size, classes, d
         distributed.print0(f"wrote {npz_path} (arr_0 {'x'.join(map(str, shape))} uint8)")
     distributed.barrier()
     return GenerateResult(out, npz_path, len(missing), seconds)
+
+
+def sample_share(loaded, opts, out, ctx, mine, seed, batch_size, classes, decode, bar, estimate) -> None:
+    """This rank's images (indices `mine`) batch by batch, each PNG saved as soon as it is sampled. Alone (not under
+    torchrun) SIGTERM/SIGINT stop after the current batch."""
+    with (contextlib.nullcontext() if ctx.distributed else StopSignals()) as signals:
+        for b in range(math.ceil(len(mine) / batch_size)):
+            idx = mine[b * batch_size:(b + 1) * batch_size]
+            y = image_labels(seed, idx, loaded.model.num_classes, classes)
+            # to_uint8's default truncation is the reference's quantisation, so the .npz compares with published FIDs
+            for i, img in zip(idx, to_uint8(sample_images(loaded, opts, seed, idx, y, decode))):
+                save_png(img, image_path(out, i))
+            estimate.done(len(idx))
+            bar.update(min(len(idx) * ctx.world_size, bar.total - bar.n))  # rank 0's progress stands for all ranks'
+            if signals is not None and signals.received:
+                have = sum(image_path(out, i).exists() for i in range(bar.total))
+                raise Stopped(f"stopped by {signals.received}; {have} of {bar.total} images are in {out}; run the "
+                              "same command to continue", signals.exit_code)
