@@ -59,8 +59,8 @@ def load_table(path: Path = TABLE) -> tuple[dict, list[Run]]:
         return expand_table(yaml.safe_load(Path(path).read_text()))
     except (OSError, yaml.YAMLError) as e:
         mark = getattr(e, "problem_mark", None)
-        reason = (f"{e.problem} at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else
-                  (str(e).strip().splitlines() or [type(e).__name__])[0])
+        reason = (f"{e.problem or 'not YAML'} at line {mark.line + 1}, column {mark.column + 1}"
+                  if mark is not None else (str(e).strip().splitlines() or [type(e).__name__])[0])
         raise SystemExit(f"error: cannot read the run table {path}: {reason}") from None
     except (KeyError, TypeError, AttributeError, ValueError) as e:
         raise SystemExit(f"error: the run table {path} is not a study table ({type(e).__name__}: {e}); see "

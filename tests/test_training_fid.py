@@ -126,7 +126,7 @@ def test_a_rank_that_fails_its_share_does_not_hang_the_others(fid_files, tmp_pat
            str(weights)]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    warnings = [l for l in proc.stderr.splitlines() if "warning: the evaluation of step 2 failed" in l]
+    warnings = proc.stderr.split("warning: the evaluation of step 2 failed")[1:]
     assert len(warnings) == 2, proc.stderr[-3000:]  # the failed rank's own reason and rank 0's
     assert any("injected sampling failure" in w for w in warnings)
     assert any("another rank could not" in w for w in warnings)

@@ -5,6 +5,7 @@ Launch with `torchrun --nproc_per_node=K -m sra train ...`; a plain `sra train` 
 from __future__ import annotations
 
 import datetime
+import math
 import os
 from dataclasses import dataclass
 
@@ -96,6 +97,27 @@ def any_rank(flag: bool) -> bool:
     x = torch.tensor([float(flag)], device=current().device)
     dist.all_reduce(x, op=dist.ReduceOp.MAX)
     return bool(x.item())
+
+
+def strided_batches(n: int, batch_size: int) -> list[list[int]]:
+    """This rank's items of range(n) (rank, rank + W, rank + 2W, ...) in batches, the same number of batches on every
+    rank (a shorter share ends in an empty batch), so that a collective after each batch is called by all ranks."""
+    ctx = current()
+    mine = list(range(ctx.rank, n, ctx.world_size))
+    count = math.ceil(math.ceil(n / ctx.world_size) / batch_size)
+    return [mine[b * batch_size:(b + 1) * batch_size] for b in range(count)]
+
+
+def failed_anywhere(work, *args) -> tuple[object, Exception | None, bool]:
+    """work(*args) on every rank, then a collective: (its result or None, the exception it raised here or None, whether
+    it raised on any rank). Called where the ranks must stay in step: none waits in a later collective for a rank that
+    gave up."""
+    result, error = None, None
+    try:
+        result = work(*args)
+    except Exception as e:  # noqa: BLE001 -- returned to the caller, which raises it
+        error = e
+    return result, error, any_rank(error is not None)
 
 
 def shutdown() -> None:

@@ -423,42 +423,47 @@ def generate_in(loaded, opts, out, ctx, num_images, seed, batch_size, classes, d
     estimate = FirstBatchEstimate(len(mine), "images", write=tqdm.write if ctx.is_main else (lambda line: None),
                                   note=f"this process's share; {ctx.world_size} processes" if ctx.distributed else "")
     start = time.perf_counter()
-    error = None
-    try:
-        sample_share(loaded, opts, out, ctx, mine, seed, batch_size, classes, decode, bar, estimate)
-    except Exception as e:  # noqa: BLE001 -- re-raised below, once the other ranks know
-        error = e
-    if distributed.any_rank(error is not None):  # under torchrun nobody waits at the barrier for a rank that failed
-        bar.close()
-        if error is not None:
-            raise error
-        raise RunFolderError(f"another process stopped (its message says why); the finished images are kept in {out}: "
-                             "run the same command to continue")
+    sample_share(loaded, opts, out, ctx, missing, seed, batch_size, classes, decode, bar, estimate)
     seconds = time.perf_counter() - start
     bar.close()
     distributed.barrier()
     npz_path = out / NPZ if npz else None
-    if npz_path is not None and ctx.is_main:
-        labels = image_labels(seed, range(num_images), loaded.model.num_classes, classes).numpy()
-        shape = write_npz(out, num_images, npz_path, labels)
-        distributed.print0(f"wrote {npz_path} (arr_0 {'x'.join(map(str, shape))} uint8)")
+    if npz_path is not None:
+        def write() -> None:
+            labels = image_labels(seed, range(num_images), loaded.model.num_classes, classes).numpy()
+            shape = write_npz(out, num_images, npz_path, labels)
+            print(f"wrote {npz_path} (arr_0 {'x'.join(map(str, shape))} uint8)", flush=True)
+
+        on_rank0(write)  # a failure there stops every rank, not only rank 0
     distributed.barrier()
     return GenerateResult(out, npz_path, len(missing), seconds)
 
 
-def sample_share(loaded, opts, out, ctx, mine, seed, batch_size, classes, decode, bar, estimate) -> None:
-    """This rank's images (indices `mine`) batch by batch, each PNG saved as soon as it is sampled. Alone (not under
+def sample_share(loaded, opts, out, ctx, missing, seed, batch_size, classes, decode, bar, estimate) -> None:
+    """This rank's missing images (every W-th) batch by batch, each PNG saved as soon as it is sampled. After each
+    batch the ranks agree: a failure on any of them stops all, each with one line, within one batch. Alone (not under
     torchrun) SIGTERM/SIGINT stop after the current batch."""
+    def draw(idx: list[int]) -> None:
+        if not idx:  # a shorter share's last batch: nothing to draw, but the ranks still agree
+            return
+        y = image_labels(seed, idx, loaded.model.num_classes, classes)
+        # to_uint8's default truncation is the reference's quantisation, so the .npz compares with published FIDs
+        for i, img in zip(idx, to_uint8(sample_images(loaded, opts, seed, idx, y, decode))):
+            save_png(img, image_path(out, i))
+
     with (contextlib.nullcontext() if ctx.distributed else StopSignals()) as signals:
-        for b in range(math.ceil(len(mine) / batch_size)):
-            idx = mine[b * batch_size:(b + 1) * batch_size]
-            y = image_labels(seed, idx, loaded.model.num_classes, classes)
-            # to_uint8's default truncation is the reference's quantisation, so the .npz compares with published FIDs
-            for i, img in zip(idx, to_uint8(sample_images(loaded, opts, seed, idx, y, decode))):
-                save_png(img, image_path(out, i))
-            estimate.done(len(idx))
+        for batch in distributed.strided_batches(len(missing), batch_size):
+            idx = [missing[k] for k in batch]
+            _, error, failed = distributed.failed_anywhere(draw, idx)
+            if failed:
+                bar.close()
+                raise error or RunFolderError(f"another process stopped (its message says why); the finished images "
+                                              f"are kept in {out}: run the same command to continue")
+            if idx:
+                estimate.done(len(idx))
             bar.update(min(len(idx) * ctx.world_size, bar.total - bar.n))  # rank 0's progress stands for all ranks'
             if signals is not None and signals.received:
+                bar.close()
                 have = sum(image_path(out, i).exists() for i in range(bar.total))
                 raise Stopped(f"stopped by {signals.received}; {have} of {bar.total} images are in {out}; run the "
                               "same command to continue", signals.exit_code)

@@ -30,7 +30,7 @@ class TrainingFID:
 
     def __init__(self, ema, *, process, run_config: dict, reference: str, num_samples: int, num_steps: int,
                  seed: int, batch_size: int, inception_weights: str | None = None, device="cpu"):
-        self.num_samples, self.seed, self.batch_size = num_samples, seed, batch_size
+        self.num_samples, self.seed, self.batch_size, self.device = num_samples, seed, batch_size, device
         self.loaded = LoadedModel(ema, process.family, run_config, Path(reference), None)
         # the run's sample-grid sampler, deterministic
         self.opts = SamplerOptions(mode=process.grid_mode, num_steps=num_steps, cfg_scale=1.0).resolve(self.loaded)
@@ -58,18 +58,18 @@ class TrainingFID:
     @torch.no_grad()
     def __call__(self) -> dict[str, float]:
         """{'fid', 'inception_score'} on rank 0, {} elsewhere. All ranks must call it (features are gathered)."""
-        ctx = distributed.current()
-        error = None
-        try:
-            pools, logits = self.features_of_my_share(ctx)
-        except Exception as e:  # noqa: BLE001 -- re-raised below, after the other ranks have been told
-            error = e
-        if distributed.any_rank(error is not None):  # no rank waits in the gathers below for one that failed
-            if error is not None:
-                raise error
-            if not ctx.is_main:
-                return {}
-            raise RuntimeError("another rank could not sample or embed its share (its own warning says why)")
+        pools, logits = [], []
+        for idx in distributed.strided_batches(self.num_samples, self.batch_size):
+            out, error, failed = distributed.failed_anywhere(self.features, idx)
+            if failed:  # every rank gives this evaluation up; none waits in the gathers below for one that failed
+                if error is not None:
+                    raise error
+                if not distributed.current().is_main:
+                    return {}
+                raise RuntimeError("another rank could not sample or embed its share (its own warning says why)")
+            if out is not None:
+                pools.append(out[0])
+                logits.append(out[1])
         pool = distributed.gather_strided(np.concatenate(pools) if pools else np.zeros((0, POOL_DIM)))
         logit = distributed.gather_strided(np.concatenate(logits) if logits else np.zeros((0, NUM_LOGITS), np.float32))
         if pool is None:
@@ -78,16 +78,12 @@ class TrainingFID:
         return {"fid": frechet_distance(mu, sigma, self.ref["mu"], self.ref["sigma"]),
                 "inception_score": inception_score(logit)[0]}
 
-    def features_of_my_share(self, ctx) -> tuple[list[np.ndarray], list[np.ndarray]]:
-        """Inception pool features and logits of this rank's images: items rank, rank + W, ... of the sequence."""
-        mine = list(range(ctx.rank, self.num_samples, ctx.world_size))
-        pools, logits = [], []
-        for b in range(0, len(mine), self.batch_size):
-            idx = mine[b:b + self.batch_size]
-            y = image_labels(self.seed, idx, self.loaded.model.num_classes)
-            images = to_uint8(sample_images(self.loaded, self.opts, self.seed, idx, y, self.decode))
-            x = torch.from_numpy(images).to(ctx.device).permute(0, 3, 1, 2).float() / 255.0  # as `sra eval` reads
-            out = self.net.features(x)
-            pools.append(out["pool"].double().cpu().numpy())
-            logits.append(out["logits"].float().cpu().numpy())
-        return pools, logits
+    def features(self, idx: list[int]) -> tuple[np.ndarray, np.ndarray] | None:
+        """Inception pool features and logits of images idx (None for an empty batch)."""
+        if not idx:
+            return None
+        y = image_labels(self.seed, idx, self.loaded.model.num_classes)
+        images = to_uint8(sample_images(self.loaded, self.opts, self.seed, idx, y, self.decode))
+        x = torch.from_numpy(images).to(self.device).permute(0, 3, 1, 2).float() / 255.0  # as `sra eval` reads
+        out = self.net.features(x)
+        return out["pool"].double().cpu().numpy(), out["logits"].float().cpu().numpy()

@@ -97,8 +97,9 @@ def optional(what: str, work):
         return work()
     except Exception as e:  # noqa: BLE001 -- optional: reported, never fatal
         reason = (str(e).strip().splitlines() or [type(e).__name__])[0]
-        print(f"warning: {what} failed ({type(e).__name__}: {reason}); training continues", file=sys.stderr,
-              flush=True)
+        # one write, so that the lines of several ranks sharing a terminal do not run into each other
+        sys.stderr.write(f"warning: {what} failed ({type(e).__name__}: {reason}); training continues\n")
+        sys.stderr.flush()
         return None
 
 

@@ -88,7 +88,10 @@ class Tracker:
                 reason = (str(e).strip().splitlines() or [type(e).__name__])[0]
                 print(f"warning: W&B could not start online ({type(e).__name__}: {reason}); logging offline to "
                       f"{run / 'wandb'} instead (`wandb sync` uploads it later)", file=sys.stderr, flush=True)
-                wandb.teardown()  # the half-started online run would hold the run id
+                try:
+                    wandb.teardown()  # the half-started online run would hold the run id
+                except Exception:  # noqa: BLE001 -- the offline start below says whether it mattered
+                    pass
                 self.wb = wandb.init(mode="offline", **args)
 
     def scalars(self, values: dict[str, float], step: int) -> None:
