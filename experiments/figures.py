@@ -80,6 +80,7 @@ def plot_summary(study: Study, methods: list[dict], indep: dict, out: Path) -> N
             cost.barh(y, m["cost"], color=colors[m["section"]], alpha=0.6)
             cost.text(m["cost"], y, f" {m['cost']:.2f}", va="center", fontsize=7)
     cost.axvline(1.0, color="gray", ls="--", lw=1)
+    cost.set_xlim(0, 1.2 * max([m["cost"] for m in methods if m["cost"] is not None] + [1.0]))  # room for the labels
     cost.set_title("step time ÷ plain (sra bench, paired)", fontsize=9)
     cost.grid(axis="x", alpha=0.3)
     axes[0].set_yticks(ys)
