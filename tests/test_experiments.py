@@ -42,7 +42,8 @@ def test_table_expands_to_the_studys_runs(study):
     assert by["plain-s0"].flags[-2:] == ["--sra-weight", "0"] and "--sample-every" in by["plain-s0"].flags
     assert by["sra-d12-s1"].flags[-6:] == ["--depth", "12", "--block-out-s", "3", "--block-out-t", "8"]
     assert by["sra-d12-s0"].probe_block == 3 and by["sra-d12-s1"].probe_block == 0
-    assert by["plain-dit-s2"].flags.count("--model") == 2 and by["plain-dit-s2"].planned
+    assert by["plain-dit-s2"].flags.count("--model") == 2 and not by["plain-dit-s2"].planned
+    assert by["disp-d12-s0"].planned and not by["sra-d12-s0"].planned
     # issue 29's rows are data: dispersive, the released cosine, 12 blocks and DiT, 3 seeds each
     for m in ("disp", "sra-cos-tokens", "plain-d12", "sra-d12", "sra-dts-as-d12", "disp-d12", "plain-dit", "sra-dit",
               "sra-dts-as-dit"):
