@@ -3,9 +3,9 @@
 The samples are exactly those `sra generate RUN --mode ode|ddim --steps S --cfg-scale 1 --seed SEED` would write
 (per-image seeds and labels, the run's sampler and VAE decoding, uint8 quantisation), so the FID logged here equals
 `sra eval` on that samples.npz against the same reference. Under torchrun each rank samples every W-th image; the
-Inception features are gathered on rank 0, which computes the scores. A rank that fails to sample or embed its share
-tells the others before the gather: every rank gives up this evaluation (one warning each from the failed ranks and
-rank 0) and training goes on in step.
+Inception features are gathered on rank 0, which computes the scores. The ranks agree after every batch whether any of
+them failed to sample or embed it: if one did, every rank gives up this evaluation within a batch (one warning each
+from the failed ranks and rank 0) and training goes on in step.
 """
 from __future__ import annotations
 

@@ -76,23 +76,23 @@ class Tracker:
             args = dict(project=os.environ.get("WANDB_PROJECT", "sra"), name=run.name, id=run_id, resume="allow",
                         dir=str(run), config=config)
             mode = os.environ.get("WANDB_MODE", "offline")
-            if mode in ("offline", "disabled", "dryrun"):
-                self.wb = wandb.init(mode=mode, **args)
-                return
-            # Online: a server that cannot be reached costs WANDB_INIT_TIMEOUT seconds (ours: 30, W&B's own 90 and
-            # its retries ~2 min), then the run logs offline, where `wandb sync` uploads it later.
-            timeout = float(os.environ.get("WANDB_INIT_TIMEOUT", 30))
-            try:
-                self.wb = wandb.init(mode=mode, settings=wandb.Settings(init_timeout=timeout), **args)
-            except Exception as e:  # noqa: BLE001 -- no network, no login, a server error: all fall back alike
-                reason = (str(e).strip().splitlines() or [type(e).__name__])[0]
-                print(f"warning: W&B could not start online ({type(e).__name__}: {reason}); logging offline to "
-                      f"{run / 'wandb'} instead (`wandb sync` uploads it later)", file=sys.stderr, flush=True)
+            if mode not in ("offline", "disabled", "dryrun"):
+                # Online: a server that cannot be reached costs WANDB_INIT_TIMEOUT seconds (ours: 30, W&B's own 90 and
+                # its retries ~2 min), then the run logs offline, where `wandb sync` uploads it later.
+                timeout = float(os.environ.get("WANDB_INIT_TIMEOUT", 30))
+                try:
+                    self.wb = wandb.init(mode=mode, settings=wandb.Settings(init_timeout=timeout), **args)
+                    return
+                except Exception as e:  # noqa: BLE001 -- no network, no login, a server error: all fall back alike
+                    reason = (str(e).strip().splitlines() or [type(e).__name__])[0]
+                    print(f"warning: W&B could not start online ({type(e).__name__}: {reason}); logging offline to "
+                          f"{run / 'wandb'} instead (`wandb sync` uploads it later)", file=sys.stderr, flush=True)
                 try:
                     wandb.teardown()  # the half-started online run would hold the run id
                 except Exception:  # noqa: BLE001 -- the offline start below says whether it mattered
                     pass
-                self.wb = wandb.init(mode="offline", **args)
+                mode = "offline"
+            self.wb = wandb.init(mode=mode, **args)
 
     def scalars(self, values: dict[str, float], step: int) -> None:
         self.guarded(self._scalars, values, step)
