@@ -84,6 +84,12 @@ def fault(point: str, path: Path | None = None) -> None:
 # Files
 # ----------------------------------------------------------------------------------------------------------------
 
+def error_line(e: BaseException) -> str:
+    """'Type: first line of its message' (the type's name alone twice when the message is empty): an exception as the
+    one-line warnings of optional work quote it."""
+    return f"{type(e).__name__}: {(str(e).strip().splitlines() or [type(e).__name__])[0]}"
+
+
 def write_failure(path: Path, e: BaseException) -> RunFolderError:
     """One line for a failed write; torch wraps the OS error of its zip writer in a RuntimeError without errno."""
     if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT):

@@ -16,7 +16,7 @@ from ..data.grid import save_grid
 from ..models.presets import parse_name
 from ..objectives import combine, slice_draws
 from ..checkpoint import CheckpointError, checkpoint_path, prune_checkpoints, save_checkpoint, state_mismatch
-from ..runfolder import Stopped, StopSignals, fault, on_rank0, writing
+from ..runfolder import Stopped, StopSignals, error_line, fault, on_rank0, writing
 from . import parallel
 from .config import TrainConfig
 from .ema import ema_decay
@@ -96,9 +96,8 @@ def optional(what: str, work):
     try:
         return work()
     except Exception as e:  # noqa: BLE001 -- optional: reported, never fatal
-        reason = (str(e).strip().splitlines() or [type(e).__name__])[0]
         # one write, so that the lines of several ranks sharing a terminal do not run into each other
-        sys.stderr.write(f"warning: {what} failed ({type(e).__name__}: {reason}); training continues\n")
+        sys.stderr.write(f"warning: {what} failed ({error_line(e)}); training continues\n")
         sys.stderr.flush()
         return None
 

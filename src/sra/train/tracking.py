@@ -14,6 +14,8 @@ import secrets
 import sys
 from pathlib import Path
 
+from ..runfolder import error_line
+
 REPORTERS = ("tensorboard", "wandb", "none")
 
 
@@ -50,8 +52,7 @@ class Tracker:
         try:
             fn(*args)
         except Exception as e:  # noqa: BLE001 -- optional: reported once, never fatal
-            reason = (str(e).strip().splitlines() or [type(e).__name__])[0]
-            print(f"warning: {self.kind} logging failed ({type(e).__name__}: {reason}); it is off for the rest of "
+            print(f"warning: {self.kind} logging failed ({error_line(e)}); it is off for the rest of "
                   "this session, metrics.jsonl is still written", file=sys.stderr, flush=True)
             tb, wb, self.tb, self.wb, self.kind = self.tb, self.wb, None, None, "none"
             for close in (getattr(tb, "close", None), getattr(wb, "finish", None)):
@@ -84,8 +85,7 @@ class Tracker:
                     self.wb = wandb.init(mode=mode, settings=wandb.Settings(init_timeout=timeout), **args)
                     return
                 except Exception as e:  # noqa: BLE001 -- no network, no login, a server error: all fall back alike
-                    reason = (str(e).strip().splitlines() or [type(e).__name__])[0]
-                    print(f"warning: W&B could not start online ({type(e).__name__}: {reason}); logging offline to "
+                    print(f"warning: W&B could not start online ({error_line(e)}); logging offline to "
                           f"{run / 'wandb'} instead (`wandb sync` uploads it later)", file=sys.stderr, flush=True)
                 try:
                     wandb.teardown()  # the half-started online run would hold the run id
