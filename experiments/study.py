@@ -126,15 +126,22 @@ def compared_methods(study: Study, rows: dict, probes: dict) -> list[dict]:
     return out
 
 
+def last_flag(words: list[str], flag: str) -> str | None:
+    """The value of the last `flag` among command-line words (later flags win), None without it."""
+    return words[len(words) - 1 - words[::-1].index(flag) + 1] if flag in words else None
+
+
 def step_cost(study: Study, section: str, method: str) -> float | None:
-    """The method's training step ÷ plain's, paired in `sra bench` (benchmarks/results/<stem>_cost.jsonl) for the
-    section's model; None when the table names no bench mode for it or no bench ran that model (e.g. other depths)."""
+    """The method's training step ÷ plain's, paired in `sra bench` (benchmarks/results/<stem>_cost.jsonl) on the
+    section's model and depth (a bench record's `--depth` must be the run's); None when the table names no bench
+    mode for it or no bench ran that model."""
     mode = next((m.get("cost") for m in study.table["sections"][section]["methods"] if m["name"] == method), None)
     flags = next(r.flags for r in study.runs.values() if r.section == section and r.method == method)
-    if mode is None or "--depth" in flags:
+    if mode is None:
         return None
-    model = flags[len(flags) - 1 - flags[::-1].index("--model") + 1]
-    bench = {r["model"]: r for r in read_jsonl(study.file("_cost.jsonl"))}.get(model)
+    want = (last_flag(flags, "--model"), last_flag(flags, "--depth"))
+    bench = {(last_flag(words, "--model"), last_flag(words, "--depth")): r
+             for r in read_jsonl(study.file("_cost.jsonl")) for words in [shlex.split(r["command"])]}.get(want)
     if bench is None:
         return None
     if mode in ("plain", "sra"):

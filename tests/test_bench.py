@@ -127,3 +127,17 @@ def test_bench_repa_projector_width_is_the_flags():
     assert _train_config(BenchConfig(model="SiT-T/4", device="cpu"), torch.device("cpu")).repa.projector_dim == 2048
     with pytest.raises(ValueError, match="projector-dim"):
         run_benchmark(BenchConfig(model="SiT-T/4", projector_dim=0, device="cpu"))
+
+
+def test_bench_depth_builds_the_deeper_model(capsys):
+    """--depth times the model `sra train --depth` trains: its FLOP count is that of the preset built with that
+    depth (forward_flops is checked against torch's counter above), and the record says the depth."""
+    rc = main(["bench", "--model", "SiT-T/4", "--depth", "3", "--block-out-s", "1", "--block-out-t", "3",
+               "--input-size", "16", "--in-channels", "3", "--num-classes", "10", "--batch-size", "3", "--warmup",
+               "0", "--steps", "1", "--device", "cpu"])
+    assert rc == 0
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert result["depth"] == 3 and (result["block_out_s"], result["block_out_t"]) == (1, 3)
+    deeper, preset = tiny(depth=3), tiny()
+    assert preset.depth == 6
+    assert result["flops_plain"] == step_flops(deeper, 3, sra=False) < step_flops(preset, 3, sra=False)

@@ -219,3 +219,25 @@ def test_report_collects_run_folders_once(study, tmp_path):
     # a planned method stays out of the tables until one of its runs has a result
     assert "12 blocks, no SRA" not in "\n".join(table_lines(text))
     assert "## Planned, not run yet" in text and "`disp-d12`" in text
+
+
+def test_step_cost_reads_the_bench_of_the_runs_model_and_depth(study, tmp_path):
+    """A method's cost is the paired ratio of the bench record whose --model and --depth are the run's: the 12-block
+    rows never borrow the 6-block figures, and a depth no bench ran has no cost."""
+    _, report = study
+    import study as study_mod
+
+    def record(command, sra, dts):
+        return json.dumps({"command": command, "sra_over_plain_paired": sra,
+                           "methods": {"sra_dts_as": {"over_plain_paired": dts}}}) + "\n"
+
+    results = tmp_path / "results"
+    touch(results / "fmnist_study_cost.jsonl",
+          record("OMP_NUM_THREADS=1 sra bench --model SiT-T/4 --block-out-s 2 --steps 5", 1.24, 1.68))
+    s = report.Study(report.TABLE, results, tmp_path / "docs", tmp_path / "runs")
+    assert study_mod.step_cost(s, "main", "sra") == 1.24 and study_mod.step_cost(s, "main", "plain") == 1.0
+    assert study_mod.step_cost(s, "deep", "sra-d12") is None and study_mod.step_cost(s, "dit", "sra-dit") is None
+    with open(results / "fmnist_study_cost.jsonl", "a") as f:
+        f.write(record("sra bench --model SiT-T/4 --depth 12 --block-out-s 3 --block-out-t 8", 1.14, 1.66))
+    assert study_mod.step_cost(s, "deep", "sra-d12") == 1.14 and study_mod.step_cost(s, "deep", "sra-dts-as-d12") == 1.66
+    assert study_mod.step_cost(s, "main", "sra") == 1.24 and study_mod.step_cost(s, "family", "sra-dts-as") == 1.68

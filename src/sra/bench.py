@@ -97,6 +97,7 @@ METHODS = {
 class BenchConfig:
     """The `sra bench` options, declared once: these fields are the flags (`sra.options`)."""
     model: str = option("SiT-B/4", metavar="NAME", help=f"preset; one of {', '.join(MODEL_NAMES)}")
+    depth: int | None = option(None, help="number of transformer blocks (unset: the preset's), as `sra train --depth`")
     input_size: int = option(32, help="model input side in pixels or latents (256 px images: 32)")
     in_channels: int = option(4, help="input channels (SD-VAE latents: 4)")
     num_classes: int = option(1000, help="class-embedding size")
@@ -183,7 +184,7 @@ def _train_config(cfg: BenchConfig, device: torch.device):
     """The TrainConfig `sra train` would resolve for these settings (layers, teacher precision, EMA decay)."""
     align = AlignConfig(weight=cfg.sra_weight, block_out_s=cfg.block_out_s, block_out_t=cfg.block_out_t,
                         teacher_bf16=cfg.teacher_bf16)
-    tc = TrainConfig(model=cfg.model, batch_size=cfg.batch_size, mixed_precision=cfg.mixed_precision,
+    tc = TrainConfig(model=cfg.model, depth=cfg.depth, batch_size=cfg.batch_size, mixed_precision=cfg.mixed_precision,
                      compile=cfg.compile, align=align, seed=cfg.seed)
     tc = dataclasses.replace(tc, repa=dataclasses.replace(tc.repa, projector_dim=cfg.projector_dim))
     return tc.resolve((cfg.in_channels, cfg.input_size, cfg.input_size), cfg.num_classes, device.type)
@@ -288,7 +289,7 @@ def run_benchmark(cfg: BenchConfig, log=print) -> dict:
     med = {k: statistics.median(v) for k, v in times.items()}
     flops = {"plain": step_flops(model, n, sra=False), "sra": step_flops(model, n, sra=True, block_out_t=m)}
     return {
-        "model": cfg.model, "input_size": cfg.input_size, "in_channels": cfg.in_channels, "batch_size": n,
+        "model": cfg.model, "depth": model.depth, "input_size": cfg.input_size, "in_channels": cfg.in_channels, "batch_size": n,
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu ({os.cpu_count()} cores)",
         "torch": torch.__version__, "threads": torch.get_num_threads(),
         "mixed_precision": cfg.mixed_precision, "teacher_bf16": bool(teacher_bf16), "compile": cfg.compile,
