@@ -17,7 +17,7 @@ from pathlib import Path
 from collect import collect
 from figures import compose_grids, plot_fd, plot_summary
 from run import RESULTS, TABLE
-from study import (STEM, Study, by_method, compared_methods, fmt, latest_probes, latest_rows, mean_spread,
+from study import (STEM, Study, by_method, compared_methods, fmt, last_flag, latest_probes, latest_rows, mean_spread,
                    per_seed_delta, probe_cell, read_jsonl, s_per_step, seed_spread, verdict, window_mean)
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -210,8 +210,7 @@ def deep_section(study: Study, rows: dict, probes_all: list[dict]) -> list[str]:
     """The 12-block setting; nothing until one of its runs is evaluated or measured."""
     sec = study.table["sections"]["deep"]
     flags = shlex.split(sec["flags"])
-    depth, (bs, bt) = int(flags[flags.index("--depth") + 1]), (int(flags[flags.index("--block-out-s") + 1]),
-                                                                int(flags[flags.index("--block-out-t") + 1]))
+    depth, bs, bt = (int(last_flag(flags, f)) for f in ("--depth", "--block-out-s", "--block-out-t"))
     sims = [r for r in read_jsonl(study.file("_similarity.jsonl"))]
     if not any(study.is_method(n, "deep") for n, _ in rows) and not sims:
         return []

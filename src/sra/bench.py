@@ -289,7 +289,8 @@ def run_benchmark(cfg: BenchConfig, log=print) -> dict:
     med = {k: statistics.median(v) for k, v in times.items()}
     flops = {"plain": step_flops(model, n, sra=False), "sra": step_flops(model, n, sra=True, block_out_t=m)}
     return {
-        "model": cfg.model, "depth": model.depth, "input_size": cfg.input_size, "in_channels": cfg.in_channels, "batch_size": n,
+        "model": cfg.model, "depth": model.depth, "input_size": cfg.input_size, "in_channels": cfg.in_channels,
+        "batch_size": n,
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu ({os.cpu_count()} cores)",
         "torch": torch.__version__, "threads": torch.get_num_threads(),
         "mixed_precision": cfg.mixed_precision, "teacher_bf16": bool(teacher_bf16), "compile": cfg.compile,
