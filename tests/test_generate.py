@@ -86,7 +86,8 @@ def test_torchrun_a_failing_rank_stops_every_rank_in_one_line(ckpt, reference, t
         "g.save_png = full\n"
         "from sra.cli import main\n"
         "sys.exit(main(sys.argv[1:]))\n")
-    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONWARNINGS="ignore")
+    # unbuffered, as in CI: every write is a system call, the case where two ranks' lines can run into one
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONWARNINGS="ignore", PYTHONUNBUFFERED="1")
     args = ["generate", str(ckpt), "--output-dir", str(out), "--num-images", "5", "--seed", "3", "--batch-size", "2",
             *FAST_FLAGS]
     launch = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]

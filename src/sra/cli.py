@@ -50,6 +50,13 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _say(line: str) -> None:
+    """One line to stderr in one write: under torchrun every rank shares the pipe, and with PYTHONUNBUFFERED set,
+    print() writes the text and its newline separately, so two ranks' lines could run into one."""
+    sys.stderr.write(line + "\n")
+    sys.stderr.flush()
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -61,15 +68,15 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args._run(args) or 0)
     except Stopped as e:  # a signal or divergence: the run folder is consistent, the message says what to do
-        print(f"sra {args.command}: {e}", file=sys.stderr)
+        _say(f"sra {args.command}: {e}")
         return e.code
     except user_errors() as e:
-        print(f"sra {args.command}: error: {e}", file=sys.stderr)
+        _say(f"sra {args.command}: error: {e}")
         return 2
     except OSError as e:  # a file system refusal no command turned into words (read-only, full, ...): still one line
         where = f"{e.filename}: " if e.filename else ""
-        print(f"sra {args.command}: error: {where}{e.strerror or e}", file=sys.stderr)
+        _say(f"sra {args.command}: error: {where}{e.strerror or e}")
         return 2
     except KeyboardInterrupt:
-        print(f"sra {args.command}: interrupted", file=sys.stderr)
+        _say(f"sra {args.command}: interrupted")
         return 130
