@@ -26,9 +26,13 @@ from sra.objectives.dispersive import dispersive_loss
 from sra.process import family_of, process_for
 
 
-def measure(path: str, times: list[float], block: int, weights: str, batch: int, seed: int) -> list[dict]:
+def measure(path: str, times: list[float], block: int | None, tau: float | None, weights: str, batch: int,
+            seed: int) -> list[dict]:
     loaded = load_model(path, weights=weights)
     model = loaded.model.eval()
+    trained = (loaded.config or {}).get("disp") or {}  # the run's own dispersive term, where it had one
+    block = trained.get("block", 0) if block is None else block
+    tau = trained.get("tau", 1.0) if tau is None else tau
     process = process_for(family_of(model.learn_sigma))
     x, y = load_fashion_mnist(None, "test")
     idx = torch.randperm(len(x), generator=torch.Generator().manual_seed(seed))[:batch].numpy()
@@ -45,11 +49,11 @@ def measure(path: str, times: list[float], block: int, weights: str, batch: int,
         with torch.no_grad():
             h = model.forward_features(xt, tt, labels, depth)
         h.requires_grad_(True)
-        loss = dispersive_loss(h)
+        loss = dispersive_loss(h, tau)
         loss.backward()
         z = h.detach().flatten(1)
         rows.append({"checkpoint": str(loaded.source), "step": loaded.step, "weights": weights, "block": depth,
-                     "t": t, "rms": h.detach().pow(2).mean().sqrt().item(),
+                     "tau": tau, "t": t, "rms": h.detach().pow(2).mean().sqrt().item(),
                      "pair_d2_per_dim": (torch.pdist(z).pow(2) / z.shape[1]).mean().item(),
                      "loss": loss.item(), "floor": -math.log(batch), "grad_rms": h.grad.pow(2).mean().sqrt().item()})
     return rows
@@ -59,7 +63,9 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("checkpoints", nargs="+", help="checkpoints or run folders (their latest checkpoint)")
     ap.add_argument("--times", default="0.3,0.7", help="comma-separated times in [0, 1] (the process's convention)")
-    ap.add_argument("--block", type=int, default=0, help="tokens after this block (0: the last, as the study's rows)")
+    ap.add_argument("--block", type=int, default=None, help="tokens after this block (0: the last); default: the "
+                    "block the run's dispersive term acted on, else the last")
+    ap.add_argument("--tau", type=float, default=None, help="the loss's temperature; default: the run's, else 1")
     ap.add_argument("--weights", default="model", choices=("model", "ema"), help="which weights (default: the "
                     "trained ones, which the loss acted on)")
     ap.add_argument("--batch", type=int, default=64, help="images (the study's batch size)")
@@ -67,7 +73,7 @@ def main() -> None:
     args = ap.parse_args()
     times = [float(t) for t in args.times.split(",")]
     for path in args.checkpoints:
-        for row in measure(path, times, args.block, args.weights, args.batch, args.seed):
+        for row in measure(path, times, args.block, args.tau, args.weights, args.batch, args.seed):
             print(json.dumps(row), flush=True)
 
 
