@@ -8,7 +8,6 @@ from __future__ import annotations
 import argparse
 import importlib
 import pkgutil
-import sys
 
 from . import __version__
 
@@ -50,33 +49,27 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _say(line: str) -> None:
-    """One line to stderr in one write: under torchrun every rank shares the pipe, and with PYTHONUNBUFFERED set,
-    print() writes the text and its newline separately, so two ranks' lines could run into one."""
-    sys.stderr.write(line + "\n")
-    sys.stderr.flush()
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "_run", None):
         parser.print_help()
         return 2
+    from .runfolder import say
     from .train import Stopped
 
     try:
         return int(args._run(args) or 0)
     except Stopped as e:  # a signal or divergence: the run folder is consistent, the message says what to do
-        _say(f"sra {args.command}: {e}")
+        say(f"sra {args.command}: {e}")
         return e.code
     except user_errors() as e:
-        _say(f"sra {args.command}: error: {e}")
+        say(f"sra {args.command}: error: {e}")
         return 2
     except OSError as e:  # a file system refusal no command turned into words (read-only, full, ...): still one line
         where = f"{e.filename}: " if e.filename else ""
-        _say(f"sra {args.command}: error: {where}{e.strerror or e}")
+        say(f"sra {args.command}: error: {where}{e.strerror or e}")
         return 2
     except KeyboardInterrupt:
-        _say(f"sra {args.command}: interrupted")
+        say(f"sra {args.command}: interrupted")
         return 130

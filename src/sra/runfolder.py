@@ -24,6 +24,7 @@ import os
 import re
 import signal
 import stat
+import sys
 import threading
 from pathlib import Path
 from typing import Callable
@@ -83,6 +84,13 @@ def fault(point: str, path: Path | None = None) -> None:
 # ----------------------------------------------------------------------------------------------------------------
 # Files
 # ----------------------------------------------------------------------------------------------------------------
+
+def say(line: str) -> None:
+    """One line to stderr in one write: the ranks of a torchrun job share one pipe, and with PYTHONUNBUFFERED set
+    print() writes its text and its newline separately, so two ranks' lines could run into one."""
+    sys.stderr.write(line + "\n")
+    sys.stderr.flush()
+
 
 def error_line(e: BaseException) -> str:
     """'Type: first line of its message' (the type's name alone twice when the message is empty): an exception as the

@@ -4,7 +4,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import sys
 import time
 from pathlib import Path
 
@@ -16,7 +15,7 @@ from ..data.grid import save_grid
 from ..models.presets import parse_name
 from ..objectives import combine, slice_draws
 from ..checkpoint import CheckpointError, checkpoint_path, prune_checkpoints, save_checkpoint, state_mismatch
-from ..runfolder import Stopped, StopSignals, error_line, fault, on_rank0, writing
+from ..runfolder import Stopped, StopSignals, error_line, fault, on_rank0, say, writing
 from . import parallel
 from .config import TrainConfig
 from .ema import ema_decay
@@ -96,9 +95,7 @@ def optional(what: str, work):
     try:
         return work()
     except Exception as e:  # noqa: BLE001 -- optional: reported, never fatal
-        # one write, so that the lines of several ranks sharing a terminal do not run into each other
-        sys.stderr.write(f"warning: {what} failed ({error_line(e)}); training continues\n")
-        sys.stderr.flush()
+        say(f"warning: {what} failed ({error_line(e)}); training continues")
         return None
 
 
