@@ -23,7 +23,7 @@ import torch
 
 import sra
 from sra.data.pixels import digits_dataset
-from sra.diffusion.samplers import sample
+from sra.process.ddpm_samplers import sample
 from sra.objectives import AlignConfig, DiffusionObjective, combine
 
 

@@ -16,7 +16,7 @@ import argparse
 import torch
 
 from sra.data.pixels import fashion_mnist_dataset
-from sra.diffusion import get_diffusion
+from sra.process.ddpm_schedule import get_diffusion
 from sra.models.loading import load_model
 
 SNRS = (10.0, 1.0, 0.3, 0.1, 0.03, 0.01, 0.003)

@@ -11,10 +11,11 @@ import argparse
 
 import torch
 
-from sra.diffusion import get_diffusion, guided_output, sample
 from sra.evaluation.fmnist import fmnist_scorer, fmnist_scores, to_uint8
 from sra.models.loading import load_model
-from sra.sampling import euler_sampler
+from sra.process.ddpm_samplers import guided_output, sample
+from sra.process.ddpm_schedule import get_diffusion
+from sra.process.flow_samplers import euler_sampler
 
 
 @torch.no_grad()

@@ -10,8 +10,9 @@ import torch
 from torch.testing import assert_close
 
 import sra
-from sra.diffusion import (Diffusion, diffusion_terms, get_diffusion, linear_betas, sample, space_timesteps,
-                           vb_bits_per_dim)
+from sra.process.ddpm_loss import diffusion_terms, vb_bits_per_dim
+from sra.process.ddpm_samplers import sample
+from sra.process.ddpm_schedule import Diffusion, get_diffusion, linear_betas, space_timesteps
 from sra.objectives import AlignConfig, combine
 from sra.objectives import DiffusionObjective
 

@@ -10,7 +10,7 @@ from PIL import Image
 import sra
 from sra.checkpoint import load_checkpoint
 from sra.cli import main
-from sra.diffusion.samplers import sample
+from sra.process.ddpm_samplers import sample
 
 
 def write_halves(root, per_class=200, seed=0):

@@ -6,7 +6,7 @@ import torch
 
 import sra
 from conftest import randomize_zero_layers
-from sra.diffusion import sample
+from sra.process.ddpm_samplers import sample
 
 
 def adm_respaced_tables(num_steps: int):

@@ -101,7 +101,7 @@ def test_dit_export_loads_with_ditpipeline_and_samples_as_sra_ddim(tmp_path, mon
     from diffusers import DiTPipeline
 
     from sra.data.vae import decode_latents
-    from sra.diffusion.samplers import ddim_step, guided_output
+    from sra.process.ddpm_samplers import ddim_step, guided_output
     from sra.process.ddpm_schedule import get_diffusion
     from sra.generate import image_generators, latent_decoding
 

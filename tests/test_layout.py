@@ -57,8 +57,7 @@ ORDER = [
     {"analysis"},
     {"bench", "commands", "cli"},
 ]
-SHARED = {"options", "distributed", "checkpoint", "runfolder", "estimate", "__init__", "__main__", "sampling",
-          "transport", "diffusion", "__version__"}
+SHARED = {"options", "distributed", "checkpoint", "runfolder", "estimate", "__init__", "__main__", "__version__"}
 
 
 def unit_of(parts: tuple[str, ...]) -> str:

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from sra.objectives import AlignConfig, FlowConfig, FlowObjective, combine, token_distance
 from sra.train import TrainConfig, ema_decay, update_ema
 from sra.process import FlowProcess
-from sra.transport import interpolate, path_coefficients, sample_time
+from sra.process.flow_path import interpolate, path_coefficients, sample_time
 from conftest import randomize_zero_layers, tiny_model
 
 

@@ -8,7 +8,7 @@ import torch.nn as nn
 import sra
 from sra.generate import SamplerOptions, image_labels, sample_images
 from sra.models import LoadedModel
-from sra.sampling import euler_maruyama_sampler, euler_sampler
+from sra.process.flow_samplers import euler_maruyama_sampler, euler_sampler
 from sra.process.flow_path import path_coefficients
 from sra.process.flow_samplers import score_from_velocity
 

@@ -56,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 2
     from .runfolder import say
-    from .train import Stopped
+    from .runfolder import Stopped
 
     try:
         return int(args._run(args) or 0)

@@ -26,13 +26,12 @@ from .checkpoint import CheckpointError
 from .data.grid import to_uint8
 from .estimate import FirstBatchEstimate
 from .models import LoadedModel, load_model
-from .models.presets import SIZES, parse_name
+from .models.presets import SIZES, architecture
 from .runfolder import (FolderLock, RunFolderError, Stopped, StopSignals, atomic_write, check_writable, on_rank0,
                         remove_temporary)
 from .options import option
-from .process import PROCESSES, process_for
+from . import process as processes
 from .process.ddpm_samplers import CFG_CHANNELS
-from .process.flow_path import PATHS
 from .process.flow_samplers import DIFFUSION_FORMS
 
 NOISE_STREAM, LABEL_STREAM = 0, 1
@@ -40,26 +39,19 @@ MANIFEST = "manifest.json"
 NPZ = "samples.npz"
 
 
-def training_path(loaded: LoadedModel) -> str:
-    """The SiT path a model was trained on: our run config's, else the released args' --path-type (which spells the
-    cosine path "cos"), else linear."""
-    path = ((loaded.config or {}).get("flow") or {}).get("path")
-    if path is None and loaded.released_args:
-        path = {"cos": "cosine"}.get(loaded.released_args.get("path_type"), loaded.released_args.get("path_type"))
-    return path or "linear"
-
-
 def process_of(loaded: LoadedModel):
-    """The process a loaded model was trained with (its family's, on the path it was trained on)."""
-    return process_for(loaded.family, training_path(loaded))
+    """The process a loaded model was trained with, built from its spec's process section (for the authors' files,
+    the section their weights and arguments decide, `models.loading.process_of_weights`). Build it once per model
+    and hand it down."""
+    return processes.build(loaded.process)
 
 
 @dataclass(kw_only=True)
 class SamplerOptions:
     """The sampler options of `sra sample` and `sra generate`, declared once: these fields are their flags
-    (`sra.options`). Unset (None) fields come from the family's protocol and the run's config in `resolve`."""
-    mode: str | None = option(None, choices=tuple(m for p in PROCESSES.values() for m in p.modes),
-                              group="sampler (defaults: the family's protocol, see above)",
+    (`sra.options`). Unset (None) fields come from the process's protocol in `resolve`."""
+    mode: str | None = option(None, choices=tuple(m for p in processes.PROCESSES.values() for m in p.modes),
+                              group="sampler (defaults: the process's protocol, see above)",
                               help="SiT: ode (Euler/Heun) or sde (Euler-Maruyama); DiT: ddpm or ddim (unset: sde / "
                                    "ddpm)")
     num_steps: int | None = option(None, flag="--steps", help="sampler steps (unset: 250)")
@@ -69,8 +61,6 @@ class SamplerOptions:
                                                 "command prints the guidance it uses)")
     guidance_low: float | None = option(None, help="guide only at times t >= this (t: 1 noise -> 0 data; unset: 0)")
     guidance_high: float | None = option(None, help="guide only at times t <= this (unset: SiT 0.7, DiT 1)")
-    path_type: str | None = option(None, choices=PATHS, help="SiT training path, needed by the SDE (unset: the run's "
-                                                             "config, else linear)")
     sde_diffusion: str = option("t", choices=DIFFUSION_FORMS,
                                 help="SDE diffusion coefficient w_t: t (g^2 = 2t on every path, the released REPA/SRA "
                                      "samplers) or sigma (w_t = sigma_t, SiT's form); equal on the linear path")
@@ -78,17 +68,14 @@ class SamplerOptions:
                                help="DiT: guide epsilon channels 0-2 only, DiT's protocol behind its published CFG "
                                     "numbers (dit), or all epsilon channels (the standard rule)")
 
-    def resolve(self, loaded: LoadedModel) -> "SamplerOptions":
-        """Fill the None fields from the family's protocol and the run's config; validate. Returns a new object."""
-        process = process_of(loaded)
+    def resolve(self, process) -> "SamplerOptions":
+        """Fill the None fields from the process's protocol; validate. Returns a new object."""
         o = dataclasses.replace(self)
         for k, v in process.protocol.items():
             if getattr(o, k) is None:
                 setattr(o, k, v)
-        if o.path_type is None:
-            o.path_type = training_path(loaded)
         if o.mode not in process.modes:
-            raise ValueError(f"mode {o.mode!r} does not apply to a {loaded.family} model; choices: "
+            raise ValueError(f"mode {o.mode!r} does not apply to a {process.title} model; choices: "
                              f"{', '.join(process.modes)}")
         if o.num_steps < 1:
             raise ValueError(f"steps must be >= 1 (got {o.num_steps})")
@@ -97,8 +84,6 @@ class SamplerOptions:
         if not 0 <= o.guidance_low <= o.guidance_high <= 1:
             raise ValueError(f"guidance interval [{o.guidance_low}, {o.guidance_high}] must satisfy "
                              "0 <= low <= high <= 1")
-        if o.path_type not in PATHS:
-            raise ValueError(f"unknown path {o.path_type!r}; choices: {', '.join(PATHS)}")
         if o.cfg_channels not in CFG_CHANNELS:
             raise ValueError(f"unknown cfg channels {o.cfg_channels!r}; choices: {', '.join(CFG_CHANNELS)}")
         if o.sde_diffusion not in DIFFUSION_FORMS:
@@ -109,7 +94,7 @@ class SamplerOptions:
         return dataclasses.asdict(self)
 
 
-def sampler_line(given: SamplerOptions, opts: SamplerOptions, loaded: LoadedModel) -> str:
+def sampler_line(given: SamplerOptions, opts: SamplerOptions, loaded: LoadedModel, process) -> str:
     """One line saying how images will be drawn and which guidance, and where defaults came from: the protocol
     defaults are ImageNet's (CFG 1.8 / 1.5), which a Fashion-MNIST run would otherwise get without being told."""
     if opts.cfg_scale == 1:
@@ -117,16 +102,16 @@ def sampler_line(given: SamplerOptions, opts: SamplerOptions, loaded: LoadedMode
     else:
         where = "at every step" if (opts.guidance_low, opts.guidance_high) == (0, 1) else \
             f"for t in [{opts.guidance_low:g}, {opts.guidance_high:g}]"
-        channels = process_of(loaded).guidance_note(opts.cfg_channels)
+        channels = process.guidance_note(opts.cfg_channels)
         guidance = f"CFG {opts.cfg_scale:g}{channels} {where}"
     shown = ("mode", "num_steps", "cfg_scale") + (("guidance_low", "guidance_high") if opts.cfg_scale != 1 else ())
     defaulted = [f for f in shown if getattr(given, f) is None]
     line = f"sampler: {opts.mode}{' (Heun)' if opts.heun else ''}, {opts.num_steps} steps, {guidance}"
     if defaulted:
         names = ", ".join("--" + {"num_steps": "steps"}.get(f, f).replace("_", "-") for f in defaulted)
-        line += f" ({names}: defaults of the authors' ImageNet 256 protocol for {loaded.family}"
+        line += f" ({names}: defaults of the authors' ImageNet 256 protocol for {process.title}"
         if loaded.config and "sample_steps" in loaded.config:  # our run: its own grids are unguided Euler ODE/DDIM
-            own = process_of(loaded).grid_mode
+            own = process.grid_mode
             line += f"; this run's training grids used --mode {own} --steps {loaded.config['sample_steps']} --cfg-scale 1"
         line += ")"
     return line
@@ -139,9 +124,8 @@ def sampler_line(given: SamplerOptions, opts: SamplerOptions, loaded: LoadedMode
 def describe(loaded: LoadedModel) -> str:
     m = loaded.model
     size = next((s for s, (d, h, _) in SIZES.items() if (d, h) == (m.depth, m.hidden_size)), None)
-    name = f"{loaded.family}-{size}/{m.patch_size}" if size else f"{loaded.family} (depth {m.depth}, width " \
-        f"{m.hidden_size}, patch {m.patch_size})"
-    return f"{name} at input size {m.input_size}"
+    shape = f"{size}/{m.patch_size}" if size else f"depth {m.depth}, width {m.hidden_size}, patch {m.patch_size}"
+    return f"{shape} model ({loaded.process['name']} process) at input size {m.input_size}"
 
 
 def load_for_sampling(checkpoint, *, model_name: str | None = None, input_size: int | None = None,
@@ -151,9 +135,8 @@ def load_for_sampling(checkpoint, *, model_name: str | None = None, input_size: 
     loaded = load_model(checkpoint, weights=weights, device=device)
     m = loaded.model
     if model_name is not None:
-        family, size, patch = parse_name(model_name)
-        asked, held = (family, *SIZES[size][:2], patch), (loaded.family, m.depth, m.hidden_size, m.patch_size)
-        if asked != held:
+        asked = architecture(model_name)
+        if asked != {k: getattr(m, k) for k in asked}:
             raise CheckpointError(f"{loaded.source} holds a {describe(loaded)}, not a {model_name}")
     if input_size is not None and input_size != m.input_size:
         raise CheckpointError(f"{loaded.source} holds a {describe(loaded)}, not input size {input_size}")
@@ -250,25 +233,25 @@ def make_decoder(loaded: LoadedModel, latent_store: str | None = None,
     return lambda x: decode_latents(net, unnormalize(x.float()))
 
 
-def sample_model_space(loaded: LoadedModel, opts: SamplerOptions, y: torch.Tensor,
+def sample_model_space(loaded: LoadedModel, process, opts: SamplerOptions, y: torch.Tensor,
                        generators: list[torch.Generator]) -> torch.Tensor:
-    """One batch in model space (N, C, H, W); `opts` resolved. Initial noise row i from generators[i]."""
+    """One batch in model space (N, C, H, W) by the model's process; `opts` resolved. Initial noise row i from
+    generators[i]."""
     m = loaded.model
     device = next(m.parameters()).device
     noise = torch.stack([torch.randn(m.in_channels, m.input_size, m.input_size, generator=g) for g in generators])
     noise, y = noise.to(device), y.to(device)
-    process = process_for(loaded.family, opts.path_type)  # the SDE's score needs the path
     return process.sample(m, noise, y, mode=opts.mode, num_steps=opts.num_steps, cfg_scale=opts.cfg_scale,
                           guidance_low=opts.guidance_low, guidance_high=opts.guidance_high, heun=opts.heun,
                           sde_diffusion=opts.sde_diffusion, cfg_channels=opts.cfg_channels,
                           generator=generators)  # generators: SDE / DDPM noise, one per image
 
 
-def sample_images(loaded: LoadedModel, opts: SamplerOptions, seed: int, indices: Sequence[int],
+def sample_images(loaded: LoadedModel, process, opts: SamplerOptions, seed: int, indices: Sequence[int],
                   labels: torch.Tensor, decode: Callable) -> torch.Tensor:
     """Images (N, C, H, W) in [-1, 1] for the given image indices and labels; `opts` resolved."""
     with torch.no_grad():
-        x = sample_model_space(loaded, opts, labels, image_generators(seed, indices))
+        x = sample_model_space(loaded, process, opts, labels, image_generators(seed, indices))
         return decode(x).float()
 
 
@@ -372,10 +355,11 @@ def generate(checkpoint, out_dir, *, num_images: int = 50_000, seed: int = 0, ba
     ctx = distributed.init()
     loaded = load_for_sampling(checkpoint, model_name=model_name, input_size=input_size, weights=weights,
                                device=ctx.device)
-    opts = (options or SamplerOptions()).resolve(loaded)
+    process = process_of(loaded)
+    opts = (options or SamplerOptions()).resolve(process)
     classes = check_classes(classes, loaded.model.num_classes)
     decode = make_decoder(loaded, latent_store, vae)
-    distributed.print0(sampler_line(options or SamplerOptions(), opts, loaded))
+    distributed.print0(sampler_line(options or SamplerOptions(), opts, loaded, process))
     out = Path(out_dir)
     manifest = dict(checkpoint=str(loaded.source.resolve()), fingerprint=fingerprint(loaded.model), weights=weights,
                     seed=seed, classes=classes, latent_store=latent_store, vae=vae, sampler=opts.to_dict())
@@ -391,7 +375,8 @@ def generate(checkpoint, out_dir, *, num_images: int = 50_000, seed: int = 0, ba
 
     on_rank0(claim)
     try:
-        return generate_in(loaded, opts, out, ctx, num_images, seed, batch_size, classes, decode, npz, progress)
+        return generate_in(loaded, process, opts, out, ctx, num_images, seed, batch_size, classes, decode, npz,
+                           progress)
     finally:
         lock.release()
 
@@ -405,7 +390,7 @@ def fingerprint(model: torch.nn.Module) -> str:
     return h.hexdigest()[:16]
 
 
-def generate_in(loaded, opts, out, ctx, num_images, seed, batch_size, classes, decode, npz, progress):
+def generate_in(loaded, process, opts, out, ctx, num_images, seed, batch_size, classes, decode, npz, progress):
     """The sampling loop of `generate`, with the output folder claimed; every finished image is kept. Under torchrun a
     rank that fails stops every rank, each with one line."""
     from tqdm.auto import tqdm
@@ -423,7 +408,7 @@ def generate_in(loaded, opts, out, ctx, num_images, seed, batch_size, classes, d
     estimate = FirstBatchEstimate(len(mine), "images", write=tqdm.write if ctx.is_main else (lambda line: None),
                                   note=f"this process's share; {ctx.world_size} processes" if ctx.distributed else "")
     start = time.perf_counter()
-    sample_share(loaded, opts, out, ctx, missing, seed, batch_size, classes, decode, bar, estimate)
+    sample_share(loaded, process, opts, out, ctx, missing, seed, batch_size, classes, decode, bar, estimate)
     seconds = time.perf_counter() - start
     bar.close()
     distributed.barrier()
@@ -439,7 +424,7 @@ def generate_in(loaded, opts, out, ctx, num_images, seed, batch_size, classes, d
     return GenerateResult(out, npz_path, len(missing), seconds)
 
 
-def sample_share(loaded, opts, out, ctx, missing, seed, batch_size, classes, decode, bar, estimate) -> None:
+def sample_share(loaded, process, opts, out, ctx, missing, seed, batch_size, classes, decode, bar, estimate) -> None:
     """This rank's missing images (every W-th) batch by batch, each PNG saved as soon as it is sampled. After each
     batch the ranks agree: a failure on any of them stops all, each with one line, within one batch. Alone (not under
     torchrun) SIGTERM/SIGINT stop after the current batch."""
@@ -448,7 +433,7 @@ def sample_share(loaded, opts, out, ctx, missing, seed, batch_size, classes, dec
             return
         y = image_labels(seed, idx, loaded.model.num_classes, classes)
         # to_uint8's default truncation is the reference's quantisation, so the .npz compares with published FIDs
-        for i, img in zip(idx, to_uint8(sample_images(loaded, opts, seed, idx, y, decode))):
+        for i, img in zip(idx, to_uint8(sample_images(loaded, process, opts, seed, idx, y, decode))):
             save_png(img, image_path(out, i))
 
     with (contextlib.nullcontext() if ctx.distributed else StopSignals()) as signals:

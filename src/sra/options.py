@@ -61,11 +61,11 @@ def add_arguments(parser: argparse.ArgumentParser, config, prefix: str = "", gro
         if md.get("group"):
             group = parser.add_argument_group(md["group"])
         target = group or parser
+        if "help" not in md:
+            continue  # not an option (internal field)
         if dataclasses.is_dataclass(value):
             group = add_arguments(parser, value, f"{prefix}{f.name}.", group)
             continue
-        if "help" not in md:
-            continue  # not an option (internal field)
         typ, _ = _base_type(hint)
         text = md["help"] + (f" (default: {_show(value)})" if value is not None else "")
         kw = dict(dest=prefix + f.name, default=argparse.SUPPRESS, help=text.replace("%", "%%"))

@@ -192,7 +192,7 @@ class ProbeResult:
     times: list[float]                    # t in [0, 1] (SiT scale; 0 = data)
     model_times: list                     # what the model saw: t (SiT) or the DDPM step (DiT)
     accuracy: list[list[float]]           # [block][time] test accuracy in [0, 1]
-    family: str                           # "SiT" or "DiT"
+    process: str                          # the process the model was trained with ("flow", "ddpm", ...)
     time_axis: str                        # what model_times are, for plots
     classifier: str                       # "logistic" or "ridge"
     num_train: int
@@ -239,7 +239,7 @@ def linear_probe(model, process, train_set, test_set, *, train_indices: torch.Te
     chance = torch.bincount(yte, minlength=num_classes).max().item() / len(yte)
     return ProbeResult(blocks=blocks, times=[float(t) for t in times],
                        model_times=[process.model_time(t) for t in times], accuracy=acc.round(6).tolist(),
-                       family=process.family, time_axis=process.time_axis, classifier=classifier, num_train=len(train_indices),
+                       process=process.name, time_axis=process.time_axis, classifier=classifier, num_train=len(train_indices),
                        num_test=len(test_indices), num_classes=num_classes, chance=chance, seed=seed)
 
 

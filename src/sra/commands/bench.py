@@ -7,7 +7,7 @@ import json
 
 from . import HelpFormatter
 from .. import options
-from ..bench import BenchConfig, run_benchmark
+from ..train.bench import BenchConfig, run_benchmark
 
 
 def add_parser(sub) -> argparse.ArgumentParser:

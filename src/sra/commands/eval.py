@@ -78,6 +78,7 @@ def run_fmnist(args) -> tuple[dict, Path]:
         x = np.concatenate(list(images.batches(10_000)))
         labels = next((load_arrays(src, [k])[k] for k in ("labels", "arr_1") if k in npz_keys(src)), None)
     else:
+        from ..generate import process_of
         from ..models.loading import load_model
 
         loaded = load_model(src, weights=args.weights, device=device)
@@ -85,7 +86,8 @@ def run_fmnist(args) -> tuple[dict, Path]:
         if m.in_channels != 1 or m.input_size not in (28, 32):
             raise ValueError(f"{loaded.source} is a {m.in_channels}-channel {m.input_size}x{m.input_size} model; "
                              "FD-FMNIST needs a 1-channel 28x28 or 32x32 pixel model")
-        x, labels = generate_samples(m, args.num_samples, device, args.seed, args.sample_steps, batch_size=250)
+        x, labels = generate_samples(m, process_of(loaded), args.num_samples, device, args.seed, args.sample_steps,
+                                     batch_size=250)
         step = loaded.step
         result.update(checkpoint=str(loaded.source), step=step, seed=args.seed, sample_steps=args.sample_steps)
     scorer = fmnist_scorer(device, progress=args.progress, classifier=args.classifier)

@@ -31,7 +31,7 @@ def add_parser(sub) -> argparse.ArgumentParser:
 
 def run(args) -> int:
     from ..models import load_model
-    from ..models.export import export_dit_pipeline, export_safetensors, export_sit_pipeline
+    from ..models.export import export_safetensors
     from ..runfolder import check_output, writing
 
     src = Path(args.checkpoint)
@@ -39,14 +39,13 @@ def run(args) -> int:
     check_output(output, "--output")  # an export into RUN replaced the run's config.json
     loaded = load_model(args.checkpoint, weights=args.weights)
     export = export_safetensors
-    if args.format == "diffusers":  # the VAE and latent map as `sra sample` decodes; SiT: the path its SDE needs
+    if args.format == "diffusers":  # the VAE and latent map as `sra sample` decodes; the pipeline is the process's
         from ..generate import latent_decoding, process_of
 
-        vae, _, latent_map = latent_decoding(loaded, args.latent_store, args.vae)
         process = process_of(loaded)
-        pipelines = {"ddpm": partial(export_dit_pipeline, vae=vae, latent_map=latent_map),  # diffusers' own DiTPipeline
-                     "flow": partial(export_sit_pipeline, vae=vae, latent_map=latent_map, path_type=process.path)}
-        export = pipelines[process.name]
+        process.check_diffusers_export()  # before the VAE is loaded: nothing is written for a refused export
+        vae, _, latent_map = latent_decoding(loaded, args.latent_store, args.vae)
+        export = partial(process.export_diffusers, vae=vae, latent_map=latent_map)
     with writing(output):  # a read-only or full file system: one line naming the file
         print(export(loaded, output))
     return 0

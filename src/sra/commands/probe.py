@@ -1,5 +1,6 @@
 """`sra probe`: linear-probe accuracy of pooled tokens per block and timestep -> heat-map PNG + JSON.
-Also the flag helpers `sra pca` shares (blocks, times, path, device, output folder)."""
+Also the flag helpers `sra pca` shares (blocks, times, device, output folder). Inputs are noised by the model's own
+process (the run's spec: its path, its time convention)."""
 from __future__ import annotations
 
 import argparse
@@ -19,8 +20,6 @@ def add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--blocks", default="all", help="token depths to look at: 'all' (0..depth) or e.g. 0,2,4; 0 = "
                    "embedded patches, d = after block d")
     p.add_argument("--times", default="0,0.1,0.3,0.5,0.7", help=TIMES_HELP)
-    p.add_argument("--path-type", default=None, choices=("linear", "cosine"),
-                   help="SiT interpolant used to noise the inputs (default: the run's, else linear)")
     p.add_argument("--weights", default="ema", choices=("ema", "model"), help="which weights of a training checkpoint")
     p.add_argument("--seed", type=int, default=0, help="noise seed (per image: results do not depend on batch size)")
     p.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
@@ -51,21 +50,19 @@ def parse_times(spec: str) -> list[float]:
 
 
 def load_for_analysis(args):
-    """(LoadedModel, its process (on the SiT path asked for, else the run's), device, output folder (not yet created))
-    from the shared flags."""
+    """(LoadedModel, its process (the run's, from its spec), device, output folder (not yet created)) from the shared
+    flags."""
     import torch
 
-    from ..generate import training_path
+    from ..generate import process_of
     from ..models.loading import load_model
-    from ..process import process_for
 
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     loaded = load_model(args.run, weights=args.weights, device=device)
-    process = process_for(loaded.family, args.path_type or training_path(loaded))
     run = Path(args.run)
     out = Path(args.output_dir) if args.output_dir else (run / "analysis" if run.is_dir() else
                                                          Path(f"analysis-{loaded.source.stem}"))
-    return loaded, process, device, check_output(out, "--output-dir")
+    return loaded, process_of(loaded), device, check_output(out, "--output-dir")
 
 
 def add_parser(sub) -> argparse.ArgumentParser:
@@ -131,7 +128,7 @@ def run(args) -> int:
                           classifier=args.classifier, seed=args.seed, batch_size=args.batch_size, device=device,
                           progress=args.progress, log=print)
     record = {"checkpoint": str(loaded.source), "step": loaded.step, "data": str(getattr(train, "name", data_dir)),
-              "path": process.path, **result.to_dict()}
+              "process": loaded.process, **result.to_dict()}
     atomic_write(out / "probe.json", lambda tmp: tmp.write_text(json.dumps(record, indent=2) + "\n"))
     step = f" step {loaded.step}" if loaded.step is not None else ""
     with writing(out):

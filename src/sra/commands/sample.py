@@ -71,7 +71,8 @@ def run(args) -> int:
     import torch
 
     from ..data.grid import save_grid
-    from ..generate import check_classes, image_labels, load_for_sampling, make_decoder, sample_images, sampler_line
+    from ..generate import (check_classes, image_labels, load_for_sampling, make_decoder, process_of, sample_images,
+                            sampler_line)
     from ..runfolder import check_output, check_writable
 
     check_output(args.output, "--output")  # never into a training run's records (a grid over its checkpoint)
@@ -84,11 +85,12 @@ def run(args) -> int:
     torch.backends.cuda.matmul.allow_tf32 = args.tf32
     loaded = load_for_sampling(args.checkpoint, model_name=args.model, input_size=args.input_size,
                                weights=args.weights, device=device)
+    process = process_of(loaded)  # the process its spec names (x-prediction runs sample as such)
     given = options_from_args(args)
-    opts = given.resolve(loaded)
+    opts = given.resolve(process)
     classes = check_classes(args.classes, loaded.model.num_classes)
     decode = make_decoder(loaded, args.latent_store, args.vae)
-    print(sampler_line(given, opts, loaded), flush=True)  # before the sampling: the guidance is not the run's choice
+    print(sampler_line(given, opts, loaded, process), flush=True)  # before the sampling: the guidance is not the run's choice
     if classes is not None:
         if args.per_class < 1:
             raise ValueError(f"--per-class must be >= 1 (got {args.per_class})")
@@ -98,7 +100,7 @@ def run(args) -> int:
             raise ValueError(f"--num-images must be >= 1 (got {args.num_images})")
         labels = image_labels(args.seed, range(args.num_images), loaded.model.num_classes)
         nrow = math.ceil(math.sqrt(args.num_images))
-    x = sample_images(loaded, opts, args.seed, range(len(labels)), labels, decode)
+    x = sample_images(loaded, process, opts, args.seed, range(len(labels)), labels, decode)
     save_grid(x, args.output, nrow=nrow, scale=args.scale or max(1, 128 // x.shape[-1]))
     print(f"wrote {args.output} ({len(labels)} images, {opts.mode} {opts.num_steps} steps, cfg {opts.cfg_scale:g})")
     return 0

@@ -1,18 +1,15 @@
-"""`sra train`: preset <- config file <- flags -> TrainConfig -> sra.train.train. The flags come from the TrainConfig
-fields themselves (`sra.options`), so an option is declared once."""
+"""`sra train`: preset <- config file <- flags -> `resolve_spec` (the run spec, once) -> sra.train.loop.train. The
+flags come from the spec's fields and from the config dataclasses of the processes and registered terms
+(`sra.options`), so an option is declared once."""
 from __future__ import annotations
 
 import argparse
 import json
 import os
-from pathlib import Path
-
-import yaml
 
 
 def add_parser(sub) -> argparse.ArgumentParser:
-    from .. import options
-    from ..train import TrainConfig
+    from ..train import config
 
     p = sub.add_parser(
         "train", help="train a SiT/DiT with SRA (no flags: a tiny SiT+SRA on Fashion-MNIST, ~10 min on a CPU)",
@@ -26,95 +23,40 @@ def add_parser(sub) -> argparse.ArgumentParser:
                    "config.json, which is accepted as is; partial files keep the defaults); flags given override it")
     g.add_argument("--list-presets", action="store_true", help="print the named recipes with their sources and exit")
     g.add_argument("--dry-run", action="store_true", help="print the resolved config and exit")
-    options.add_arguments(p, TrainConfig())
+    config.add_arguments(p)
     return p
 
 
-def unique_keys(pairs: list) -> dict:
-    """A mapping from (key, value) pairs; a key given twice is refused (the second would silently win)."""
-    d = {}
-    for k, v in pairs:
-        if k in d:
-            raise ValueError(f"option {k!r} is given twice")
-        d[k] = v
-    return d
+def spec_from_args(args):
+    """(run spec, dataset) of a parsed command line: the defaults, then the preset, then the file, then the given
+    flags, resolved once by `resolve_spec` against the data and this machine's device."""
+    import torch
 
+    from ..train import config
 
-class UniqueKeyLoader(yaml.SafeLoader):
-    """yaml.safe_load that refuses a key given twice in one mapping."""
-
-    def construct_mapping(self, node, deep=False):
-        keys = [self.construct_object(k, deep=deep) for k, _ in node.value]
-        repeated = next((k for i, k in enumerate(keys) if k in keys[:i]), None)
-        if repeated is not None:
-            raise ValueError(f"option {repeated!r} is given twice")
-        return super().construct_mapping(node, deep=deep)
-
-
-def load_config_file(path: str | Path) -> dict:
-    """A YAML or JSON config file as a dict (YAML reads JSON too; .json files get JSON's error messages)."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"config file {path} does not exist")
-    text = path.read_text()
-    try:
-        if path.suffix == ".json":
-            d = json.loads(text, object_pairs_hook=unique_keys)
-        else:
-            d = yaml.load(text, Loader=UniqueKeyLoader)
-    except Exception as e:  # json.JSONDecodeError, yaml.YAMLError, a repeated key
-        raise ValueError(f"cannot parse config file {path}: {str(e).splitlines()[0]}") from None
-    if not isinstance(d, dict):
-        raise ValueError(f"config file {path} must hold a mapping of options, not {type(d).__name__}")
-    return d
-
-
-def config_from_args(args):
-    """The TrainConfig of a parsed command line: defaults, then the preset, then the file, then the given flags."""
-    from .. import options
-    from ..train import TrainConfig
-    from ..train.recipes import recipe
-
-    d = {}
-    if args.preset is not None:  # '' is an unknown recipe, not "none"
-        d = options.merge(d, recipe(args.preset).config)
-    if args.config:
-        d = options.merge(d, load_config_file(args.config))
-    flags = options.given(args, TrainConfig)
-    d = options.merge(d, flags)
-    cfg = TrainConfig.from_dict(d)
-    if flags.get("flow") and "flow" not in cfg.process.config_sections:  # DDPM: a recorded --path-type means nothing
-        raise ValueError(f"--path-type and --weighting apply to SiT models only, not {cfg.model}")
-    if args.preset and recipe(args.preset).data and cfg.data_dir is None:
-        raise ValueError(f"--preset {args.preset} needs --data-dir: a {recipe(args.preset).data}")
-    return cfg
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    return config.resolve_spec(config.given(args), preset=args.preset, config_file=args.config, device=device,
+                               world_size=int(os.environ.get("WORLD_SIZE", "1")))
 
 
 def run(args) -> int:
     if args.list_presets:
-        from ..train import TrainConfig
+        from ..train.config import option_fields
         from ..train.recipes import list_recipes
-        print(list_recipes(TrainConfig))
+        print(list_recipes(option_fields()))
         return 0
-    import torch
-
-    from ..data import load_dataset
     from ..data.sources import default_data_dir
-    from ..train import train
+    from ..train.loop import train
 
-    cfg = config_from_args(args)
+    spec, dataset = spec_from_args(args)
     if args.dry_run:  # the real run's checks, before any folder is touched
-        ds = load_dataset(cfg.data_dir)
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-        resolved = cfg.resolve(ds.shape, ds.num_classes, device)
-        resolved.check_fits(len(ds), int(os.environ.get("WORLD_SIZE", "1")))
-        shown = resolved.to_dict()
+        shown = spec.to_dict()
         shown["data_dir"] = shown["data_dir"] or default_data_dir()  # the data it will use, not null (same run)
         print(json.dumps(shown, indent=2))
         return 0
-    run_dir = train(cfg)
+    run_dir = train(spec, dataset)
     from ..distributed import current
     from ..train.summary import run_summary
     if current().is_main:
-        print("\n".join(run_summary(run_dir, cfg.data_dir)), flush=True)
+        print("\n".join(run_summary(run_dir, spec.data_dir)), flush=True)
     return 0

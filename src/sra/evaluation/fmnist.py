@@ -27,7 +27,6 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..data.grid import to_uint8
-from ..process import family_of, process_for
 from .metrics import frechet_distance, gaussian_stats
 
 FEATURE_DIM = 128
@@ -312,12 +311,11 @@ def fmnist_scores(images, labels=None, scorer: FMNISTScorer | None = None, devic
 # ----------------------------------------------------------------------------------------------------------------
 
 @torch.no_grad()
-def generate_samples(model, num_samples: int, device, seed: int = 0, num_steps: int = 30, batch_size: int = 250,
-                     process=None) -> tuple[np.ndarray, np.ndarray]:
+def generate_samples(model, process, num_samples: int, device, seed: int = 0, num_steps: int = 30,
+                     batch_size: int = 250) -> tuple[np.ndarray, np.ndarray]:
     """uint8 (N, H, W, C) samples and their labels from a class-conditional pixel model: balanced classes
     (i mod num_classes), noise drawn once from `seed` (independent of the batch size), the process's own grid sampler
-    (Euler ODE for SiT, DDIM for DiT; `process` None: the one of the model's family), no guidance."""
-    process = process or process_for(family_of(model.learn_sigma))
+    (Euler ODE for SiT, DDIM for DiT: the process the model was trained with), no guidance."""
     if num_samples < 1:
         raise ValueError(f"num_samples must be positive, got {num_samples}")
     shape = (model.in_channels, model.input_size, model.input_size)
@@ -336,13 +334,13 @@ def generate_samples(model, num_samples: int, device, seed: int = 0, num_steps: 
     return torch.cat(out).numpy(), labels.numpy()
 
 
-def evaluate_fmnist_for_training(ema_model, num_samples: int = 1000, device="cpu", seed: int = 0,
-                                 num_steps: int = 30, process=None) -> dict[str, float]:
+def evaluate_fmnist_for_training(ema_model, process, num_samples: int = 1000, device="cpu", seed: int = 0,
+                                 num_steps: int = 30) -> dict[str, float]:
     """FD-FMNIST and class accuracy of `num_samples` samples from a model (e.g. the EMA during training).
     The classifier is trained and cached on the first call; later calls cost only the sampling."""
     if ema_model.in_channels != 1 or ema_model.input_size not in (28, 32):
         raise ValueError(f"FD-FMNIST needs a 1-channel 28x28 or 32x32 pixel model; this one is "
                          f"{ema_model.in_channels}x{ema_model.input_size}x{ema_model.input_size}")
     scorer = fmnist_scorer(device)
-    images, labels = generate_samples(ema_model, num_samples, device, seed, num_steps, process=process)
+    images, labels = generate_samples(ema_model, process, num_samples, device, seed, num_steps)
     return fmnist_scores(images, labels, scorer=scorer)

@@ -31,9 +31,10 @@ class TrainingFID:
     def __init__(self, ema, *, process, run_config: dict, reference: str, num_samples: int, num_steps: int,
                  seed: int, batch_size: int, inception_weights: str | None = None, device="cpu"):
         self.num_samples, self.seed, self.batch_size, self.device = num_samples, seed, batch_size, device
-        self.loaded = LoadedModel(ema, process.family, run_config, Path(reference), None)
+        self.loaded = LoadedModel(ema, run_config["process"], run_config, Path(reference), None)
+        self.process = process
         # the run's sample-grid sampler, deterministic
-        self.opts = SamplerOptions(mode=process.grid_mode, num_steps=num_steps, cfg_scale=1.0).resolve(self.loaded)
+        self.opts = SamplerOptions(mode=process.grid_mode, num_steps=num_steps, cfg_scale=1.0).resolve(process)
         self.decode = make_decoder(self.loaded)
         self.net = InceptionV3Features(inception_weights).to(device).eval()
         self.ref = on_rank0(lambda: self.reference_stats(reference))  # every rank raises if rank 0 refuses
@@ -83,7 +84,7 @@ class TrainingFID:
         if not idx:
             return None
         y = image_labels(self.seed, idx, self.loaded.model.num_classes)
-        images = to_uint8(sample_images(self.loaded, self.opts, self.seed, idx, y, self.decode))
+        images = to_uint8(sample_images(self.loaded, self.process, self.opts, self.seed, idx, y, self.decode))
         x = torch.from_numpy(images).to(self.device).permute(0, 3, 1, 2).float() / 255.0  # as `sra eval` reads
         out = self.net.features(x)
         return out["pool"].double().cpu().numpy(), out["logits"].float().cpu().numpy()

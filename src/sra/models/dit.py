@@ -193,20 +193,14 @@ class ProjectionHead(nn.Module):
         return self.linear2(F.silu(self.linear1(h)))
 
 
-def repa_projector(hidden_size: int, projector_dim: int, z_dim: int) -> nn.Sequential:
-    """REPA's MLP projector (arXiv 2410.06940): Linear(D, P) -> SiLU -> Linear(P, P) -> SiLU -> Linear(P, z_dim).
-    An nn.Sequential as in REPA's code, so that its parameters are named projectors.{i}.{0,2,4}."""
-    return nn.Sequential(nn.Linear(hidden_size, projector_dim), nn.SiLU(), nn.Linear(projector_dim, projector_dim),
-                         nn.SiLU(), nn.Linear(projector_dim, z_dim))
-
-
 # ----------------------------------------------------------------------------------------------------------------
 # The model
 # ----------------------------------------------------------------------------------------------------------------
 
 class DiffusionTransformer(nn.Module):
-    """SiT / DiT backbone. `learn_sigma` doubles the output channels (DiT's learned variance). `z_dims`: one REPA
-    projector per external encoder of that feature size (none by default, so released checkpoints load strictly)."""
+    """SiT / DiT backbone. `learn_sigma` doubles the output channels (DiT's learned variance). The SRA head
+    `ap_head` is part of it because the released SiT-SRA / DiT-SRA checkpoints hold it (they load strictly); every
+    other training-only module belongs to its term (sra.objectives)."""
 
     def __init__(
         self,
@@ -221,8 +215,6 @@ class DiffusionTransformer(nn.Module):
         class_dropout_prob: float = 0.1,
         num_classes: int = 1000,
         learn_sigma: bool = False,
-        z_dims: tuple[int, ...] = (),
-        projector_dim: int = 2048,
     ):
         super().__init__()
         if input_size % patch_size:
@@ -242,8 +234,6 @@ class DiffusionTransformer(nn.Module):
         self.blocks = nn.ModuleList([Block(hidden_size, num_heads, mlp_ratio) for _ in range(depth)])
         self.ap_head = ProjectionHead(hidden_size)
         self.final_layer = FinalLayer(hidden_size, patch_size, self.out_channels)
-        if z_dims:  # training-only, like ap_head; registered last so that the backbone's initialisation is unchanged
-            self.projectors = nn.ModuleList([repa_projector(hidden_size, projector_dim, z) for z in z_dims])
         self.initialize_weights()
 
     def initialize_weights(self) -> None:

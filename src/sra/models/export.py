@@ -36,18 +36,19 @@ def architecture(model: DiffusionTransformer) -> dict:
 
 def export_safetensors(loaded: LoadedModel, output: str | os.PathLike) -> Path:
     """OUTPUT/model.safetensors (the loaded weights, EMA by default; the config also in its metadata) and
-    OUTPUT/config.json ({format, family, architecture, step, train_config})."""
+    OUTPUT/config.json ({format, process, architecture, step, train_config}: the run spec, whose process section
+    `sra sample` and `sra generate` sample with)."""
     from safetensors.torch import save_file
 
     output = Path(output)
     output.mkdir(parents=True, exist_ok=True)
-    config = {"format": "sra", "family": loaded.family, "architecture": architecture(loaded.model),
+    config = {"format": "sra", "process": loaded.process, "architecture": architecture(loaded.model),
               "step": loaded.step, "train_config": loaded.config}
     state = {k: v.detach().contiguous().cpu() for k, v in loaded.model.state_dict().items()}
     save_file(state, str(output / SAFETENSORS_NAME), metadata={"sra_config": json.dumps(config)})
     (output / CONFIG_NAME).write_text(json.dumps(config, indent=2) + "\n")
     usage = (f"```python\nfrom sra.models import load_model\nloaded = load_model(\"{output.name}\")   # this folder; "
-             f"loaded.model is the {loaded.family} in eval mode\n```\n\n`sra sample {output.name}` and "
+             f"loaded.model is the model in eval mode\n```\n\n`sra sample {output.name}` and "
              f"`sra generate {output.name}` read it as they read a run folder.")
     write_model_card(loaded, output, library="sra", usage=usage)
     return output
@@ -84,17 +85,18 @@ def logged_evaluations(run: Path | None) -> list[tuple[int | None, str, float]]:
     return list(found.values())
 
 
-# family -> (hub tag, what the model predicts), for the model card
-CARD_KIND = {"SiT": ("flow-matching", "flow matching, velocity prediction"),
-             "DiT": ("ddpm", "DDPM, epsilon and learned variance")}
+# the model card's kind of model, by the process it was trained with: (model name, hub tag, what it is)
+CARD_KIND = {"flow": ("SiT", "flow-matching", "flow matching, {prediction} prediction"),
+             "ddpm": ("DiT", "ddpm", "DDPM, epsilon and learned variance")}
 
 
 def write_model_card(loaded: LoadedModel, output: Path, *, library: str, usage: str, notes: str = "") -> Path:
     """OUTPUT/README.md: hub metadata (library, license, tags, paper), what the folder holds and how to load it, the
     training config and step, and the evaluations the run logged (none invented)."""
-    m, family = loaded.model, loaded.family
-    tag, kind = CARD_KIND[family]
-    tags = ["sra", "self-representation-alignment", family.lower(), "diffusion-transformer", "class-conditional",
+    m = loaded.model
+    title, tag, kind = CARD_KIND.get(loaded.process["name"], ("model", loaded.process["name"], loaded.process["name"]))
+    kind = kind.format(prediction=loaded.process.get("prediction", "velocity"))
+    tags = ["sra", "self-representation-alignment", title.lower(), "diffusion-transformer", "class-conditional",
             "image-generation", tag, "arxiv:2505.02831"]
     evals = logged_evaluations(run_folder_of(loaded))
     eval_text = "\n".join(["| step | metric | value |", "|---:|---|---:|"] +
@@ -109,9 +111,9 @@ tags:
 {chr(10).join(f"- {t}" for t in tags)}
 ---
 
-# {family} trained with Self-Representation Alignment
+# {title} trained with Self-Representation Alignment
 
-A class-conditional {family} ({kind}; depth {m.depth}, width {m.hidden_size}, {m.num_heads} heads, patch {m.patch_size}, input {m.in_channels} x
+A class-conditional {title} ({kind}; depth {m.depth}, width {m.hidden_size}, {m.num_heads} heads, patch {m.patch_size}, input {m.in_channels} x
 {m.input_size} x {m.input_size}, {m.num_classes} classes) trained with Self-Representation Alignment (SRA,
 [arXiv 2505.02831]({PAPER})): an early block's tokens at higher noise are aligned, through a projection head dropped
 after training, to a later block's tokens of the model's own EMA copy at lower noise.
@@ -300,13 +302,11 @@ def export_sit_pipeline(loaded: LoadedModel, output: str | os.PathLike, vae=None
                         path_type: str = "linear") -> Path:
     """A SiTPipeline folder: pipeline_sit.py, transformer/ (modeling_sit.py, config.json, weights), vae/ for latent
     models, model_index.json (the pipeline's path and latent map), README.md. The weights are ours without the
-    training-only SRA head and REPA projectors."""
+    training-only SRA head (the terms' own modules are never in the model's weights)."""
     output = Path(output)
     import diffusers
     from safetensors.torch import save_file
 
-    if loaded.family != "SiT":
-        raise ValueError("the SiT pipeline takes SiT (flow) models")
     latent_map = latent_map or {}
     output.mkdir(parents=True, exist_ok=True)
     (output / "transformer").mkdir(exist_ok=True)
@@ -316,7 +316,7 @@ def export_sit_pipeline(loaded: LoadedModel, output: str | os.PathLike, vae=None
               **sit_transformer_config(loaded.model)}
     (output / "transformer" / "config.json").write_text(json.dumps(config, indent=2) + "\n")
     state = {k: v.detach().contiguous().cpu() for k, v in loaded.model.state_dict().items()
-             if not k.startswith(("ap_head.", "projectors."))}
+             if not k.startswith("ap_head.")}
     save_file(state, str(output / "transformer" / "diffusion_pytorch_model.safetensors"))
     if vae is not None:
         save_vae(vae, output / "vae", {})

@@ -1,5 +1,7 @@
-"""Build a model for sampling/analysis from a run folder, one of our checkpoints, an authors' released checkpoint, or
-a plain state dict: the architecture is read off the weights' shapes, so no flags are needed."""
+"""Build a model for sampling/analysis from a run folder, one of our checkpoints or exports, an authors' released
+checkpoint, or a plain state dict: the architecture is read off the weights' shapes, so no flags are needed. The
+process comes from the run's spec (its `process` section); only files that carry no spec (the authors' released
+checkpoints, plain state dicts) have it decided from their weights and saved arguments, in `process_of_weights`."""
 from __future__ import annotations
 
 import argparse
@@ -12,19 +14,31 @@ import torch
 
 from ..checkpoint import CheckpointError, latest_checkpoint, load_checkpoint, load_weights, model_state
 from .dit import DiffusionTransformer
-from .presets import LEARNED_VARIANCE, SIZES
+from .presets import FAMILIES, SIZES
 
-FAMILY_OF_OUTPUT = {learned: family for family, learned in LEARNED_VARIANCE.items()}  # learned sigma -> family
+TRAINING_ONLY = ("projectors.",)  # REPA's projectors in REPA-trained released files: not part of the backbone
 
 
 @dataclass
 class LoadedModel:
     model: DiffusionTransformer           # in eval mode, EMA weights unless asked otherwise
-    family: str                           # "SiT" (velocity, t in [0, 1]) or "DiT" (DDPM, learned sigma)
-    config: dict | None                   # our resolved TrainConfig as a dict, when the checkpoint has one
+    process: dict                         # the spec's process section, e.g. {"name": "flow", "path": "linear", ...}
+    config: dict | None                   # our resolved run spec as a dict, when the checkpoint has one
     source: Path                          # the checkpoint file read
     step: int | None                      # training step of our checkpoints
     released_args: dict | None = None     # vars() of the argparse.Namespace under 'args' in the authors' files
+
+
+def process_of_weights(learn_sigma: bool, released_args: dict | None) -> dict:
+    """The process section of a file that carries no spec: DDPM for learned-variance outputs (DiT), else flow
+    matching with the released args' --path-type (SiT's train.py spells the cosine path "cos") and velocity
+    prediction. The one place weight shapes decide the process."""
+    family = next(name for name, f in FAMILIES.items() if f.learn_sigma == learn_sigma)
+    section = {"name": FAMILIES[family].process}
+    if not learn_sigma:
+        path = (released_args or {}).get("path_type") or "linear"
+        section["path"] = {"cos": "cosine"}.get(path, path)
+    return section
 
 
 def architecture_from_state(state: dict) -> dict:
@@ -40,12 +54,9 @@ def architecture_from_state(state: dict) -> dict:
     except (KeyError, ValueError, IndexError) as e:
         raise ValueError(f"state dict is not a SiT/DiT checkpoint (missing {e})") from None
     heads = next((h for d, w_, h in SIZES.values() if w_ == hidden), max(1, hidden // 64))
-    projectors = sorted({int(k.split(".")[1]) for k in state if k.startswith("projectors.")})  # REPA-trained runs
-    extra = dict(z_dims=tuple(state[f"projectors.{i}.4.weight"].shape[0] for i in projectors),
-                 projector_dim=state["projectors.0.0.weight"].shape[0]) if projectors else {}
     return dict(input_size=int(round(tokens ** 0.5)) * patch, patch_size=patch, in_channels=in_channels,
                 hidden_size=hidden, depth=depth, num_heads=heads, mlp_ratio=mlp_hidden / hidden,
-                num_classes=table - 1, class_dropout_prob=0.1, learn_sigma=out == 2 * in_channels, **extra)
+                num_classes=table - 1, class_dropout_prob=0.1, learn_sigma=out == 2 * in_channels)
 
 
 def resolve_checkpoint(path: str | os.PathLike) -> Path:
@@ -68,30 +79,47 @@ def load_model(path: str | os.PathLike, weights: str = "ema", num_heads: int | N
     """Load for inference. `weights`: 'ema' (default) or 'model'. `num_heads` overrides the guess from the width.
     Also reads `sra export --format safetensors` output (its weights are the EMA ones)."""
     file = resolve_checkpoint(path)
+    args = None
     if file.suffix == ".safetensors":
-        state, arch, config, step = read_safetensors(file)
-        args = None
+        state, arch, config, step, process = read_safetensors(file)
     else:
         ckpt = load_checkpoint(file)
         state = model_state(ckpt, prefer=weights)
-        arch = architecture_from_state(state)
         config = ckpt.get("config") if isinstance(ckpt.get("config"), dict) else None
         if config is None and (file.parent.parent / "config.json").exists():
             config = json.loads((file.parent.parent / "config.json").read_text())
         step = ckpt.get("step", ckpt.get("steps"))
-        args = ckpt.get("args")
+        args = vars(ckpt["args"]) if isinstance(ckpt.get("args"), argparse.Namespace) else None
+        if config is None:  # released files (REPA-trained ones hold REPA's projectors beside the backbone)
+            state = {k: v for k, v in state.items() if not k.startswith(TRAINING_ONLY)}
+        arch = architecture_from_state(state)
+        process = None
     if num_heads:
         arch["num_heads"] = num_heads
+    if process is None:
+        process = spec_process(config) or process_of_weights(arch["learn_sigma"], args)
     model = DiffusionTransformer(**arch)
     load_weights(model, state, source=str(file))
-    return LoadedModel(model.to(device).eval(), FAMILY_OF_OUTPUT[arch["learn_sigma"]], config, file,
-                       int(step) if step is not None else None,
-                       vars(args) if isinstance(args, argparse.Namespace) else None)
+    return LoadedModel(model.to(device).eval(), process, config, file, int(step) if step is not None else None, args)
 
 
-def read_safetensors(file: Path) -> tuple[dict, dict, dict | None, int | None]:
-    """(state, architecture, train config, step) of an `sra export --format safetensors` file: the architecture comes
-    from the JSON config in the file's metadata (or beside it), else from the shapes."""
+def spec_process(config: dict | None) -> dict | None:
+    """The process section of a run spec; a spec written before it had one names its model and a `flow` section
+    (read as the model family's process with those settings)."""
+    if not isinstance(config, dict):
+        return None
+    if isinstance(config.get("process"), dict):
+        return dict(config["process"])
+    model = config.get("model")
+    if not isinstance(model, str) or model.split("-")[0] not in FAMILIES:
+        return None
+    family = FAMILIES[model.split("-")[0]]
+    return {"name": family.process, **({} if family.learn_sigma else dict(config.get("flow") or {}))}
+
+
+def read_safetensors(file: Path) -> tuple[dict, dict, dict | None, int | None, dict | None]:
+    """(state, architecture, run spec, step, process section) of an `sra export --format safetensors` file: the
+    architecture and process come from the JSON config in the file's metadata (or beside it), else from the shapes."""
     from safetensors import SafetensorError, safe_open
     from safetensors.torch import load_file
 
@@ -105,5 +133,7 @@ def read_safetensors(file: Path) -> tuple[dict, dict, dict | None, int | None]:
     if config is None and (file.parent / "config.json").is_file():
         config = json.loads((file.parent / "config.json").read_text())
     if not (isinstance(config, dict) and config.get("format") == "sra"):
-        return state, architecture_from_state(state), None, None
-    return state, dict(config["architecture"]), config.get("train_config"), config.get("step")
+        return state, architecture_from_state(state), None, None, None
+    spec = config.get("train_config")
+    process = config.get("process") if isinstance(config.get("process"), dict) else spec_process(spec)
+    return state, dict(config["architecture"]), spec, config.get("step"), process

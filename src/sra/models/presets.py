@@ -1,5 +1,8 @@
-"""Model presets: "SiT-B/2", "DiT-XL/2", ... plus tiny CPU presets."""
+"""Model presets: "SiT-B/2", "DiT-XL/2", ... plus tiny CPU presets. A preset's family names the process it trains
+with by default (a name in sra.process.PROCESSES) and its output layout."""
 from __future__ import annotations
+
+from typing import NamedTuple
 
 from .dit import DiffusionTransformer
 
@@ -12,12 +15,18 @@ SIZES = {
     "XL": (28, 1152, 16),
 }
 PATCHES = (2, 4, 8)
-FAMILIES = ("SiT", "DiT")
-LEARNED_VARIANCE = {"SiT": False, "DiT": True}  # DiT predicts epsilon and the variance: 2 C output channels
+
+
+class Family(NamedTuple):
+    process: str        # the process its presets train with (sra.process.PROCESSES)
+    learn_sigma: bool   # output layout: 2 C channels (epsilon and the variance) instead of C
+
+
+FAMILIES = {"SiT": Family(process="flow", learn_sigma=False), "DiT": Family(process="ddpm", learn_sigma=True)}
 
 MODEL_NAMES = [f"{fam}-{size}/{p}" for fam in FAMILIES for size in SIZES for p in PATCHES]
 OVERRIDES = ("input_size", "in_channels", "num_classes", "class_dropout_prob",
-             "depth", "hidden_size", "num_heads", "patch_size", "mlp_ratio", "z_dims", "projector_dim")
+             "depth", "hidden_size", "num_heads", "patch_size", "mlp_ratio")
 
 
 def parse_name(name: str) -> tuple[str, str, int]:
@@ -33,13 +42,25 @@ def parse_name(name: str) -> tuple[str, str, int]:
     return family, size, patch
 
 
+def family(name: str) -> Family:
+    """The family of a preset name: its default process and output layout."""
+    return FAMILIES[parse_name(name)[0]]
+
+
+def architecture(name: str) -> dict:
+    """The model attributes a preset fixes (those a checkpoint's shapes tell): depth, width, patch, output layout."""
+    _, size, patch = parse_name(name)
+    depth, hidden, _ = SIZES[size]
+    return dict(depth=depth, hidden_size=hidden, patch_size=patch, learn_sigma=family(name).learn_sigma)
+
+
 def build_model(name: str, **overrides) -> DiffusionTransformer:
     """Build a preset. DiT presets predict 2*C channels (learned sigma); SiT presets predict C (velocity)."""
-    family, size, patch = parse_name(name)
+    _, size, patch = parse_name(name)
     unknown = set(overrides) - set(OVERRIDES)
     if unknown:
         raise TypeError(f"build_model got unknown overrides {sorted(unknown)}; allowed: {', '.join(OVERRIDES)}")
     depth, hidden, heads = SIZES[size]
     kwargs = dict(depth=depth, hidden_size=hidden, num_heads=heads, patch_size=patch)
     kwargs.update(overrides)
-    return DiffusionTransformer(learn_sigma=LEARNED_VARIANCE[family], **kwargs)
+    return DiffusionTransformer(learn_sigma=family(name).learn_sigma, **kwargs)

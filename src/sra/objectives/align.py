@@ -3,6 +3,7 @@ the projection head, regress the EMA teacher's tokens after block m >= s, seen a
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import math
 from dataclasses import dataclass
 
@@ -11,6 +12,7 @@ import torch.nn.functional as F
 
 from ..options import option
 from .dts import group_times, teacher_view
+from .objective import register
 
 DISTANCES = ("cos", "cos-over-tokens", "sml1", "l1", "l2")
 COSINES = ("cos", "cos-over-tokens")  # the distances whose lambda is 0.5 and that take no epoch decay
@@ -18,9 +20,9 @@ INTERVALS = ("uniform", "fixed", "none")
 TEACHERS = ("ema", "online")
 
 
-@dataclass(kw_only=True)
+@dataclass(frozen=True, kw_only=True)
 class AlignConfig:
-    weight: float | None = option(0.5, flag="--sra-weight",
+    weight: float | None = option(0.5, flag="--sra-weight", group="SRA: self-representation alignment",
                                   help="alignment weight lambda; 0 = plain training, no teacher forward (unset: 0.5 "
                                        "with either cosine; else 0.2 for SiT, 0.04 for DiT, as the released code)")
     distance: str | None = option("cos", flag="--loss-type", choices=DISTANCES,
@@ -48,6 +50,7 @@ class AlignConfig:
         return self.weight > 0
 
     def validate(self, depth: int) -> None:
+        """A resolved config against a model of `depth` blocks."""
         if self.distance not in DISTANCES:
             raise ValueError(f"unknown alignment distance {self.distance!r}; choices: {', '.join(DISTANCES)}")
         if self.interval not in INTERVALS:
@@ -136,27 +139,72 @@ def alignment(cfg: AlignConfig, student, teacher, h: torch.Tensor, x_teacher: to
     return token_distance(p, g, cfg.distance)
 
 
+@register
 class SRA:
     """The alignment term "align" (N,) on any process: the teacher sees the same x0 and noise at the process's lower
     noise level (t' = process.lower(t, k)), per token group with token groups (objectives.dts). The teacher's labels
     follow each reference: plain SRA's teacher sees the student's dropped labels (SiT-SRA loss.py
     `labels_teacher = labels_train`); with token groups, the authors' SiT-SRA_DTS_AS drops labels inside the
-    student's forward only and hands its eval-mode teacher the labels as they came (`y=labels`)."""
+    student's forward only and hands its eval-mode teacher the labels as they came (`y=labels`).
+
+    Its head is the backbone's `ap_head`: the released SiT-SRA / DiT-SRA checkpoints hold it there (`ap_head.*`), and
+    the public API names it (`model.ap_head(h)`); the term trains it when it is on, and freezes it otherwise."""
 
     name = "align"
+    Config = AlignConfig
+    # what a run starts from before resolution: every preset-dependent field unset (0 blocks, None)
+    unset = AlignConfig(block_out_s=0, block_out_t=0, teacher_bf16=None, weight=None, distance=None,
+                        legacy_epoch_decay=None)
+    student_parts = ("ap_head",)  # parts of the backbone this term trains
 
-    def __init__(self, cfg: AlignConfig, process, mix, patch_size: int):
-        self.cfg, self.process, self.mix, self.patch_size = cfg, process, mix, patch_size
-        self.active, self.depth = cfg.active, cfg.block_out_s
+    @staticmethod
+    def resolve(cfg: AlignConfig, preset) -> AlignConfig:
+        """Fill the unset fields from the preset's row of the defaults table (blocks, distance, lambda) and the
+        device (bf16 teacher only where bf16 is native: CUDA, AVX512-BF16/AMX CPUs; elsewhere it is emulated and slower
+        than fp32, docs/PERFORMANCE.md)."""
+        row = preset.row
+        distance = cfg.distance if cfg.distance is not None else row.align_distance
+        weight = cfg.weight if cfg.weight is not None else (
+            row.align_weight_cos if distance in COSINES else row.align_weight_other)
+        return dataclasses.replace(
+            cfg, distance=distance, weight=weight,
+            block_out_s=cfg.block_out_s or row.sra_blocks[0], block_out_t=cfg.block_out_t or row.sra_blocks[1],
+            teacher_bf16=fast_bf16(preset.device) if cfg.teacher_bf16 is None else cfg.teacher_bf16,
+            legacy_epoch_decay=distance not in COSINES if cfg.legacy_epoch_decay is None else cfg.legacy_epoch_decay)
+
+    @staticmethod
+    def validate(cfg: AlignConfig, spec) -> None:
+        cfg.validate(spec.model_depth)
+        if spec.fsdp and cfg.active and cfg.teacher == "online":
+            raise ValueError("--teacher online is not supported with --fsdp (the teacher must be an unsharded copy)")
+
+    def __init__(self, cfg: AlignConfig, objective, resources: dict):
+        self.cfg, self.process, self.mix, self.patch_size = cfg, objective.process, objective.mix, objective.patch_size
+        self.depth, self.module = cfg.block_out_s, None
+
+    def uses(self, part: str) -> bool:
+        return self.cfg.use_head
+
+    def teacher(self, model, ema):
+        """The network whose tokens are the target: the EMA (paper) or the online model (no gradient)."""
+        return ema if self.cfg.teacher == "ema" else model
 
     def weight(self, epoch: int, input_size: int) -> float:
         return self.cfg.effective_weight(epoch, input_size)
 
     def __call__(self, b) -> torch.Tensor:
         x_teacher, t_teacher, groups = self.teacher_input(b)
-        y_teacher = b.y_clean if self.mix.active else b.y
-        return alignment(self.cfg, b.student, b.teacher, b.tokens[self.depth], x_teacher, t_teacher, y_teacher,
-                         groups=groups)
+        return alignment(self.cfg, b.student, b.teacher, b.tokens[self.depth], x_teacher, t_teacher,
+                         self.teacher_labels(b), groups=groups)
+
+    def teacher_labels(self, b) -> torch.Tensor:
+        return b.y_clean if self.mix.active else b.y
+
+    def teacher_forward(self, b) -> torch.Tensor:
+        """The teacher's tokens alone (what `sra bench` times as the teacher's share of the step)."""
+        x_teacher, t_teacher, groups = self.teacher_input(b)
+        return teacher_tokens(b.teacher, x_teacher, t_teacher, self.teacher_labels(b), self.cfg.block_out_t,
+                              self.cfg.teacher_bf16, groups)
 
     def teacher_input(self, b):
         """(input, time (N,) or per token, group ids for attention or None) of the teacher: same x0 and noise as the

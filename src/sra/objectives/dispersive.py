@@ -13,15 +13,17 @@ i.e. the output of the last block; their JAX runs of the paper: lambda 0.5, tau 
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 
 import torch
 
 from ..options import option
+from .objective import register
 
 
-@dataclass(kw_only=True)
+@dataclass(frozen=True, kw_only=True)
 class DispConfig:
     weight: float = option(0.0, flag="--disp-weight",
                            group="Dispersive Loss: spread the batch's block tokens apart (arXiv 2506.09027)",
@@ -58,13 +60,26 @@ def dispersive_loss(tokens: torch.Tensor, tau: float = 1.0) -> torch.Tensor:
     return torch.logsumexp((-dist / (d * tau)).flatten(), 0) - math.log(b * b)
 
 
+@register
 class Dispersive:
-    """The dispersive term "disp" (N,): the batch's loss, carried by every sample."""
+    """The dispersive term "disp" (N,): the batch's loss, carried by every sample. No parameters."""
 
     name = "disp"
+    Config = DispConfig
+    unset = DispConfig()
+    student_parts = ()
 
-    def __init__(self, cfg: DispConfig):
-        self.cfg, self.active, self.depth = cfg, cfg.active, cfg.block
+    @staticmethod
+    def resolve(cfg: DispConfig, preset) -> DispConfig:
+        # unset block: the last one, as the authors' PyTorch code (an inactive term keeps its 0)
+        return dataclasses.replace(cfg, block=cfg.block or preset.depth) if cfg.active else cfg
+
+    @staticmethod
+    def validate(cfg: DispConfig, spec) -> None:
+        cfg.validate(spec.model_depth)
+
+    def __init__(self, cfg: DispConfig, objective, resources: dict):
+        self.cfg, self.depth, self.module = cfg, cfg.block, None
 
     def weight(self, epoch: int, input_size: int) -> float:
         return self.cfg.weight

@@ -22,7 +22,7 @@ from ..options import option
 TEACHER_TIMES = ("sra", "self_flow", "same")
 
 
-@dataclass(kw_only=True)
+@dataclass(frozen=True, kw_only=True)
 class MixConfig:
     mask_ratio: tuple[float, ...] = option(
         (0.0,), metavar="R",

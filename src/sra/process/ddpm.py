@@ -4,30 +4,40 @@ convention is stated once, in `ddpm_schedule`."""
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 
+from ..models.export import export_dit_pipeline
 from .base import pixel_map
 from .ddpm_loss import diffusion_terms
 from .ddpm_samplers import sample as ddpm_sample
 from .ddpm_schedule import NUM_TIMESTEPS, get_diffusion
 
 
+@dataclass(frozen=True, kw_only=True)
+class DDPMConfig:
+    """DiT's process has no options: the 1000-step linear schedule, epsilon with learned variance, as DiT trains."""
+
+
 class DDPMProcess:
     """DiT's process; the model's time input is the step of the original 1000-step process."""
 
-    name, family, learn_sigma = "ddpm", "DiT", True
+    name, title, learn_sigma = "ddpm", "DiT (DDPM)", True
+    Config = DDPMConfig
     losses = ("denoise", "vb")
-    config_sections = ()
     modes, grid_mode, grid_name = ("ddpm", "ddim"), "ddim", "DDIM"
     # DiT's (Peebles & Xie 2023): 250 respaced DDPM steps, CFG 1.5 at every step.
     protocol = dict(mode="ddpm", num_steps=250, cfg_scale=1.5, guidance_low=0.0, guidance_high=1.0)
     time_axis = "DDPM step (0 = data)"
     clean_time = 0
-    path = None  # no interpolant path
 
-    def __init__(self, **_):
+    def __init__(self, config: DDPMConfig | None = None):
+        self.config = config or DDPMConfig()
         self.diffusion = get_diffusion()  # all 1000 steps: the step index is the model's time input
+
+    def describe(self) -> str:
+        return "DDPM (1000 linear steps, epsilon and learned variance)"
 
     # -- time ------------------------------------------------------------------------------------------------------
 
@@ -105,3 +115,11 @@ class DDPMProcess:
 
     def guidance_note(self, cfg_channels: str) -> str:
         return " on epsilon channels 0-2" if cfg_channels == "dit" else ""
+
+    # -- export --------------------------------------------------------------------------------------------------------
+
+    def check_diffusers_export(self) -> None:
+        """diffusers' own DiTPipeline takes every DDPM model this process trains."""
+
+    def export_diffusers(self, loaded, output, *, vae, latent_map):
+        return export_dit_pipeline(loaded, output, vae=vae, latent_map=latent_map)

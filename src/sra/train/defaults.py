@@ -1,11 +1,11 @@
 """Every preset-dependent default, in one table: `sra train` leaves these options unset (None, or 0 for blocks) and
-`TrainConfig.resolve` fills them from here and from nowhere else. A row per (family, size), a row per family, and
-the few that depend on the machine. Changing a tiny preset's training settings is editing its row."""
+`resolve_spec` fills them from here and from nowhere else (the terms read their part of a row in their own `resolve`).
+A row per (process, size), a row per process, and the few that depend on the machine. Changing a tiny preset's
+training settings is editing its row."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
-from ..objectives.align import COSINES, fast_bf16
 from .tracking import default_reporter
 
 
@@ -30,25 +30,26 @@ _TINY = dict(lr=1e-3, lr_warmup_steps=200, ema_decay=0.999, ema_warmup=True, max
 # decided, a tiny DiT gets a hundredth of the signal SiT's velocity loss gives it: at SiT's 1e-3 its samples hardly
 # follow their class within 1200 steps. 3e-3 lets DDPM learn its classes at CPU scale (docs/DIT.md).
 _TINY_DIT = {**_TINY, "lr": 3e-3}
+# Keyed by the process (sra.process.PROCESSES): flow is SiT's, ddpm DiT's.
 SIZE_DEFAULTS: dict[tuple[str, str], SizeRow] = {
-    ("SiT", "T"): SizeRow(**_TINY, sra_blocks=(2, 4), repa_block=2),
-    ("SiT", "S"): SizeRow(**_PAPER, sra_blocks=(3, 8), repa_block=4),
-    ("SiT", "B"): SizeRow(**_PAPER, sra_blocks=(3, 8), repa_block=4),
-    ("SiT", "L"): SizeRow(**_PAPER, sra_blocks=(6, 16), repa_block=8),
-    ("SiT", "XL"): SizeRow(**_PAPER, sra_blocks=(8, 20), repa_block=8),
-    ("DiT", "T"): SizeRow(**_TINY_DIT, sra_blocks=(2, 4), repa_block=2),
-    ("DiT", "S"): SizeRow(**_PAPER, sra_blocks=(3, 7), repa_block=4),
-    ("DiT", "B"): SizeRow(**_PAPER, sra_blocks=(3, 7), repa_block=4),
-    ("DiT", "L"): SizeRow(**_PAPER, sra_blocks=(6, 14), repa_block=8),
-    ("DiT", "XL"): SizeRow(**_PAPER, sra_blocks=(8, 16), repa_block=8),
+    ("flow", "T"): SizeRow(**_TINY, sra_blocks=(2, 4), repa_block=2),
+    ("flow", "S"): SizeRow(**_PAPER, sra_blocks=(3, 8), repa_block=4),
+    ("flow", "B"): SizeRow(**_PAPER, sra_blocks=(3, 8), repa_block=4),
+    ("flow", "L"): SizeRow(**_PAPER, sra_blocks=(6, 16), repa_block=8),
+    ("flow", "XL"): SizeRow(**_PAPER, sra_blocks=(8, 20), repa_block=8),
+    ("ddpm", "T"): SizeRow(**_TINY_DIT, sra_blocks=(2, 4), repa_block=2),
+    ("ddpm", "S"): SizeRow(**_PAPER, sra_blocks=(3, 7), repa_block=4),
+    ("ddpm", "B"): SizeRow(**_PAPER, sra_blocks=(3, 7), repa_block=4),
+    ("ddpm", "L"): SizeRow(**_PAPER, sra_blocks=(6, 14), repa_block=8),
+    ("ddpm", "XL"): SizeRow(**_PAPER, sra_blocks=(8, 16), repa_block=8),
 }
 
 
 @dataclass(frozen=True)
-class FamilyRow:
-    distance: str                 # the alignment distance
-    weight_cos: float             # lambda with either cosine distance
-    weight_other: float           # lambda with smooth-L1 / L1 / L2 (these take the released epoch decay)
+class ProcessRow:
+    align_distance: str           # the alignment distance
+    align_weight_cos: float       # lambda with either cosine distance
+    align_weight_other: float     # lambda with smooth-L1 / L1 / L2 (these take the released epoch decay)
 
 
 # As the released code trains each family. SiT (SiT-SRA train.py): cosine with lambda 0.5, no decay (their default
@@ -56,9 +57,9 @@ class FamilyRow:
 # objectives.align.token_distance); with smooth-L1 2 x 0.1 = 0.2 with the epoch decay (the paper's setting).
 # DiT (DiT-SRA train.py, smooth-L1 only): 0.4 x 0.1 = 0.04 with the epoch decay; the released code multiplies its
 # DiT term by 0.4 where SiT's has 2, so DiT's lambda is a fifth of SiT's.
-FAMILY_DEFAULTS: dict[str, FamilyRow] = {
-    "SiT": FamilyRow(distance="cos", weight_cos=0.5, weight_other=0.2),
-    "DiT": FamilyRow(distance="sml1", weight_cos=0.5, weight_other=0.04),
+PROCESS_DEFAULTS: dict[str, ProcessRow] = {
+    "flow": ProcessRow(align_distance="cos", align_weight_cos=0.5, align_weight_other=0.2),
+    "ddpm": ProcessRow(align_distance="sml1", align_weight_cos=0.5, align_weight_other=0.04),
 }
 
 # Where REPA's defaults come from (sihyun-yu/REPA as this project's reference index stores it, @67f7145).
@@ -71,29 +72,23 @@ REPA_DEFAULTS_FROM = {
     "block T": "ours: 2 of the tiny preset's 6 blocks (a third, as 4 of SiT-B's 12)",
     "projector_dim": "REPA models/sit.py line 180: SiT(..., projector_dim=2048)",
 }
-REPA_BLOCKS = {size: row.repa_block for (_, size), row in SIZE_DEFAULTS.items()}  # the same for every family
 
 
-def fill(c, family: str, size: str, depth: int, device: str) -> None:
-    """Fill every unset field of a TrainConfig `c` (in place) from the tables."""
-    row, fam = SIZE_DEFAULTS[(family, size)], FAMILY_DEFAULTS[family]
-    for name in ("lr", "lr_warmup_steps", "ema_decay", "ema_warmup", "max_train_steps"):
-        if getattr(c, name) is None:
-            setattr(c, name, getattr(row, name))
-    c.report_to = c.report_to or default_reporter()
-    a = c.align
-    if a.teacher_bf16 is None:
-        # bf16 only where it is native (CUDA, AVX512-BF16/AMX CPUs); elsewhere bf16 autocast is emulated and slower
-        # than fp32 (docs/PERFORMANCE.md).
-        a.teacher_bf16 = fast_bf16(device)
-    a.block_out_s = a.block_out_s or row.sra_blocks[0]
-    a.block_out_t = a.block_out_t or row.sra_blocks[1]
-    a.distance = a.distance if a.distance is not None else fam.distance
-    if a.weight is None:
-        a.weight = fam.weight_cos if a.distance in COSINES else fam.weight_other
-    if a.legacy_epoch_decay is None:
-        a.legacy_epoch_decay = a.distance not in COSINES
-    if c.repa.active:  # (an inactive term keeps its 0: run configs stay comparable whatever the table says)
-        c.repa.block = c.repa.block or row.repa_block
-    if c.disp.active:
-        c.disp.block = c.disp.block or depth  # the last block, as the authors' PyTorch code
+@dataclass(frozen=True)
+class Row(SizeRow, ProcessRow):
+    """A preset's row: its size row and its process row together (what `resolve_spec` and the terms read)."""
+
+
+def preset_row(process: str, size: str) -> Row:
+    if (process, size) not in SIZE_DEFAULTS:
+        raise ValueError(f"no defaults for the {process} process at size {size}")
+    parts = {**vars(SIZE_DEFAULTS[(process, size)]), **vars(PROCESS_DEFAULTS[process])}
+    return Row(**{f.name: parts[f.name] for f in fields(Row)})
+
+
+TRAINING_DEFAULTS = ("lr", "lr_warmup_steps", "ema_decay", "ema_warmup", "max_train_steps")  # the row's run options
+
+
+def reporter() -> str:
+    """--report-to's default where it is unset: tensorboard where installed, else none."""
+    return default_reporter()

@@ -1,7 +1,6 @@
 """The training loop: one top-to-bottom function. EMA, checkpoints, data order and logging live beside it."""
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import time
@@ -12,17 +11,16 @@ import torch
 from .. import distributed
 from ..data import load_dataset
 from ..data.grid import save_grid
-from ..models.presets import parse_name
-from ..objectives import combine, slice_draws
+from ..objectives import combine
 from ..checkpoint import CheckpointError, checkpoint_path, prune_checkpoints, save_checkpoint, state_mismatch
 from ..runfolder import Stopped, StopSignals, error_line, fault, on_rank0, say, writing
 from . import parallel
 from .config import TrainConfig
 from .ema import ema_decay
-from .features import feature_source
+from .features import term_resources
 from .folder import RunFolder
 from .guard import NonFiniteGuard
-from .step import build_step, optimizer_update
+from .step import build_step, run_step
 from .tracking import Tracker
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -78,12 +76,12 @@ def local_batches(dataset, schedule: BatchSchedule, start: int, stop: int, ctx, 
         yield step, [next(it) for _ in range(cfg.grad_accum)]
 
 
-def sample_grid(cfg: TrainConfig, ema, dataset, shape, device) -> torch.Tensor:
+def sample_grid(cfg: TrainConfig, process, ema, dataset, shape, device) -> torch.Tensor:
     """Fixed-noise samples from the EMA with the process's own sampler: up to 10 classes as rows, 8 columns."""
     classes = torch.linspace(0, cfg.num_classes - 1, min(cfg.num_classes, 10)).round().long()
     y = classes.repeat_interleave(8).to(device)
     noise = torch.randn((len(y), *shape), generator=distributed.generator(cfg.seed + 12345)).to(device)
-    x = cfg.process.grid_sample(ema, noise, y, cfg.sample_steps)
+    x = process.grid_sample(ema, noise, y, cfg.sample_steps)
     if hasattr(dataset, "decode"):
         x = dataset.decode(x)
     return x
@@ -103,12 +101,17 @@ def optional(what: str, work):
 # The loop
 # ----------------------------------------------------------------------------------------------------------------
 
-def train(cfg: TrainConfig) -> Path:
+def train(cfg: TrainConfig, dataset=None) -> Path:
+    """Train the resolved run spec `cfg` (`resolve_spec`) on `dataset` (None: its data_dir, loaded here)."""
     ctx = distributed.init()
-    # 1. Data, the resolved config, the run folder (locked and checked before anything is built or trained).
-    dataset = load_dataset(cfg.data_dir)
-    cfg = cfg.resolve(dataset.shape, dataset.num_classes, ctx.device.type)
-    cfg.check_fits(len(dataset), ctx.world_size)  # the same checks as --dry-run
+    # 1. Data and the run folder (locked and checked before anything is built or trained). The spec is resolved.
+    if not cfg.resolved:
+        raise ValueError("train() takes a resolved run spec: sra.train.config.resolve_spec(...)")
+    dataset = load_dataset(cfg.data_dir) if dataset is None else dataset
+    if (cfg.in_channels, cfg.input_size, cfg.input_size) != tuple(dataset.shape):
+        raise ValueError(f"the spec is for {cfg.in_channels}x{cfg.input_size}x{cfg.input_size} inputs, the data is "
+                         f"{'x'.join(map(str, dataset.shape))}")
+    cfg.check_fits(len(dataset), ctx.world_size)
     folder = RunFolder(cfg)
     on_rank0(lambda: folder.open(cfg))
     try:
@@ -122,15 +125,12 @@ def train_in(cfg: TrainConfig, ctx, dataset, folder: RunFolder, signals: StopSig
     run = folder.path
     torch.manual_seed(cfg.seed)
 
-    # 2. The step: model (with REPA's projector when on), EMA (= SRA teacher), wrappers, optimizer, loss scaler,
-    # objective; `sra bench` builds the same.
-    z_dim, encoder = None, None
-    if cfg.repa.active:
-        z_dim, encoder = feature_source(cfg.repa, dataset, cfg.input_size // parse_name(cfg.model)[2], ctx.device)
-    built = build_step(cfg, ctx, encoder=encoder, z_dim=z_dim)
-    model, ema, train_model, teacher, opt, scaler, objective = (
-        built.model, built.ema, built.train_model, built.teacher, built.opt, built.scaler, built.objective)
-    fp16, amp_dtype = built.fp16, built.amp_dtype
+    # 2. The step: process, objective (the terms and their modules), model, EMA (= SRA teacher), wrappers, optimizer,
+    # loss scaler; `sra bench` builds and runs the same.
+    built = build_step(cfg, ctx, resources=term_resources(cfg, dataset, ctx.device))
+    model, ema, opt, scaler, objective, process = (built.model, built.ema, built.opt, built.scaler, built.objective,
+                                                   built.process)
+    terms = objective.modules
 
     # 3. Resume: the same command continues from the newest readable checkpoint; the log is cut back to its step.
     start, stats = 0, {}
@@ -141,7 +141,8 @@ def train_in(cfg: TrainConfig, ctx, dataset, folder: RunFolder, signals: StopSig
         try:
             if problem:
                 raise ValueError(problem)
-            parallel.load_model_and_optimizer_state(model, opt, ck["model"], ck["opt"])
+            parallel.load_model_and_optimizer_state(model, opt, ck["model"], ck["opt"], terms)
+            terms.load_state_dict(ck.get("terms", {}))
             ema.load_state_dict(ck["ema"])
             scaler.load_state_dict(ck["scaler"])
         except (KeyError, RuntimeError, ValueError) as e:
@@ -161,14 +162,13 @@ def train_in(cfg: TrainConfig, ctx, dataset, folder: RunFolder, signals: StopSig
 
     # 4. Data order.
     schedule = BatchSchedule(len(dataset), cfg.batch_size, cfg.seed)
-    params = built.params
     sample_shape = dataset.shape
     metrics = open(run / "metrics.jsonl", "a") if ctx.is_main else None
     tracker = Tracker(cfg.report_to if ctx.is_main else "none", run, cfg.to_dict(), start)
     fid = None
     if cfg.eval_every and cfg.eval_ref:  # FID/IS on real data: every rank samples its share
         from ..evaluation.training_fid import TrainingFID
-        fid = TrainingFID(ema, process=cfg.process, run_config=cfg.to_dict(), reference=cfg.eval_ref,
+        fid = TrainingFID(ema, process=process, run_config=cfg.to_dict(), reference=cfg.eval_ref,
                           num_samples=cfg.eval_samples, num_steps=cfg.sample_steps, seed=cfg.seed,
                           batch_size=max(1, cfg.batch_size // ctx.world_size), inception_weights=cfg.eval_inception,
                           device=ctx.device)
@@ -187,12 +187,12 @@ def train_in(cfg: TrainConfig, ctx, dataset, folder: RunFolder, signals: StopSig
                 metrics.flush()
 
     def checkpoint(done: int) -> Path:
-        model_state, opt_state = parallel.model_and_optimizer_state(model, opt)  # collective under FSDP
+        model_state, opt_state = parallel.model_and_optimizer_state(model, opt, terms)  # collective under FSDP
         path = checkpoint_path(run, done)
         if ctx.is_main:
             log_state = {"stats": {k: torch.as_tensor(v).detach().cpu() for k, v in stats.items() if k != "n"},
                          "n": stats.get("n", 0)}
-            save_checkpoint({"model": model_state, "ema": ema.state_dict(), "opt": opt_state,
+            save_checkpoint({"model": model_state, "ema": ema.state_dict(), "terms": terms.state_dict(), "opt": opt_state,
                              "scaler": scaler.state_dict(), "step": done, "config": cfg.to_dict(),
                              "nonfinite": guard.state_dict(), "log": log_state}, path)
             prune_checkpoints(run, cfg.keep_last, cfg.keep_every, protect=(path,))  # `path` is complete on disk
@@ -219,27 +219,18 @@ def train_in(cfg: TrainConfig, ctx, dataset, folder: RunFolder, signals: StopSig
         posterior_gen = distributed.generator(distributed.step_seed(cfg.seed, step, 2 + ctx.rank), ctx.device)
         weights = objective.weights(schedule.epoch(step), cfg.input_size)
 
-        # 6. Forward/backward over the micro-batches; gradients sync on the last one only.
+        # 6-7. The step body (step.run_step): forward/backward over the micro-batches, gradients synced on the last
+        # one; clip, skip non-finite steps (never written into weights), update, EMA. Counted on the device.
         micro = cfg.batch_size // (ctx.world_size * cfg.grad_accum)
+        batches = []
         for a, (x, y, *stored) in enumerate(micro_batches):  # stored: REPA features kept with the data, if any
             x, y = x.to(ctx.device, non_blocking=True), y.to(ctx.device, non_blocking=True)
             features = stored[0].to(ctx.device, non_blocking=True) if stored else None
             x = dataset.prepare_batch(x, posterior_gen)  # latents: sample the VAE posterior; pixels: identity
-            lo = a * (cfg.batch_size // cfg.grad_accum) + ctx.rank * micro
-            sync = a == cfg.grad_accum - 1 or not ctx.distributed
-            with (contextlib.nullcontext() if sync else train_model.no_sync()), \
-                    torch.autocast(ctx.device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-                kw = {} if features is None else {"features": features}
-                terms = objective(train_model, teacher, x, y, draws=slice_draws(draws, lo, lo + micro), **kw)
-                loss = combine(terms, weights) / cfg.grad_accum
-            scaler.scale(loss).backward()
-            for k, v in terms.items():
-                stats[k] = stats.get(k, 0.0) + v.detach().mean() / cfg.grad_accum
-
-        # 7. Clip, skip non-finite steps (never written into weights), update, EMA; count them on the device.
+            batches.append((x, y, features, a * (cfg.batch_size // cfg.grad_accum) + ctx.rank * micro))
         decay = ema_decay(step, decay=cfg.ema_decay, half_life_kimg=cfg.ema_half_life_kimg,
                           batch_size=cfg.batch_size, warmup=cfg.ema_warmup)
-        grad_norm, nonfinite = optimizer_update(model, opt, scaler, ema, params, cfg.max_grad_norm, decay, fp16)
+        grad_norm, nonfinite = run_step(built, batches, draws, weights, decay, cfg.max_grad_norm, stats)
         guard.update(nonfinite)
         if sync_debug:
             torch.cuda.set_sync_debug_mode("default")
@@ -283,7 +274,7 @@ def train_in(cfg: TrainConfig, ctx, dataset, folder: RunFolder, signals: StopSig
             grid = run / "samples" / f"{done:07d}.png"
 
             def write_grid() -> Path:
-                x = sample_grid(cfg, ema, dataset, sample_shape, ctx.device)
+                x = sample_grid(cfg, process, ema, dataset, sample_shape, ctx.device)
                 save_grid(x, grid, nrow=8, scale=max(1, 128 // x.shape[-1]))
                 return grid
 
@@ -295,8 +286,7 @@ def train_in(cfg: TrainConfig, ctx, dataset, folder: RunFolder, signals: StopSig
                     return fid()  # collective; the scores on rank 0
                 if not ctx.is_main:
                     return {}
-                scores = evaluate_fmnist_for_training(ema, cfg.eval_samples, ctx.device, cfg.seed,
-                                                      process=cfg.process)
+                scores = evaluate_fmnist_for_training(ema, process, cfg.eval_samples, ctx.device, cfg.seed)
                 scores.pop("num_samples", None)
                 return scores
 

@@ -63,16 +63,19 @@ def full_value(x: torch.Tensor) -> torch.Tensor:
     return x.full_tensor() if isinstance(x, DTensor) else x
 
 
-def _trainable_names(model) -> list[str]:
-    return [n for n, p in model.named_parameters() if p.requires_grad]
+def _trainable_names(model, terms=None) -> list[str]:
+    """The optimizer's parameters by name, in its order: the model's trainable ones, then the terms' ("terms.*")."""
+    extra = [f"terms.{n}" for n, p in terms.named_parameters() if p.requires_grad] if terms is not None else []
+    return [n for n, p in model.named_parameters() if p.requires_grad] + extra
 
 
-def model_and_optimizer_state(model, opt) -> tuple[dict, dict]:
+def model_and_optimizer_state(model, opt, terms=None) -> tuple[dict, dict]:
     """Full (unsharded) state dicts on CPU, the optimizer's keyed by parameter name (as torch's distributed
-    checkpoint writes it), so that a checkpoint resumes on any world size, sharded or not. Collective under FSDP:
-    every rank must call it."""
+    checkpoint writes it), so that a checkpoint resumes on any world size, sharded or not. `terms`: the objective's
+    modules (their parameters follow the model's in the optimizer; unsharded). Collective under FSDP: every rank must
+    call it."""
     if not is_sharded(model):
-        names = _trainable_names(model)
+        names = _trainable_names(model, terms)
         sd = opt.state_dict()
         return model.state_dict(), {
             "state": {names[i]: v for i, v in sd["state"].items()},
@@ -84,10 +87,10 @@ def model_and_optimizer_state(model, opt) -> tuple[dict, dict]:
     return get_model_state_dict(model, options=opts), get_optimizer_state_dict(model, opt, options=opts)
 
 
-def load_model_and_optimizer_state(model, opt, model_state: dict, opt_state: dict) -> None:
+def load_model_and_optimizer_state(model, opt, model_state: dict, opt_state: dict, terms=None) -> None:
     if not is_sharded(model):
         model.load_state_dict(model_state)
-        index = {n: i for i, n in enumerate(_trainable_names(model))}
+        index = {n: i for i, n in enumerate(_trainable_names(model, terms))}
         missing = [n for g in opt_state["param_groups"] for n in g["params"] if n not in index]
         if missing or len(index) != sum(len(g["params"]) for g in opt_state["param_groups"]):
             raise ValueError(f"optimizer state does not match the model's trainable parameters ({missing[:1]})")

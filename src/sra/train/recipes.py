@@ -41,12 +41,12 @@ _IN256_FROM = {
     "num_workers": f"{_TRAIN} --num-workers 8 (default)",
 }
 # SiT (flow matching) with the paper's alignment: smooth-L1 (beta 0.05), 2 x 0.1 with the epoch decay, t_max 0.2.
-_SIT = {"flow": {"path": "linear", "time_sampling": "uniform"},
+_SIT = {"process": {"path": "linear", "time_sampling": "uniform"},
         "align": {"distance": "sml1", "weight": 0.2, "legacy_epoch_decay": True, "t_max": 0.2,
                   "interval": "uniform"}}
 _SIT_FROM = {
-    "flow.path": "SiT-SRA/train.py --path-type linear (default; README.md 5.1 passes it)",
-    "flow.time_sampling": "SiT-SRA/train.py --weighting uniform (default; README.md 5.1 passes it)",
+    "process.path": "SiT-SRA/train.py --path-type linear (default; README.md 5.1 passes it)",
+    "process.time_sampling": "SiT-SRA/train.py --weighting uniform (default; README.md 5.1 passes it)",
     "align.distance": "SiT-SRA/train.py --loss-type sml1, its legacy branch for the paper's results (the default "
                       "is cos since @1723f85); loss.py smooth_l1_loss(..., beta=0.05)",
     "align.weight": "SiT-SRA/train.py: align_loss.mean() * 2 * 0.1 ** 1 up to epoch 149 at --resolution 256",
@@ -133,9 +133,8 @@ def recipe(name: str) -> Recipe:
     return RECIPES[name]
 
 
-def as_flags(config: dict, cls) -> str:
-    """A partial config as the equivalent `sra train` flags (for --list-presets)."""
-    fields = options.option_names(cls)
+def as_flags(config: dict, fields: dict) -> str:
+    """A partial config as the equivalent `sra train` flags (for --list-presets); `fields`: dotted name -> field."""
     return " ".join(_flag(fields[key], value) for key, value in _flatten(config).items())
 
 
@@ -153,14 +152,14 @@ def _flatten(d: dict, prefix: str = "") -> dict:
     return out
 
 
-def list_recipes(cls) -> str:
-    fields = options.option_names(cls)
+def list_recipes(fields: dict) -> str:
+    """Every recipe with its flags and where each comes from; `fields`: dotted option name -> field."""
     lines = []
     for name, r in RECIPES.items():
         lines += [f"{name}: {r.summary}", f"  source: {r.source}"]
         if r.data:
             lines.append(f"  data:   --data-dir DIR, a {r.data}")
-        lines.append(f"  flags:  {as_flags(r.config, cls) or '(the defaults)'}")
+        lines.append(f"  flags:  {as_flags(r.config, fields) or '(the defaults)'}")
         lines += [f"    {_flag(fields[k], v)}: {r.origin[k]}" for k, v in _flatten(r.config).items()]
     lines.append("REPA's defaults (--repa-weight, --repa-block, --projector-dim), with any preset:")
     lines += [f"    {key}: {why}" for key, why in REPA_DEFAULTS_FROM.items()]

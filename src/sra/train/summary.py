@@ -32,7 +32,7 @@ def fmnist_evaluation(run: Path, data_dir: str | None, device) -> tuple[dict | N
     print(f"measuring FD-FMNIST on {EVAL_SAMPLES} EMA samples (about a minute on a CPU) ...", flush=True)
     loaded = load_model(run, device=device)
     process = process_of(loaded)
-    images, labels = generate_samples(loaded.model, EVAL_SAMPLES, device, EVAL_SEED, EVAL_STEPS, process=process)
+    images, labels = generate_samples(loaded.model, process, EVAL_SAMPLES, device, EVAL_SEED, EVAL_STEPS)
     scores = fmnist_scores(images, labels, scorer=scorer)
     sampler = process.grid_name
     return scores, (f"{EVAL_SAMPLES} EMA samples at step {loaded.step}, {sampler} {EVAL_STEPS} steps, no guidance, "

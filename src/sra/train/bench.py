@@ -1,9 +1,11 @@
 """Training-throughput benchmark: the cost of an SRA step against a plain step, on random data.
 
-A step here is what `sra.train.loop` does per optimizer step (grad_accum 1, one process): the step's draws, forward
-(and the teacher for SRA), backward, gradient clipping with the non-finite check, AdamW, EMA update, zero_grad. Plain and
-SRA steps share one model, EMA and optimizer and are timed interleaved (plain, SRA, teacher alone, EMA alone, repeat),
-so that load from other processes on a shared machine drifts into both alike; each figure is a median.
+A step here is what `sra.train.loop` does per optimizer step (grad_accum 1, one process), run by the same body,
+`step.run_step`: forward (and the teacher for SRA), backward, gradient clipping with the non-finite check, AdamW, EMA
+update, zero_grad; the step's draws come first, as in the loop. The spec of every mode is made by `resolve_spec`, as
+`sra train` makes it. Plain and SRA steps (and the methods) share one model, EMA and optimizer and are timed
+interleaved (plain, SRA, the methods, the teacher alone, the EMA alone, repeat), so that load from other processes on
+a shared machine drifts into all alike; each figure is a median.
 
 FLOP counts are analytic (`forward_flops`, `step_flops`), so that achieved TFLOP/s compare across devices and
 precisions; `tests/test_bench.py` checks them against torch.utils.flop_counter.
@@ -20,17 +22,16 @@ from dataclasses import dataclass
 
 import torch
 
-from . import distributed, options
-from .estimate import FirstBatchEstimate
-from .models import DiffusionTransformer
-from .models.presets import MODEL_NAMES, parse_name
-from .objectives import AlignConfig, apply_label_drop, combine, unwrap
-from .objectives.align import fast_bf16, teacher_tokens
-from .options import option
-from .train import TrainConfig
-from .train.defaults import REPA_BLOCKS
-from .train.ema import ema_decay, update_ema
-from .train.step import build_objective, build_step, optimizer_update
+from .. import distributed, options
+from ..estimate import FirstBatchEstimate
+from ..models import DiffusionTransformer
+from ..models.presets import MODEL_NAMES
+from ..objectives import Batch, apply_label_drop
+from ..objectives.align import fast_bf16
+from ..options import option
+from .config import DataShape, resolve_spec
+from .ema import ema_decay, update_ema
+from .step import build_objective, build_step, run_step
 
 # ----------------------------------------------------------------------------------------------------------------
 # FLOP count
@@ -80,7 +81,7 @@ def step_flops(model: DiffusionTransformer, batch: int, *, sra: bool, block_out_
 # ----------------------------------------------------------------------------------------------------------------
 
 
-# Methods of the self-alignment family (docs/FAMILY.md) timed beside plain: TrainConfig changes on top of the SRA step's.
+# Methods of the self-alignment family (docs/FAMILY.md) timed beside plain: `sra train` options on top of the SRA step's.
 # DTS/AS settings are the authors' recipe (mask ratio 0.25, teacher time sra, teacher mask); REPA reads its encoder
 # features as a store from `sra prepare --encoder` hands them over (no encoder forward), projector --projector-dim;
 # dispersive: the authors' PyTorch setting (weight 0.25 on the last block).
@@ -88,9 +89,11 @@ METHODS = {
     "sra_dts_as": dict(mix=dict(mask_ratio=(0.25,))),
     "dts_as": dict(align=dict(weight=0.0), mix=dict(mask_ratio=(0.25,))),
     "self_flow": dict(mix=dict(mask_ratio=(0.25,), teacher_t="self_flow", teacher_mask=False)),
-    "repa": dict(align=dict(weight=0.0), repa=dict(weight=0.5, encoder="stored features")),
+    "repa": dict(align=dict(weight=0.0), repa=dict(weight=0.5, encoder="stored features")),  # block: the preset's
     "dispersive": dict(align=dict(weight=0.0), disp=dict(weight=0.25)),
+    "plain": dict(align=dict(weight=0.0)),  # the baseline every ratio is taken against
 }
+METHOD_NAMES = tuple(m for m in METHODS if m != "plain")
 
 
 @dataclass(kw_only=True)
@@ -116,7 +119,7 @@ class BenchConfig:
     sra_weight: float = option(0.5, help="alignment weight of the SRA step (any value > 0 costs the same)")
     methods: tuple[str, ...] = option((), metavar="METHOD",
                                       help=f"more methods timed beside plain and SRA, space- or comma-separated: "
-                                           f"{', '.join(METHODS)}, or all (token groups: the authors' DTS/AS recipe; "
+                                           f"{', '.join(METHOD_NAMES)}, or all (token groups: the authors' DTS/AS recipe; "
                                            f"repa: features as if stored)")
     repa_dim: int = option(768, help="REPA: encoder feature size (DINOv2-B: 768), features given as if stored")
     projector_dim: int = option(2048, help="REPA: projector width (REPA's default 2048; `sra train "
@@ -129,31 +132,38 @@ class BenchConfig:
     def __post_init__(self):
         # `--methods all`, `--methods a,b` and `--methods a b` name the same list
         names = tuple(m for v in self.methods for m in v.split(",") if m)
-        self.methods = tuple(METHODS) if names == ("all",) else names
+        self.methods = METHOD_NAMES if names == ("all",) else names
 
     def validate(self) -> None:
         options.check_choices(self)
         options.check_finite(self)
         if self.steps < 1 or self.warmup < 0:
             raise ValueError("steps must be >= 1 and warmup >= 0")
-        unknown = [m for m in self.methods if m not in METHODS]
+        unknown = [m for m in self.methods if m not in METHOD_NAMES]
         if unknown:
-            raise ValueError(f"unknown method(s) {', '.join(unknown)}; choices: {', '.join(METHODS)}")
+            raise ValueError(f"unknown method(s) {', '.join(unknown)}; choices: {', '.join(METHOD_NAMES)}")
         if min(self.batch_size, self.input_size, self.in_channels, self.num_classes) < 1:
             raise ValueError("batch size, input size, channels and classes must be >= 1")
         if min(self.repa_dim, self.projector_dim) < 1:
             raise ValueError("--repa-dim and --projector-dim must be >= 1")
         if self.device == "cuda" and not torch.cuda.is_available():
             raise ValueError("--device cuda asked for but CUDA is not available")
-        tc = _train_config(self, torch.device(self.device or ("cuda" if torch.cuda.is_available() else "cpu")))
-        if not tc.align.active:
+        if not self.sra_weight > 0:
             raise ValueError("the SRA step needs --sra-weight > 0")
+        bench_spec(self, "cpu")  # every option `sra train` would refuse, refused here in its words
 
 
-def method_config(tc, name: str):
-    """The resolved TrainConfig `tc` with METHODS[name]'s changes."""
-    change = METHODS[name]
-    return dataclasses.replace(tc, **{k: dataclasses.replace(getattr(tc, k), **v) for k, v in change.items()})
+def bench_spec(cfg: BenchConfig, device: str, method: str | None = None):
+    """The run spec `sra train` would resolve for these settings (layers, teacher precision, EMA decay), with a
+    method's options on top: made by the same function as `sra train`'s, on random data of the benched shape."""
+    flags = {"model": cfg.model, "depth": cfg.depth, "batch_size": cfg.batch_size,
+             "mixed_precision": cfg.mixed_precision, "compile": cfg.compile, "seed": cfg.seed, "report_to": "none",
+             "align": {"weight": cfg.sra_weight, "block_out_s": cfg.block_out_s, "block_out_t": cfg.block_out_t,
+                       "teacher_bf16": cfg.teacher_bf16},
+             "repa": {"projector_dim": cfg.projector_dim}}
+    flags = options.merge(flags, METHODS[method]) if method else flags
+    shape = DataShape((cfg.in_channels, cfg.input_size, cfg.input_size), cfg.num_classes, cfg.batch_size)
+    return resolve_spec(flags, data=shape, device=device)[0]
 
 
 class _Timer:
@@ -180,89 +190,70 @@ def _peak_memory_mb(device: torch.device) -> float:
     return rss / 2**20 if platform.system() == "Darwin" else rss / 2**10  # bytes on macOS, KiB on Linux
 
 
-def _train_config(cfg: BenchConfig, device: torch.device):
-    """The TrainConfig `sra train` would resolve for these settings (layers, teacher precision, EMA decay)."""
-    align = AlignConfig(weight=cfg.sra_weight, block_out_s=cfg.block_out_s, block_out_t=cfg.block_out_t,
-                        teacher_bf16=cfg.teacher_bf16)
-    tc = TrainConfig(model=cfg.model, depth=cfg.depth, batch_size=cfg.batch_size, mixed_precision=cfg.mixed_precision,
-                     compile=cfg.compile, align=align, seed=cfg.seed)
-    tc = dataclasses.replace(tc, repa=dataclasses.replace(tc.repa, projector_dim=cfg.projector_dim))
-    return tc.resolve((cfg.in_channels, cfg.input_size, cfg.input_size), cfg.num_classes, device.type)
-
-
 def run_benchmark(cfg: BenchConfig, log=print) -> dict:
     """Time plain and SRA training steps; return the figures as a flat JSON-able dict (see docs/PERFORMANCE.md)."""
     cfg.validate()
     device = torch.device(cfg.device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    tc = _train_config(cfg, device)
-    plain_objective = build_objective(dataclasses.replace(tc, align=dataclasses.replace(tc.align, weight=0.0)))
-    s, m, teacher_bf16 = tc.align.block_out_s, tc.align.block_out_t, tc.align.teacher_bf16
+    tc = bench_spec(cfg, device.type)
+    align = tc.term("align")
+    s, m, teacher_bf16 = align.block_out_s, align.block_out_t, align.teacher_bf16
     if teacher_bf16 and not fast_bf16(device):
         log(f"note: bf16 is emulated on this {device.type} (no native bf16 units); the bf16 teacher will be slow")
 
-    extra = {}
-    for name in cfg.methods:
-        mc = method_config(tc, name)
-        if mc.repa.active:
-            mc.repa.block = REPA_BLOCKS[parse_name(cfg.model)[1]]
-        if mc.disp.active:
-            mc.disp.block = mc.model_depth
-        mc.validate()
-        extra[name] = (mc, build_objective(mc))
-
-    # Model, EMA (= teacher), wrappers, optimizer, objective: built by the training loop's own builder.
+    # Model, EMA (= teacher), wrappers, optimizer, objective: built by the training loop's own builder; the other
+    # modes are the same step with their own objective (REPA: features as if stored, its projector's parameters
+    # added to the optimizer).
     torch.manual_seed(cfg.seed)
-    repa = "repa" in cfg.methods  # the model carries REPA's projector, trained in that mode only
-    built = build_step(tc, distributed.Context(device=device), z_dim=cfg.repa_dim if repa else None, adamw=cfg.adamw)
-    model, ema, train_model, teacher, opt, scaler = (built.model, built.ema, built.train_model, built.teacher,
-                                                     built.opt, built.scaler)
-    sra_objective, amp_dtype = built.objective, built.amp_dtype  # no/bf16 precision: the scaler is a pass-through
+    built = build_step(tc, distributed.Context(device=device), adamw=cfg.adamw)
+    model, ema = built.model, built.ema
+    specs = {"plain": bench_spec(cfg, device.type, "plain"), "sra": tc,
+             **{name: bench_spec(cfg, device.type, name) for name in cfg.methods}}
+    steps = {}
+    for mode, spec in specs.items():
+        objective = built.objective if mode == "sra" else build_objective(
+            spec, built.process, {"z_dim": cfg.repa_dim, "hidden_size": model.hidden_size})
+        objective.modules.to(device)
+        if len(objective.modules):
+            built.opt.add_param_group({"params": list(objective.modules.parameters())})
+        teacher = objective.teacher(model, ema)
+        steps[mode] = dataclasses.replace(built, objective=objective,
+                                          teacher=built.teacher if teacher is not None else None)
     n, shape = cfg.batch_size, (cfg.in_channels, cfg.input_size, cfg.input_size)
     gen = torch.Generator(device).manual_seed(cfg.seed)
     x0 = torch.randn((n, *shape), generator=gen, device=device)
     y = torch.randint(0, cfg.num_classes, (n,), generator=gen, device=device)
     decay = ema_decay(1000, decay=tc.ema_decay, half_life_kimg=None, batch_size=n, warmup=False)
-
-    def autocast():
-        return torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None)
-
     tokens = (cfg.input_size // model.patch_size) ** 2
     features = torch.randn((n, tokens, cfg.repa_dim), generator=gen, device=device)  # REPA targets, as if stored
 
-    def step(sra: bool, method: str | None = None) -> None:
-        """One optimizer step, as in the loop (steps 5-7). Unused heads are frozen, as the loop does."""
-        mc, objective = extra[method] if method else (tc, sra_objective if sra else plain_objective)
-        model.ap_head.requires_grad_("align" in objective.names)
-        if repa:
-            model.projectors.requires_grad_(mc.repa.active)
-        params = [p for p in model.parameters() if p.requires_grad]
-        draws = objective.draw(n, shape, device, gen)
-        kw = {"features": features} if mc.repa.active else {}
-        with autocast():
-            loss = combine(objective(train_model, teacher, x0, y, draws=draws, **kw), objective.weights())
-        loss.backward()
-        optimizer_update(model, opt, scaler, ema, params, tc.max_grad_norm, decay, fp16=False)
+    def step(mode: str) -> None:
+        """One optimizer step, as in the loop (steps 5-7): the draws, then the loop's step body."""
+        s_ = steps[mode]
+        s_.objective.prepare(model)  # unused heads are frozen, as the loop does
+        draws = s_.objective.draw(n, shape, device, gen)
+        stored = features if specs[mode].term("repa").active else None
+        run_step(s_, [(x0, y, stored, 0)], draws, s_.objective.weights(), decay, tc.max_grad_norm, {})
+
+    sra_term = built.objective.term("align")
 
     def teacher_only() -> None:
-        """The SRA step's teacher call alone, on inputs drawn as the objective draws them."""
-        draws = sra_objective.draw(n, shape, device, gen)
-        t_teacher = tc.process.lower(draws["t"], draws["k"])
-        xt, _ = tc.process.corrupt(x0, draws["noise"], t_teacher)
-        y_used = apply_label_drop(unwrap(model), y, draws["drop"])
-        with autocast():
-            teacher_tokens(teacher, xt, t_teacher, y_used, m, teacher_bf16)
+        """The SRA step's teacher call alone (the term's own teacher path), on inputs drawn as the objective draws
+        them."""
+        draws = built.objective.draw(n, shape, device, gen)
+        batch = Batch(model, built.teacher, x0, draws["noise"], draws["t"], draws, apply_label_drop(model, y,
+                      draws["drop"]), y, {}, None)
+        with built.autocast():
+            sra_term.teacher_forward(batch)
 
     def ema_only() -> None:
-        model.ap_head.requires_grad_(True)  # the SRA step's EMA covers the head too
-        if repa:
-            model.projectors.requires_grad_(False)
+        steps["sra"].objective.prepare(model)  # the SRA step's EMA covers the head too
         update_ema(ema, model, decay)
 
     timer = _Timer(device)
     load_start = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
     # Warm-up (and compilation) per mode; peak memory of each mode is read right after its warm-up.
     mem = {}
-    modes = ("plain", "sra", *cfg.methods)
+    modes = tuple(specs)
     # the cost, said after the first step: warm-ups, then rounds of every mode plus the teacher and EMA timings
     estimate = FirstBatchEstimate(len(modes) * max(cfg.warmup, 1) + cfg.steps * (len(modes) + 1), "steps", write=log,
                                   note="at the first plain step's time; the teacher and EMA timings count as one step")
@@ -270,7 +261,7 @@ def run_benchmark(cfg: BenchConfig, log=print) -> dict:
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)
         for i in range(max(cfg.warmup, 1)):
-            dt = timer(lambda: step(mode == "sra", mode if mode in extra else None))
+            dt = timer(lambda: step(mode))
             log(f"warm-up {mode} {i + 1}: {dt:.3f} s")
             estimate.done(1)
         mem[mode] = _peak_memory_mb(device)
@@ -279,10 +270,8 @@ def run_benchmark(cfg: BenchConfig, log=print) -> dict:
 
     times = {"plain": [], "sra": [], "teacher": [], "ema": [], **{m: [] for m in cfg.methods}}
     for r in range(cfg.steps):
-        times["plain"].append(timer(lambda: step(False)))
-        times["sra"].append(timer(lambda: step(True)))
-        for name in cfg.methods:
-            times[name].append(timer(lambda: step(False, name)))
+        for mode in modes:
+            times[mode].append(timer(lambda: step(mode)))
         times["teacher"].append(timer(teacher_only))
         times["ema"].append(timer(ema_only))
         log(f"round {r + 1}/{cfg.steps}: " + ", ".join(f"{k} {v[-1]:.3f} s" for k, v in times.items()))
