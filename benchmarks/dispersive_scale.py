@@ -23,7 +23,7 @@ import torch
 from sra.data.pixels import load_fashion_mnist
 from sra.models.loading import load_model
 from sra.objectives.dispersive import dispersive_loss
-from sra.process import family_of, process_for
+from sra.generate import process_of
 
 
 def measure(path: str, times: list[float], block: int | None, tau: float | None, weights: str, batch: int,
@@ -33,7 +33,7 @@ def measure(path: str, times: list[float], block: int | None, tau: float | None,
     trained = (loaded.config or {}).get("disp") or {}  # the run's own dispersive term, where it had one
     block = trained.get("block", 0) if block is None else block
     tau = trained.get("tau", 1.0) if tau is None else tau
-    process = process_for(family_of(model.learn_sigma))
+    process = process_of(loaded)
     x, y = load_fashion_mnist(None, "test")
     idx = torch.randperm(len(x), generator=torch.Generator().manual_seed(seed))[:batch].numpy()
     images = torch.as_tensor(x[idx]).float()[:, None] / 127.5 - 1

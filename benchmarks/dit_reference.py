@@ -24,7 +24,8 @@ import torch
 import sra
 from sra.data.pixels import digits_dataset
 from sra.process.ddpm_samplers import sample
-from sra.objectives import AlignConfig, DiffusionObjective, combine
+from sra.objectives import AlignConfig, Objective, combine
+from sra.process import DDPMProcess
 
 
 def halves(n: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
@@ -56,8 +57,8 @@ def train(model0, data, order, objective: str, create_diffusion):
     torch.manual_seed(1)
     model, ema = copy.deepcopy(model0).train(), copy.deepcopy(model0).eval().requires_grad_(False)
     opt = torch.optim.AdamW(model.parameters(), lr=LR, betas=(0.9, 0.999), weight_decay=0.0)
-    ours = DiffusionObjective(AlignConfig(weight=0.04, distance="sml1", block_out_s=2, block_out_t=4,
-                                          teacher_bf16=False))
+    ours = Objective(DDPMProcess(), {"align": AlignConfig(weight=0.04, distance="sml1", block_out_s=2, block_out_t=4,
+                                                          teacher_bf16=False)})
     theirs = create_diffusion(timestep_respacing="")
     gen = torch.Generator().manual_seed(2)
     x_all, y_all = data

@@ -27,7 +27,7 @@ def x0_errors(loaded, x0: torch.Tensor, y: torch.Tensor, noise: torch.Tensor) ->
     model, errors = loaded.model, []
     abar = get_diffusion().alphas_cumprod.float()
     for snr in SNRS:
-        if loaded.family == "DiT":
+        if loaded.process["name"] == "ddpm":
             step = int((abar / (1 - abar) - snr).abs().argmin())
             a, s = abar[step].sqrt(), (1 - abar[step]).sqrt()
             xt = a * x0 + s * noise
@@ -57,7 +57,7 @@ def main() -> None:
     dataset_mean = ((xs.mean(0, keepdim=True) - x0) ** 2).mean()
     class_means = torch.stack([xs[ys == c].mean(0) for c in range(int(ys.max()) + 1)])
     class_mean = ((class_means[y] - x0) ** 2).mean()
-    print(f"{loaded.family} {loaded.source} step {loaded.step}: x0 mean squared error by SNR")
+    print(f"{loaded.process['name']} {loaded.source} step {loaded.step}: x0 mean squared error by SNR")
     print("    SNR   model   dataset-mean image   class-mean image")
     for snr, err in zip(SNRS, x0_errors(loaded, x0.float(), y, noise)):
         print(f"  {snr:6.3f}  {err:6.3f}   {float(dataset_mean):6.3f}               {float(class_mean):6.3f}")

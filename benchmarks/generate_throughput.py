@@ -35,7 +35,7 @@ def main() -> None:
 
     import sra
     from sra.data.grid import to_uint8
-    from sra.generate import SamplerOptions, generate, image_labels, load_for_sampling, sample_images
+    from sra.generate import SamplerOptions, generate, image_labels, load_for_sampling, process_of, sample_images
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -57,13 +57,14 @@ def main() -> None:
             seconds, what = time.perf_counter() - start, "generate() end to end: sampling, PNGs, .npz"
         else:
             loaded = load_for_sampling(ckpt, device=device)
-            resolved = opts.resolve(loaded)
+            process = process_of(loaded)
+            resolved = opts.resolve(process)
             batches = [range(i, min(i + args.batch_size, args.num_images))
                        for i in range(0, args.num_images, args.batch_size)]
 
             def one(idx):
                 y = image_labels(0, idx, args.num_classes)
-                return to_uint8(sample_images(loaded, resolved, 0, idx, y, lambda x: x))
+                return to_uint8(sample_images(loaded, process, resolved, 0, idx, y, lambda x: x))
 
             one(batches[0])  # warm-up
             if device == "cuda":
@@ -72,7 +73,7 @@ def main() -> None:
             for idx in batches:
                 one(idx)
             seconds, what = time.perf_counter() - start, "sampling in latent space (no VAE decoding)"
-        resolved = opts.resolve(load_for_sampling(ckpt))
+        resolved = opts.resolve(process_of(load_for_sampling(ckpt)))
     print(json.dumps(dict(
         benchmark="generate_throughput", model=args.model, input_size=args.input_size, in_channels=args.in_channels,
         num_images=args.num_images, batch_size=args.batch_size, mode=resolved.mode, steps=resolved.num_steps,

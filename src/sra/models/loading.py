@@ -103,18 +103,22 @@ def load_model(path: str | os.PathLike, weights: str = "ema", num_heads: int | N
     return LoadedModel(model.to(device).eval(), process, config, file, int(step) if step is not None else None, args)
 
 
-def spec_process(config: dict | None) -> dict | None:
-    """The process section of a run spec; a spec written before it had one names its model and a `flow` section
-    (read as the model family's process with those settings)."""
+LEGACY_SECTION = "flow"  # where specs written before the `process` section kept SiT's path and training times
+
+
+def spec_process(config: dict | None, model: str | None = None) -> dict | None:
+    """The process section of a run spec (a copy; it may lack a name, which is then the preset's default). A spec
+    written before the section existed has a `flow` section instead, read as the model family's process with those
+    settings (`model`: the preset, when the spec does not name it)."""
     if not isinstance(config, dict):
         return None
-    if isinstance(config.get("process"), dict):
-        return dict(config["process"])
-    model = config.get("model")
-    if not isinstance(model, str) or model.split("-")[0] not in FAMILIES:
+    if "process" in config:
+        return dict(config["process"]) if isinstance(config["process"], dict) else config["process"]
+    model = config.get("model", model)
+    if LEGACY_SECTION not in config or not isinstance(model, str) or model.split("-")[0] not in FAMILIES:
         return None
     family = FAMILIES[model.split("-")[0]]
-    return {"name": family.process, **({} if family.learn_sigma else dict(config.get("flow") or {}))}
+    return {"name": family.process, **({} if family.learn_sigma else dict(config.get(LEGACY_SECTION) or {}))}
 
 
 def read_safetensors(file: Path) -> tuple[dict, dict, dict | None, int | None, dict | None]:

@@ -47,6 +47,18 @@ def family(name: str) -> Family:
     return FAMILIES[parse_name(name)[0]]
 
 
+def default_process(name: str) -> str:
+    """The process a preset trains with unless its spec names another."""
+    return family(name).process
+
+
+def check_process(name: str, process) -> None:
+    """A process class fits a preset when its outputs are the preset's layout (DDPM's learned variance: 2 C)."""
+    if process.learn_sigma != family(name).learn_sigma:
+        raise ValueError(f"the {process.name} process does not fit {name}'s outputs; it trains with the "
+                         f"{default_process(name)} process")
+
+
 def architecture(name: str) -> dict:
     """The model attributes a preset fixes (those a checkpoint's shapes tell): depth, width, patch, output layout."""
     _, size, patch = parse_name(name)

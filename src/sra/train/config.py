@@ -25,7 +25,8 @@ import yaml
 from .. import options
 from .. import process as processes
 from ..data import load_dataset
-from ..models.presets import MODEL_NAMES, SIZES, family, parse_name
+from ..models.loading import LEGACY_SECTION, spec_process
+from ..models.presets import MODEL_NAMES, SIZES, check_process, default_process, parse_name
 from ..objectives import TERMS, MixConfig, Preset
 from ..options import option
 from .defaults import TRAINING_DEFAULTS, preset_row, reporter
@@ -115,7 +116,7 @@ class TrainConfig:
 
     def __post_init__(self):
         if self.process is None:  # the preset's default process, with its default settings
-            object.__setattr__(self, "process", processes.process_class(family(self.model).process).Config())
+            object.__setattr__(self, "process", processes.process_class(default_process(self.model)).Config())
         unknown = [name for name in self.terms if name not in TERMS]
         if unknown:
             raise ValueError(f"unknown term {unknown[0]!r}; registered: {', '.join(TERMS)}")
@@ -154,19 +155,15 @@ class TrainConfig:
             raise ValueError(f"a config must be a mapping of options, got {d!r}")
         d = dict(d)
         sections = {name: d.pop(name) for name in list(d) if name in TERMS}
-        legacy, section = d.pop("flow", None), d.pop("process", None)
+        section = spec_process(d, model=d.get("model", cls.model))  # an old spec's `flow` section too
+        d.pop("process", None), d.pop(LEGACY_SECTION, None)
         base = options.from_dict(cls, d)
         if section is not None and not isinstance(section, dict):
             raise ValueError(f"option process must be a mapping, got {section!r}")
         section = dict(section or {})
-        default = family(base.model)
-        name = section.pop("name", None) or default.process
-        if processes.process_class(name).learn_sigma != default.learn_sigma:
-            raise ValueError(f"the {name} process does not fit {base.model}'s outputs; it trains with the "
-                             f"{default.process} process")
+        name = section.pop("name", None) or default_process(base.model)
+        check_process(base.model, processes.process_class(name))
         known = {f.name for f in dataclasses.fields(processes.process_class(name).Config)}
-        if legacy and not section:  # an old spec: its flow settings, where the process has such options
-            section = {k: v for k, v in legacy.items() if k in known}
         unknown = [k for k in section if k not in known]
         if unknown:
             owners = [p for p, c in processes.PROCESSES.items()
