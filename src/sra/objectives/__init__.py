@@ -8,8 +8,9 @@ from .objective import TERMS, Batch, Objective, Preset, apply_label_drop, combin
 from .align import COSINES, DISTANCES, SRA, AlignConfig, token_distance  # noqa: E402  (registers "align")
 from .repa import REPA, RepaConfig  # noqa: E402  (registers "repa")
 from .dispersive import DispConfig, Dispersive, dispersive_loss  # noqa: E402  (registers "disp")
+from .selftrans import HeadConfig, SelfTransConfig  # noqa: E402  (registers "st_head", "selftrans")
 from .dts import TEACHER_TIMES, MixConfig
 
-__all__ = ["AlignConfig", "Batch", "COSINES", "DISTANCES", "DispConfig", "Dispersive", "MixConfig", "Objective",
-           "Preset", "REPA", "RepaConfig", "SRA", "TEACHER_TIMES", "TERMS", "apply_label_drop", "combine",
+__all__ = ["AlignConfig", "Batch", "COSINES", "DISTANCES", "DispConfig", "Dispersive", "HeadConfig", "MixConfig", "Objective",
+           "Preset", "REPA", "RepaConfig", "SRA", "SelfTransConfig", "TEACHER_TIMES", "TERMS", "apply_label_drop", "combine",
            "dispersive_loss", "register", "slice_draws", "token_distance", "unwrap"]

@@ -60,6 +60,8 @@ class Batch:
     y_clean: torch.Tensor         # labels before dropout
     tokens: dict                  # block -> student tokens (N, T, D) after it
     features: torch.Tensor | None  # REPA encoder features stored with the data
+    xt: torch.Tensor | None = None      # the student's input (N, C, H, W)
+    target: torch.Tensor | None = None  # the process's regression target for it (velocity, epsilon)
 
 
 class Objective:
@@ -139,7 +141,7 @@ class Objective:
             pred, h = model(xt, t_model, y, feature_depth=depths[0] if len(depths) == 1 else tuple(depths), **kw)
             tokens = dict(zip(depths, (h,) if len(depths) == 1 else h))
         out = process.loss(pred, target, x0, xt, t_input, self.patch_size)
-        return Batch(student, teacher, x0, noise, t, draws, y, y_clean, tokens, features), out
+        return Batch(student, teacher, x0, noise, t, draws, y, y_clean, tokens, features, xt, target), out
 
     def draw(self, n: int, sample_shape, device, generator: torch.Generator | None) -> dict[str, torch.Tensor]:
         """All random draws of one step for n samples, in a fixed order: label-drop uniforms, t, noise, teacher offset

@@ -50,6 +50,10 @@ class DDPMProcess:
     def time_label(self, t: float) -> str:
         return f"step {self.model_time(t)}"
 
+    def unit_time(self, t: torch.Tensor) -> torch.Tensor:
+        """Training steps on the [0, 1] scale of time ranges (0 = data): step / 1000."""
+        return t.float() / NUM_TIMESTEPS
+
     def draw_time(self, n: int, generator, device) -> torch.Tensor:
         return torch.randint(0, self.diffusion.num_timesteps, (n,), generator=generator, device=device)
 

@@ -85,6 +85,10 @@ class FlowProcess:
     def time_label(self, t: float) -> str:
         return f"t={t:g}"
 
+    def unit_time(self, t: torch.Tensor) -> torch.Tensor:
+        """Training times on the [0, 1] scale of time ranges (0 = data): t itself."""
+        return t
+
     def draw_time(self, n: int, generator, device) -> torch.Tensor:
         return sample_time(self.time_sampling, self.path, n, generator=generator, device=device)
 

@@ -211,7 +211,8 @@ def run_benchmark(cfg: BenchConfig, log=print) -> dict:
     steps = {}
     for mode, spec in specs.items():
         objective = built.objective if mode == "sra" else build_objective(
-            spec, built.process, {"z_dim": cfg.repa_dim, "hidden_size": model.hidden_size})
+            spec, built.process, {"z_dim": cfg.repa_dim, "hidden_size": model.hidden_size,
+                                  "in_channels": model.in_channels, "device": device})
         objective.modules.to(device)
         if len(objective.modules):
             built.opt.add_param_group({"params": list(objective.modules.parameters())})

@@ -16,7 +16,6 @@ from ..checkpoint import CheckpointError, checkpoint_files, load_checkpoint
 from ..data.pixels import FASHION_MNIST_DIRS, fashion_mnist_available
 from ..runfolder import (RUN_RECORDS, FolderLock, RunFolderError, atomic_write, check_writable, remove_temporary,
                          truncate_log)
-from .. import options
 from .config import config_differences
 
 OURS = set(RUN_RECORDS) | {"tensorboard", "wandb", "wandb_id"}  # what a run folder may hold before config.json
@@ -88,8 +87,14 @@ class RunFolder:
             # checkpoints deleted): it restarts from step 0 with the new configuration.
             if self.recorded is not None and checkpoint_files(run):
                 new = cfg.to_dict()
-                # options added since the run was recorded take their (off) defaults there
-                diffs = config_differences(options.merge(type(cfg)().to_dict(), self.recorded), new)
+                # options and terms added since the run was recorded take their (off) defaults there, and a spec
+                # written before the process section is read as its process
+                try:
+                    recorded = type(cfg).from_dict(self.recorded).to_dict()
+                except ValueError as e:
+                    raise RunFolderError(f"run folder {run} holds a run this version cannot read ({e}); use another "
+                                         "--exp-name or --output-dir") from None
+                diffs = config_differences(recorded, new)
                 if diffs:
                     raise RunFolderError(f"run folder {run} holds a different run (differs in: "
                                          f"{', '.join(diffs[:6])}); use another --exp-name or --output-dir")

@@ -66,7 +66,8 @@ def build_step(spec: TrainConfig, ctx: distributed.Context, *, resources: dict |
     depth_kw = {} if spec.depth is None else dict(depth=spec.depth)
     model = build_model(spec.model, input_size=spec.input_size, in_channels=spec.in_channels,
                         num_classes=spec.num_classes, **depth_kw).to(ctx.device)
-    objective = build_objective(spec, process, {**(resources or {}), "hidden_size": model.hidden_size})
+    objective = build_objective(spec, process, {**(resources or {}), "hidden_size": model.hidden_size,
+                                                "in_channels": model.in_channels, "device": ctx.device})
     objective.modules.to(ctx.device)
     if len(objective.modules) and spec.fsdp:
         raise ValueError(f"--fsdp shards the backbone only; the parameters of {', '.join(objective.modules)} would "

@@ -17,6 +17,8 @@ from ..evaluation.fmnist import cached_fmnist_scorer, fmnist_scores, generate_sa
 from ..generate import process_of
 from ..models import load_model
 from ..runfolder import read_jsonl
+from ..objectives import TERMS
+from ..process import PROCESSES
 
 EVAL_SAMPLES, EVAL_SEED, EVAL_STEPS = 1000, 0, 30  # = `sra eval --metric fmnist` defaults
 
@@ -51,7 +53,8 @@ def run_summary(run: str | Path, data_dir: str | None = None, device=None) -> li
     losses = [r for r in rows if "loss" in r]
     if losses:
         r = losses[-1]
-        terms = ", ".join(f"{k} {r[k]:.4f}" for k in ("denoise", "vb", "align", "repa", "disp") if k in r)
+        names = [*dict.fromkeys(n for p in PROCESSES.values() for n in p.losses), *TERMS]  # every loss a row can hold
+        terms = ", ".join(f"{k} {r[k]:.4f}" for k in names if k in r)
         lines.append(f"final loss:   {r['loss']:.4f} at step {r['step']} ({terms}; mean of the last logging interval)")
     evals = [r for r in rows if "fd_fmnist" in r]
     last_step = losses[-1]["step"] if losses else None
