@@ -67,7 +67,8 @@ def test_config_json_holds_the_process_section_and_dry_run_prints_the_same_spec(
     shown = json.loads(capsys.readouterr().out)
     run = train(tmp_path, "a", *args)
     saved = json.loads((run / "config.json").read_text())
-    assert saved["process"] == {"name": "flow", "path": "cosine", "time_sampling": "uniform", "prediction": "velocity"}
+    assert saved["process"] == {"name": "flow", "path": "cosine", "time_sampling": "uniform", "lognormal_mean": 0.0,
+                                "lognormal_std": 1.0, "prediction": "velocity"}
     assert shown == saved
     assert load_checkpoint(run / "checkpoints" / "0000001.pt")["config"] == saved
     dit = json.loads((train(tmp_path, "d", "--model", "DiT-T/4", "--max-train-steps", "1") / "config.json").read_text())
@@ -109,7 +110,8 @@ def test_an_old_spec_with_a_flow_section_reads_as_its_process():
 
     old = {"model": "SiT-T/4", "flow": {"path": "cosine", "time_sampling": "lognormal"}}
     assert processes.section_of(TrainConfig.from_dict(old).process) == {
-        "name": "flow", "path": "cosine", "time_sampling": "lognormal", "prediction": "velocity"}
+        "name": "flow", "path": "cosine", "time_sampling": "lognormal", "lognormal_mean": 0.0, "lognormal_std": 1.0,
+        "prediction": "velocity"}
     assert processes.section_of(TrainConfig.from_dict({"model": "DiT-T/4", "flow": {"path": "linear"}}).process) == {
         "name": "ddpm"}
 
@@ -197,6 +199,23 @@ def test_the_objective_iterates_the_registry_and_refuses_an_unknown_term():
 # ----------------------------------------------------------------------------------------------------------------
 # x-prediction: the flow process's new axis
 # ----------------------------------------------------------------------------------------------------------------
+
+def test_lognormal_times_take_the_dts_as_mean_and_std():
+    """SiT-SRA_DTS_AS loss.py draws sigma = exp(0.847 + 0.8 N(0, 1)) (its SRALoss defaults, not passed by train.py);
+    --lognormal-mean 0.847 --lognormal-std 0.8 reproduces it; the defaults keep SiT-SRA's exp(N(0, 1)) bit for bit."""
+    from sra.process.flow_path import sample_time
+
+    g = lambda: torch.Generator().manual_seed(5)  # noqa: E731
+    z = torch.randn(20000, generator=g())
+    dts = FlowProcess(FlowConfig(time_sampling="lognormal", lognormal_mean=0.847, lognormal_std=0.8))
+    sigma = (0.847 + 0.8 * z).exp()
+    torch.testing.assert_close(dts.draw_time(20000, g(), "cpu"), sigma / (1 + sigma))
+    assert torch.equal(FlowProcess(FlowConfig(time_sampling="lognormal")).draw_time(20000, g(), "cpu"),
+                       sample_time("lognormal", "linear", 20000, generator=g()))
+    with pytest.raises(ValueError, match="--lognormal-std"):
+        from sra.train.config import resolve_spec, DataShape
+        resolve_spec({"process": {"lognormal_std": 0.0}}, data=DataShape((1, 8, 8), 10, 64))
+
 
 def test_x_to_velocity_is_the_velocity_of_the_clean_image_where_sigma_is_not_clamped():
     g = torch.Generator().manual_seed(0)

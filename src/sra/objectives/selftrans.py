@@ -112,10 +112,18 @@ class TargetHead(nn.Module):
 class TargetHeadTerm:
     """The stage-1 term "st_head" (N,)."""
 
-    name = "st_head"
+    name, title = "st_head", "Self-Transcendence stage 1"
     Config = HeadConfig
     unset = HeadConfig()
     student_parts = ()
+    defaults_from = {
+        "weight": f"0 (off); {SOURCE} train_vaeloss.py --proj-coeff default 0.5, train_vaeloss.sh passes 0.5",
+        "block": f"0 = a sixth of the blocks; {SOURCE} train_vaeloss.sh --encoder-depth 2 for SiT-B (12 blocks); "
+                 "train_vaeloss.py's default 8",
+        "t_range": f"{SOURCE} train_vaeloss.sh --t-range 0.4 0.7 (train_vaeloss.py default None: all times); "
+                   "loss.py vae_diffloss masks by it",
+        "projector_dim": f"{SOURCE} models/sit_vaeloss_model.py SiT(projector_dim=2048), build_mlp",
+    }
 
     @staticmethod
     def resolve(cfg: HeadConfig, preset) -> HeadConfig:
@@ -207,10 +215,22 @@ def teacher_record(path: str) -> tuple[Path, dict]:
 class SelfTranscendence:
     """The stage-2 term "selftrans" (N,)."""
 
-    name = "selftrans"
+    name, title = "selftrans", "Self-Transcendence stage 2"
     Config = SelfTransConfig
     unset = SelfTransConfig()
     student_parts = ()
+    defaults_from = {
+        "weight": f"0 (off); {SOURCE} train_selftrans.py --proj-coeff default 0.5",
+        "block": f"0 = half the blocks; {SOURCE} train_selftrans.sh --stu-depth 6 for SiT-B (12 blocks); "
+                 "train_selftrans.py's default 8",
+        "teacher_block": f"0 = two thirds of the blocks; {SOURCE} train_selftrans.sh --tea-depth 8 for SiT-B; "
+                         "train_selftrans.py's default 2",
+        "cfg_scale": f"{SOURCE} train_selftrans.sh --cfg_guide 30.0 (train_selftrans.py default 5.0); loss.py "
+                     "selftrans_Loss: fea_uncond + cfg_scale * (fea_cond - fea_uncond)",
+        "t_range": f"{SOURCE} train_selftrans.sh --t-range 0.4 0.7 (train_selftrans.py default None)",
+        "teacher_weights": f"{SOURCE} train_selftrans.py: guided_model.load_state_dict(ckpt['model'], strict=False)",
+        "projector_dim": f"{SOURCE} models/sit_selftrans_model.py SiT(projector_dim=2048), build_mlp(D, 2048, D)",
+    }
 
     @staticmethod
     def resolve(cfg: SelfTransConfig, preset) -> SelfTransConfig:

@@ -31,9 +31,18 @@ class FlowConfig:
     time_sampling: str = option("uniform", flag="--weighting", choices=TIME_SAMPLINGS,
                                 help="flow process: training-time distribution, uniform or lognormal (EDM sigma = "
                                      "exp(N(0, 1)))")
+    lognormal_mean: float = option(0.0, help="flow process: mean of log sigma with --weighting lognormal (SiT-SRA "
+                                               "and REPA: 0; SiT-SRA_DTS_AS loss.py SRALoss(mu=0.847))")
+    lognormal_std: float = option(1.0, help="flow process: std of log sigma with --weighting lognormal (SiT-SRA and "
+                                            "REPA: 1; SiT-SRA_DTS_AS loss.py SRALoss(std=0.8))")
     prediction: str = option("velocity", choices=PREDICTIONS,
                              help="flow process: what the network outputs, the velocity (SiT) or x, the clean image "
                                   "(JiT), converted to a velocity for the velocity loss and the samplers")
+
+
+    def validate(self) -> None:
+        if not self.lognormal_std > 0:
+            raise ValueError(f"--lognormal-std must be > 0 (got {self.lognormal_std})")
 
 
 class VelocityOfX(nn.Module):
@@ -90,7 +99,9 @@ class FlowProcess:
         return t
 
     def draw_time(self, n: int, generator, device) -> torch.Tensor:
-        return sample_time(self.time_sampling, self.path, n, generator=generator, device=device)
+        c = self.config
+        return sample_time(self.time_sampling, self.path, n, generator=generator, device=device,
+                           mean=c.lognormal_mean, std=c.lognormal_std)
 
     # -- the teacher's lower-noise view: t' = clamp(t - k, 0, 1), k ~ U(0, t_max) ------------------------------------
 

@@ -35,11 +35,14 @@ def interpolate(path: str, x0: torch.Tensor, noise: torch.Tensor, t: torch.Tenso
     return alpha * x0 + sigma * noise, d_alpha * x0 + d_sigma * noise
 
 
-def sample_time(kind: str, path: str, n: int, generator: torch.Generator | None = None, device=None) -> torch.Tensor:
-    """Training times (n,): uniform on [0, 1], or log-normal sigma = exp(N(0, 1)) mapped to the path's t (EDM)."""
+def sample_time(kind: str, path: str, n: int, generator: torch.Generator | None = None, device=None,
+                mean: float = 0.0, std: float = 1.0) -> torch.Tensor:
+    """Training times (n,): uniform on [0, 1], or log-normal sigma = exp(mean + std N(0, 1)) mapped to the path's t
+    (EDM; SiT-SRA and REPA use mean 0, std 1, SiT-SRA_DTS_AS's loss.py 0.847 and 0.8)."""
     if kind == "uniform":
         return torch.rand(n, generator=generator, device=device)
     if kind == "lognormal":
-        sigma = torch.randn(n, generator=generator, device=device).exp()
+        z = torch.randn(n, generator=generator, device=device)
+        sigma = (z if (mean, std) == (0.0, 1.0) else mean + std * z).exp()
         return sigma / (1 + sigma) if path == "linear" else (2 / math.pi) * torch.atan(sigma)
     raise ValueError(f"unknown time sampling {kind!r}; choices: {', '.join(TIME_SAMPLINGS)}")

@@ -91,6 +91,7 @@ METHODS = {
     "self_flow": dict(mix=dict(mask_ratio=(0.25,), teacher_t="self_flow", teacher_mask=False)),
     "repa": dict(align=dict(weight=0.0), repa=dict(weight=0.5, encoder="stored features")),  # block: the preset's
     "dispersive": dict(align=dict(weight=0.0), disp=dict(weight=0.25)),
+    "st_head": dict(align=dict(weight=0.0), st_head=dict(weight=0.5)),  # Self-Transcendence stage 1
     "plain": dict(align=dict(weight=0.0)),  # the baseline every ratio is taken against
 }
 METHOD_NAMES = tuple(m for m in METHODS if m != "plain")

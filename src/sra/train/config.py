@@ -385,6 +385,8 @@ def validate(self: TrainConfig) -> None:
         TERMS[name].validate(config, self)
     for config in (self, self.process, self.mix, *self.terms.values()):
         options.check_finite(config)  # every other float option (--mask-ratio 0.5 nan, ...): nan/inf refused
+    if hasattr(self.process, "validate"):
+        self.process.validate()
     self.mix.validate()
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from .. import options
+from ..objectives import TERMS
 from .defaults import REPA_DEFAULTS_FROM
 
 # Where the numbers come from: the authors' code as this project's reference index stores it (by commit where the
@@ -163,4 +164,9 @@ def list_recipes(fields: dict) -> str:
         lines += [f"    {_flag(fields[k], v)}: {r.origin[k]}" for k, v in _flatten(r.config).items()]
     lines.append("REPA's defaults (--repa-weight, --repa-block, --projector-dim), with any preset:")
     lines += [f"    {key}: {why}" for key, why in REPA_DEFAULTS_FROM.items()]
+    for name, term in TERMS.items():  # the registered terms that say where their defaults come from
+        if getattr(term, "defaults_from", None):
+            lines.append(f"{term.title}'s defaults (config section {name}), with any preset:")
+            lines += [f"    {_flag(fields[f'{name}.{key}'], getattr(term.unset, key))}: {why}"
+                      for key, why in term.defaults_from.items()]
     return "\n".join(lines)
