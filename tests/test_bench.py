@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
 import sra
-from sra.bench import forward_flops, step_flops
+from sra.train.bench import forward_flops, step_flops
 from sra.cli import main
 
 
@@ -81,19 +81,25 @@ def test_bench_cli_prints_json_last_line(capsys):
     lines = capsys.readouterr().out.strip().splitlines()
     result = json.loads(lines[-1])
     assert KEYS <= set(result)
-    # the cost, said once right after the first step: 7 modes x 1 warm-up + 2 rounds x (7 modes + teacher/EMA)
+    # the cost, said once right after the first step: M modes (plain, SRA and every method) x 1 warm-up + 2 rounds x
+    # (M modes + teacher/EMA); 23 steps with the five methods below
+    from sra.train.bench import method_names
+
+    modes = 2 + len(method_names())
     assert lines[0].startswith("warm-up plain 1: ") and lines[1].startswith("estimate: the first batch of 1 step took ")
-    assert "(23 steps;" in lines[1] and "dispersive" in result["methods"] and sum(line.startswith("estimate: ") for line in lines) == 1
+    assert f"({modes + 2 * (modes + 1)} steps;" in lines[1] and "dispersive" in result["methods"]
+    assert sum(line.startswith("estimate: ") for line in lines) == 1
     assert (result["block_out_s"], result["block_out_t"]) == (2, 4)  # the tiny preset's SRA layers
     assert result["step_s_plain"] > 0 and result["step_s_sra"] > 0 and result["sra_over_plain"] > 0
     assert 0 < result["ema_fraction"] and 0 < result["teacher_fraction"]
     assert result["flops_sra"] > result["flops_plain"] > 0 and result["peak_mem_sra_mb"] > 0
-    assert set(result["methods"]) == {"sra_dts_as", "dts_as", "self_flow", "repa", "dispersive"}  # the family beside plain
+    # the family beside plain: every method `--methods all` names, these five among them
+    assert set(result["methods"]) == set(method_names()) >= {"sra_dts_as", "dts_as", "self_flow", "repa", "dispersive"}
     assert all(m["step_s"] > 0 and m["over_plain_paired"] > 0 for m in result["methods"].values())
 
 
 def test_bench_rejects_fp16_with_a_user_error(capsys):
-    from sra.bench import BenchConfig, run_benchmark
+    from sra.train.bench import BenchConfig, run_benchmark
 
     with pytest.raises(ValueError, match="mixed-precision"):
         run_benchmark(BenchConfig(model="SiT-T/4", mixed_precision="fp16", device="cpu"))
@@ -106,7 +112,7 @@ def test_bench_flags_are_the_config_fields(capsys):
     space-separated methods name the same list."""
     import dataclasses
 
-    from sra.bench import BenchConfig
+    from sra.train.bench import BenchConfig
 
     assert main(["bench", "--dry-run"]) == 0
     assert json.loads(capsys.readouterr().out) == json.loads(json.dumps(dataclasses.asdict(BenchConfig())))
@@ -118,13 +124,13 @@ def test_bench_flags_are_the_config_fields(capsys):
 
 def test_bench_repa_projector_width_is_the_flags():
     """--projector-dim reaches REPA's resolved config (the study's REPA rows use 256, not REPA's 2048)."""
-    from sra.bench import BenchConfig, _train_config, method_config, run_benchmark
+    from sra.train.bench import BenchConfig, bench_spec, run_benchmark
 
     cfg = BenchConfig(model="SiT-T/4", in_channels=1, num_classes=10, projector_dim=256, methods=("repa",),
                       device="cpu")
-    tc = _train_config(cfg, torch.device("cpu"))
-    assert tc.repa.projector_dim == 256 and method_config(tc, "repa").repa.projector_dim == 256
-    assert _train_config(BenchConfig(model="SiT-T/4", device="cpu"), torch.device("cpu")).repa.projector_dim == 2048
+    tc = bench_spec(cfg, "cpu")
+    assert tc.term("repa").projector_dim == 256 and bench_spec(cfg, "cpu", "repa").term("repa").projector_dim == 256
+    assert bench_spec(BenchConfig(model="SiT-T/4", device="cpu"), "cpu").term("repa").projector_dim == 2048
     with pytest.raises(ValueError, match="projector-dim"):
         run_benchmark(BenchConfig(model="SiT-T/4", projector_dim=0, device="cpu"))
 

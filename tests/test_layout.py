@@ -1,51 +1,16 @@
-"""The package's structure: the model family is a process object (few files name it in a branch), and imports point
-one way down the layout of the README (models, process, objectives, encoders, data, evaluation, train, analysis,
-commands)."""
+"""The package's structure: imports point one way down the layout of the README (models, process, objectives,
+encoders, data, evaluation, train, analysis, commands). How few files name the process: tests/test_structure.py."""
 import ast
 from pathlib import Path
 
 SRC = Path(__file__).resolve().parents[1] / "src" / "sra"
-
-FAMILY_WORDS = {"family", "learn_sigma", "SiT", "DiT"}
-
-
-def names_family(node: ast.AST) -> bool:
-    """Whether an expression mentions the family: a name or attribute `family` / `learn_sigma`, or "SiT" / "DiT"."""
-    for n in ast.walk(node):
-        if isinstance(n, ast.Name) and n.id in FAMILY_WORDS or isinstance(n, ast.Attribute) and n.attr in FAMILY_WORDS:
-            return True
-        if isinstance(n, ast.Constant) and n.value in FAMILY_WORDS:
-            return True
-    return False
-
-
-def family_branch_files() -> list[str]:
-    """Source files with a branch whose condition names the family: if / elif / while, a conditional expression,
-    a comprehension's filter."""
-    found = []
-    for f in sorted(SRC.rglob("*.py")):
-        tests = []
-        for node in ast.walk(ast.parse(f.read_text())):
-            if isinstance(node, (ast.If, ast.IfExp, ast.While)):
-                tests.append(node.test)
-            elif isinstance(node, ast.comprehension):
-                tests += node.ifs
-        if any(names_family(t) for t in tests):
-            found.append(str(f.relative_to(SRC)))
-    return found
-
-
-def test_at_most_four_files_branch_on_the_family():
-    files = family_branch_files()
-    assert len(files) <= 4, files
-
 
 # Each unit may import the units listed before it, and the shared utilities; nothing imports a later one. The REPA
 # encoders import no other unit (the FD-FMNIST classifier is handed in); data/ runs them when it stores REPA targets.
 # Evaluation (with `generate`, sampling at evaluation scale) comes before train: the loop evaluates its EMA while
 # training and hands the REPA encoder the FD-FMNIST classifier; the models, processes, terms and encoders never import
 # it. Analysis (probes, PCA maps, curves) reads trained models and run folders, for the commands. `bench` times the
-# training step, beside the commands.
+# training step with the loop's own step body, inside train (train/bench.py).
 ORDER = [
     {"models"},
     {"process"},
@@ -55,7 +20,7 @@ ORDER = [
     {"generate", "evaluation"},
     {"train"},
     {"analysis"},
-    {"bench", "commands", "cli"},
+    {"commands", "cli"},
 ]
 SHARED = {"options", "distributed", "checkpoint", "runfolder", "estimate", "__init__", "__main__", "__version__"}
 

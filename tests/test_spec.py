@@ -133,6 +133,7 @@ class ToyConfig:
 class Toy:
     """(scale * mean token - 1)^2 per sample: a term with one parameter of its own."""
     name, Config, unset, student_parts = "toy", ToyConfig, ToyConfig(), ()
+    bench = dict(weight=0.5)  # what `sra bench --methods toy` times
 
     @staticmethod
     def resolve(cfg, preset):
@@ -189,6 +190,16 @@ def test_a_registered_term_gets_its_flags_and_is_refused_by_its_own_validation(t
     rc = main(["train", *TINY, "--output-dir", str(tmp_path), "--toy-weight", "1", "--toy-block", "9"])
     assert rc != 0 and "--toy-block 9 outside 1..6" in capsys.readouterr().err
     assert not (tmp_path / "demo").exists()
+
+
+def test_bench_and_dry_run_take_a_registered_term(tmp_path, toy_term, capsys):
+    from sra.train.bench import BenchConfig, bench_spec, method_names
+
+    assert "toy" in method_names()
+    spec = bench_spec(BenchConfig(model="SiT-T/4", input_size=8, in_channels=1, num_classes=10), "cpu", "toy")
+    assert spec.term("toy").active and not spec.term("align").active
+    assert main(["train", *TINY, "--output-dir", str(tmp_path), "--toy-weight", "0.25", "--dry-run"]) == 0
+    assert json.loads(capsys.readouterr().out)["toy"] == {"weight": 0.25, "block": 1}
 
 
 def test_the_objective_iterates_the_registry_and_refuses_an_unknown_term():

@@ -16,7 +16,10 @@ from ..checkpoint import CheckpointError, latest_checkpoint, load_checkpoint, lo
 from .dit import DiffusionTransformer
 from .presets import FAMILIES, SIZES
 
-TRAINING_ONLY = ("projectors.",)  # REPA's projectors in REPA-trained released files: not part of the backbone
+TRAINING_ONLY = ("projectors.",)
+# The authors' released files are SiT-SRA's (velocity) or DiT-SRA's (epsilon and learned variance): which one a file
+# is, its output layout tells (a fixed map of the released formats, not an inverse of the family table).
+RELEASED_FAMILY = {False: "SiT", True: "DiT"}  # REPA's projectors in REPA-trained released files: not part of the backbone
 
 
 @dataclass
@@ -33,8 +36,7 @@ def process_of_weights(learn_sigma: bool, released_args: dict | None) -> dict:
     """The process section of a file that carries no spec: DDPM for learned-variance outputs (DiT), else flow
     matching with the released args' --path-type (SiT's train.py spells the cosine path "cos") and velocity
     prediction. The one place weight shapes decide the process."""
-    family = next(name for name, f in FAMILIES.items() if f.learn_sigma == learn_sigma)
-    section = {"name": FAMILIES[family].process}
+    section = {"name": FAMILIES[RELEASED_FAMILY[learn_sigma]].process}
     if not learn_sigma:
         path = (released_args or {}).get("path_type") or "linear"
         section["path"] = {"cos": "cosine"}.get(path, path)

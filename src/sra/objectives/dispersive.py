@@ -74,6 +74,8 @@ class Dispersive:
     Config = DispConfig
     unset = DispConfig()
     student_parts = ()
+    # `sra bench --methods dispersive`: the authors' PyTorch setting (weight 0.25 on the last block)
+    bench, bench_name = dict(weight=0.25), "dispersive"
 
     @staticmethod
     def resolve(cfg: DispConfig, preset) -> DispConfig:

@@ -76,6 +76,8 @@ class REPA:
     Config = RepaConfig
     unset = RepaConfig()
     student_parts = ()
+    # `sra bench --methods repa`: features as if stored (no encoder forward), the preset's block and projector
+    bench = dict(weight=0.5, encoder="stored features")
 
     @staticmethod
     def resolve(cfg: RepaConfig, preset) -> RepaConfig:

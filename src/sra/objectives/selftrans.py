@@ -116,6 +116,7 @@ class TargetHeadTerm:
     Config = HeadConfig
     unset = HeadConfig()
     student_parts = ()
+    bench = dict(weight=0.5)  # `sra bench --methods st_head`
     defaults_from = {
         "weight": f"0 (off); {SOURCE} train_vaeloss.py --proj-coeff default 0.5, train_vaeloss.sh passes 0.5",
         "block": f"0 = a sixth of the blocks; {SOURCE} train_vaeloss.sh --encoder-depth 2 for SiT-B (12 blocks); "

@@ -26,7 +26,7 @@ from .. import distributed, options
 from ..estimate import FirstBatchEstimate
 from ..models import DiffusionTransformer
 from ..models.presets import MODEL_NAMES
-from ..objectives import Batch, apply_label_drop
+from ..objectives import TERMS, Batch, apply_label_drop
 from ..objectives.align import fast_bf16
 from ..options import option
 from .config import DataShape, resolve_spec
@@ -82,19 +82,25 @@ def step_flops(model: DiffusionTransformer, batch: int, *, sra: bool, block_out_
 
 
 # Methods of the self-alignment family (docs/FAMILY.md) timed beside plain: `sra train` options on top of the SRA step's.
-# DTS/AS settings are the authors' recipe (mask ratio 0.25, teacher time sra, teacher mask); REPA reads its encoder
-# features as a store from `sra prepare --encoder` hands them over (no encoder forward), projector --projector-dim;
-# dispersive: the authors' PyTorch setting (weight 0.25 on the last block).
-METHODS = {
+# The token-group recipes (a view of the batch, not a term) are the authors' DTS/AS settings (mask ratio 0.25, teacher
+# time sra, teacher mask); every registered term with a `bench` setting adds its own (alignment off, that term on).
+VIEWS = {
     "sra_dts_as": dict(mix=dict(mask_ratio=(0.25,))),
     "dts_as": dict(align=dict(weight=0.0), mix=dict(mask_ratio=(0.25,))),
     "self_flow": dict(mix=dict(mask_ratio=(0.25,), teacher_t="self_flow", teacher_mask=False)),
-    "repa": dict(align=dict(weight=0.0), repa=dict(weight=0.5, encoder="stored features")),  # block: the preset's
-    "dispersive": dict(align=dict(weight=0.0), disp=dict(weight=0.25)),
-    "st_head": dict(align=dict(weight=0.0), st_head=dict(weight=0.5)),  # Self-Transcendence stage 1
-    "plain": dict(align=dict(weight=0.0)),  # the baseline every ratio is taken against
 }
-METHOD_NAMES = tuple(m for m in METHODS if m != "plain")
+PLAIN = dict(align=dict(weight=0.0))  # the baseline every ratio is taken against
+
+
+def methods() -> dict[str, dict]:
+    """Method name -> its options: the token-group recipes, then each registered term's `bench` setting."""
+    terms = {getattr(t, "bench_name", name): options.merge(PLAIN, {name: t.bench})
+             for name, t in TERMS.items() if getattr(t, "bench", None)}
+    return {**VIEWS, **terms}
+
+
+def method_names() -> tuple[str, ...]:
+    return tuple(methods())
 
 
 @dataclass(kw_only=True)
@@ -120,7 +126,7 @@ class BenchConfig:
     sra_weight: float = option(0.5, help="alignment weight of the SRA step (any value > 0 costs the same)")
     methods: tuple[str, ...] = option((), metavar="METHOD",
                                       help=f"more methods timed beside plain and SRA, space- or comma-separated: "
-                                           f"{', '.join(METHOD_NAMES)}, or all (token groups: the authors' DTS/AS recipe; "
+                                           f"{', '.join(method_names())}, or all (token groups: the authors' DTS/AS recipe; "
                                            f"repa: features as if stored)")
     repa_dim: int = option(768, help="REPA: encoder feature size (DINOv2-B: 768), features given as if stored")
     projector_dim: int = option(2048, help="REPA: projector width (REPA's default 2048; `sra train "
@@ -133,16 +139,16 @@ class BenchConfig:
     def __post_init__(self):
         # `--methods all`, `--methods a,b` and `--methods a b` name the same list
         names = tuple(m for v in self.methods for m in v.split(",") if m)
-        self.methods = METHOD_NAMES if names == ("all",) else names
+        self.methods = method_names() if names == ("all",) else names
 
     def validate(self) -> None:
         options.check_choices(self)
         options.check_finite(self)
         if self.steps < 1 or self.warmup < 0:
             raise ValueError("steps must be >= 1 and warmup >= 0")
-        unknown = [m for m in self.methods if m not in METHOD_NAMES]
+        unknown = [m for m in self.methods if m not in method_names()]
         if unknown:
-            raise ValueError(f"unknown method(s) {', '.join(unknown)}; choices: {', '.join(METHOD_NAMES)}")
+            raise ValueError(f"unknown method(s) {', '.join(unknown)}; choices: {', '.join(method_names())}")
         if min(self.batch_size, self.input_size, self.in_channels, self.num_classes) < 1:
             raise ValueError("batch size, input size, channels and classes must be >= 1")
         if min(self.repa_dim, self.projector_dim) < 1:
@@ -162,7 +168,7 @@ def bench_spec(cfg: BenchConfig, device: str, method: str | None = None):
              "align": {"weight": cfg.sra_weight, "block_out_s": cfg.block_out_s, "block_out_t": cfg.block_out_t,
                        "teacher_bf16": cfg.teacher_bf16},
              "repa": {"projector_dim": cfg.projector_dim}}
-    flags = options.merge(flags, METHODS[method]) if method else flags
+    flags = options.merge(flags, PLAIN if method == "plain" else methods()[method]) if method else flags
     shape = DataShape((cfg.in_channels, cfg.input_size, cfg.input_size), cfg.num_classes, cfg.batch_size)
     return resolve_spec(flags, data=shape, device=device)[0]
 

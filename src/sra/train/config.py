@@ -287,18 +287,24 @@ class DataShape:
     num_items: int
 
 
-def resolve_spec(flags: dict | None = None, *, preset: str | None = None, config_file: str | None = None,
-                 data=None, device: str = "cpu", world_size: int = 1):
-    """The run spec of a preset, a config file and the given flags (in that order; later ones win), resolved against
-    the data and the device: (spec, dataset). `data`: a dataset or a `DataShape` (None: the spec's --data-dir is
-    loaded). Every default is filled here, from the data and the preset's row, and everything is validated."""
+def given_spec(flags: dict | None = None, *, preset: str | None = None,
+               config_file: str | None = None) -> TrainConfig:
+    """The options as given, before resolution: the defaults, then the preset, then the config file, then the flags
+    (later ones win); unset values stay unset."""
     d = {}
     if preset is not None:  # '' is an unknown recipe, not "none"
         d = options.merge(d, recipe(preset).config)
     if config_file:
         d = options.merge(d, load_config_file(config_file))
-    d = options.merge(d, flags or {})
-    cfg = TrainConfig.from_dict(d)
+    return TrainConfig.from_dict(options.merge(d, flags or {}))
+
+
+def resolve_spec(flags: dict | None = None, *, preset: str | None = None, config_file: str | None = None,
+                 data=None, device: str = "cpu", world_size: int = 1):
+    """The run spec of a preset, a config file and the given flags (in that order; later ones win), resolved against
+    the data and the device: (spec, dataset). `data`: a dataset or a `DataShape` (None: the spec's --data-dir is
+    loaded). Every default is filled here, from the data and the preset's row, and everything is validated."""
+    cfg = given_spec(flags, preset=preset, config_file=config_file)
     if preset and recipe(preset).data and cfg.data_dir is None:
         raise ValueError(f"--preset {preset} needs --data-dir: a {recipe(preset).data}")
     for name in ("input_size", "in_channels", "num_classes"):  # 0 is not "unset": refused, not filled
