@@ -13,7 +13,9 @@ import torch.nn as nn
 
 import sra
 from conftest import randomize_zero_layers, tiny_model
-from sra.train.loop import optimizer_update
+from sra.objectives import Objective
+from sra.process import FlowProcess
+from sra.train.step import Step, optimizer_update
 
 CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 DEVICES = ["cpu", pytest.param("cuda", marks=[pytest.mark.cuda, CUDA])]
@@ -26,7 +28,11 @@ def _setup(device, seed=0):
     ema.load_state_dict(model.state_dict())
     opt = torch.optim.AdamW(_trainable(model), lr=1e-2, betas=(0.9, 0.99), weight_decay=0.1, fused=True)
     scaler = torch.amp.GradScaler(device, enabled=False)
-    return model, ema, opt, scaler
+    process = FlowProcess()
+    # the training step of a plain run (no term owns parameters): fp32, one rank
+    step = Step(process, model, ema, model, None, opt, scaler, Objective(process), amp_dtype=None)
+    assert step.params == _trainable(model) and not step.fp16
+    return model, ema, opt, step
 
 
 def _trainable(model):
@@ -41,12 +47,11 @@ def _fill_grads(model, seed=1):
 
 @pytest.mark.parametrize("device", DEVICES)
 def test_a_finite_step_is_adamw_with_clipping_written_out(device):
-    model, ema, opt, scaler = _setup(device)
+    model, ema, opt, step = _setup(device)
     before = {n: p.detach().clone().double() for n, p in model.named_parameters() if p.requires_grad}
     _fill_grads(model)
     grads = {n: p.grad.detach().clone().double() for n, p in model.named_parameters() if p.requires_grad}
-    params = _trainable(model)
-    norm, skipped = optimizer_update(model, opt, scaler, ema, params, max_grad_norm=1.0, decay=0.9, fp16=False)
+    norm, skipped = optimizer_update(step, max_grad_norm=1.0, decay=0.9)
     assert not bool(skipped)
     # First AdamW step by hand: clip by the global norm, decoupled decay, bias-corrected moments.
     total = math.sqrt(sum(float((g ** 2).sum()) for g in grads.values()))
@@ -67,15 +72,15 @@ def test_a_finite_step_is_adamw_with_clipping_written_out(device):
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("bad", [float("nan"), float("inf")])
 def test_a_non_finite_step_changes_no_weight_moment_or_step_count(device, bad):
-    model, ema, opt, scaler = _setup(device)
-    params = _trainable(model)
+    model, ema, opt, step = _setup(device)
+    params = step.params
     _fill_grads(model)
-    optimizer_update(model, opt, scaler, ema, params, 1.0, 0.9, fp16=False)  # one real step: moments exist
+    optimizer_update(step, 1.0, 0.9)  # one real step: moments exist
     weights = [p.detach().clone() for p in params]
     state = {k: v.clone() for k, v in opt.state[params[0]].items()}
     _fill_grads(model)
     params[3].grad[0] = bad
-    norm, skipped = optimizer_update(model, opt, scaler, ema, params, 1.0, 0.9, fp16=False)
+    norm, skipped = optimizer_update(step, 1.0, 0.9)
     assert skipped.device.type == device and bool(skipped) and not math.isfinite(float(norm))
     for w, p in zip(weights, params):
         assert torch.equal(w, p.detach())
@@ -94,15 +99,15 @@ def test_a_non_finite_step_changes_no_weight_moment_or_step_count(device, bad):
                          ids=["sit", "dit", "sit-dts-as"])
 def test_training_steps_do_not_synchronise_with_the_host(tmp_path, monkeypatch, model_name, mask_ratio):
     """The real loop with SRA_SYNC_DEBUG=1: a synchronising CUDA call inside steps 5-7 raises."""
-    from sra.objectives.dts import MixConfig
-    from sra.train import TrainConfig, train
+    from sra.train.config import resolve_spec
+    from sra.train.loop import train
 
     monkeypatch.setenv("SRA_SYNC_DEBUG", "1")
-    cfg = TrainConfig(model=model_name, data_dir="digits", batch_size=16, max_train_steps=6, log_every=3,
-                      sample_every=6, sample_steps=2, checkpoint_every=6, mixed_precision="bf16",
-                      mix=MixConfig(mask_ratio=(mask_ratio,)), output_dir=str(tmp_path), exp_name="sync",
-                      progress=False)
-    run = train(cfg)
+    spec, ds = resolve_spec(dict(model=model_name, data_dir="digits", batch_size=16, max_train_steps=6, log_every=3,
+                                 sample_every=6, sample_steps=2, checkpoint_every=6, mixed_precision="bf16",
+                                 mix=dict(mask_ratio=(mask_ratio,)), output_dir=str(tmp_path), exp_name="sync",
+                                 progress=False), device="cuda")
+    run = train(spec, ds)
     rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows] == [3, 6] and all(math.isfinite(r["loss"]) for r in rows)
 
@@ -112,7 +117,7 @@ def test_training_steps_do_not_synchronise_with_the_host(tmp_path, monkeypatch, 
 def test_batches_arrive_pinned_for_non_blocking_copies():
     from sra import distributed
     from sra.data import load_dataset
-    from sra.train import TrainConfig
+    from sra.train.config import TrainConfig
     from sra.train.loop import BatchSchedule, local_batches
 
     ds = load_dataset("digits")
@@ -169,13 +174,15 @@ def test_bf16_teacher_is_close_to_fp32_and_keeps_no_activations():
 @pytest.mark.cuda
 @CUDA
 def test_compiled_student_with_an_eager_teacher_gives_the_eager_terms():
-    from sra.objectives import AlignConfig, FlowConfig, FlowObjective
+    from sra.objectives import AlignConfig
+    from sra.process.flow import FlowConfig
 
     torch.manual_seed(0)
     model = randomize_zero_layers(tiny_model(depth=3)).cuda()
     teacher = tiny_model(depth=3).cuda().requires_grad_(False)
     teacher.load_state_dict(model.state_dict())
-    obj = FlowObjective(FlowConfig(), AlignConfig(weight=0.5, block_out_s=1, block_out_t=2, teacher_bf16=False))
+    obj = Objective(FlowProcess(FlowConfig()),
+                    {"align": AlignConfig(weight=0.5, block_out_s=1, block_out_t=2, teacher_bf16=False)})
     x, y = torch.randn(8, 1, 8, 8, device="cuda"), torch.randint(0, 3, (8,), device="cuda")
     draws = obj.draw(8, (1, 8, 8), "cuda", torch.Generator("cuda").manual_seed(0))
     eager = obj(model, teacher, x, y, draws=draws)

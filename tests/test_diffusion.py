@@ -13,8 +13,8 @@ import sra
 from sra.process.ddpm_loss import diffusion_terms, vb_bits_per_dim
 from sra.process.ddpm_samplers import sample
 from sra.process.ddpm_schedule import Diffusion, get_diffusion, linear_betas, space_timesteps
-from sra.objectives import AlignConfig, combine
-from sra.objectives import DiffusionObjective
+from sra.objectives import AlignConfig, Objective, combine
+from sra.process import DDPMProcess
 
 T = 1000
 F64 = torch.float64
@@ -321,7 +321,7 @@ def tiny_dit(seed=0):
 
 def test_draws_and_teacher_offsets():
     g = lambda: torch.Generator().manual_seed(0)  # noqa: E731
-    draws = {iv: DiffusionObjective(AlignConfig(interval=iv)).draw(4096, (1, 8, 8), "cpu", g())
+    draws = {iv: Objective(DDPMProcess(), {"align": AlignConfig(interval=iv)}).draw(4096, (1, 8, 8), "cpu", g())
              for iv in ("uniform", "fixed", "none")}
     u = draws["uniform"]
     assert u["t"].dtype == torch.long and int(u["t"].min()) == 0 and int(u["t"].max()) == T - 1
@@ -344,7 +344,7 @@ def test_objective_terms_and_teacher_inputs():
     model = tiny_dit()
     torch.nn.init.normal_(model.final_layer.linear.weight, std=0.1)  # nonzero outputs
     teacher = RecordingTeacher(copy.deepcopy(model).eval())
-    obj = DiffusionObjective(AlignConfig(block_out_s=1, block_out_t=2, teacher_bf16=False))
+    obj = Objective(DDPMProcess(), {"align": AlignConfig(block_out_s=1, block_out_t=2, teacher_bf16=False)})
     g = torch.Generator().manual_seed(0)
     x0, y = torch.rand(8, 1, 8, 8, generator=g) * 2 - 1, torch.randint(0, 3, (8,), generator=g)
     draws = obj.draw(8, (1, 8, 8), "cpu", g)
@@ -375,7 +375,7 @@ def test_no_alignment_means_no_teacher():
         def __getattr__(self, name):
             raise AssertionError("teacher used with alignment weight 0")
 
-    obj = DiffusionObjective(AlignConfig(weight=0.0))
+    obj = Objective(DDPMProcess(), {"align": AlignConfig(weight=0.0)})
     terms = obj(tiny_dit(), NoTeacher(), torch.randn(4, 1, 8, 8), torch.tensor([0, 1, 2, 0]),
                 generator=torch.Generator().manual_seed(0))
     assert set(terms) == {"denoise", "vb"}
@@ -384,7 +384,7 @@ def test_no_alignment_means_no_teacher():
 def test_a_few_cpu_steps_of_dit_sra_lower_the_loss():
     model = tiny_dit()
     ema = copy.deepcopy(model).requires_grad_(False).eval()
-    obj = DiffusionObjective(AlignConfig(block_out_s=1, block_out_t=2, teacher_bf16=False))
+    obj = Objective(DDPMProcess(), {"align": AlignConfig(block_out_s=1, block_out_t=2, teacher_bf16=False)})
     g = torch.Generator().manual_seed(0)
     y = torch.arange(16) % 3
     x0 = (y.view(-1, 1, 1, 1).float() - 1) * 0.6 + 0.1 * torch.randn(16, 1, 8, 8, generator=g)  # class-coded

@@ -6,8 +6,9 @@ import pytest
 import torch
 
 import sra
-from sra.objectives import AlignConfig, DispConfig, FlowObjective, combine
+from sra.objectives import AlignConfig, DispConfig, Objective, combine
 from sra.objectives.dispersive import dispersive_loss
+from sra.process.flow import FlowConfig, FlowProcess
 
 
 def formula(z: torch.Tensor, tau: float) -> torch.Tensor:
@@ -59,8 +60,8 @@ def test_bounds_and_identical_samples():
 def test_term_reads_the_chosen_block_and_joins_the_loss():
     torch.manual_seed(0)
     m = sra.build_model("SiT-T/4", input_size=8, in_channels=1, num_classes=3, depth=3, class_dropout_prob=0.0)
-    obj = FlowObjective(sra.objectives.FlowConfig(), AlignConfig(weight=0.0), patch_size=4,
-                        disp=DispConfig(weight=0.25, block=2, tau=0.5))
+    obj = Objective(FlowProcess(FlowConfig()),
+                    {"align": AlignConfig(weight=0.0), "disp": DispConfig(weight=0.25, block=2, tau=0.5)}, patch_size=4)
     x0, y = torch.randn(4, 1, 8, 8), torch.tensor([0, 1, 2, 0])
     draws = obj.draw(4, (1, 8, 8), "cpu", torch.Generator().manual_seed(0))
     terms = obj(m, None, x0, y, draws=draws)
@@ -75,15 +76,14 @@ def test_term_reads_the_chosen_block_and_joins_the_loss():
 
 def test_flags_and_defaults(tmp_path):
     from sra.cli import build_parser
-    from sra.commands.train import config_from_args
-    from sra.train import TrainConfig
+    from sra.train.config import TrainConfig, given, resolve
 
     args = build_parser().parse_args(["train", "--disp-weight", "0.25", "--disp-tau", "0.5", "--disp-block", "3"])
-    cfg = config_from_args(args)
-    assert (cfg.disp.weight, cfg.disp.tau, cfg.disp.block) == (0.25, 0.5, 3)
-    resolved = TrainConfig(disp=DispConfig(weight=0.25)).resolve((1, 8, 8), 10)
-    assert resolved.disp.block == resolved.model_depth and resolved.disp.tau == 1.0  # the authors' PyTorch code
-    off = TrainConfig().resolve((1, 8, 8), 10)
-    assert off.disp.weight == 0 and off.disp.block == 0
+    disp = TrainConfig.from_dict(given(args)).term("disp")
+    assert (disp.weight, disp.tau, disp.block) == (0.25, 0.5, 3)
+    resolved = resolve(TrainConfig(terms={"disp": DispConfig(weight=0.25)}), (1, 8, 8), 10, "cpu")
+    assert resolved.term("disp").block == resolved.model_depth and resolved.term("disp").tau == 1.0  # authors' code
+    off = resolve(TrainConfig(), (1, 8, 8), 10, "cpu").term("disp")
+    assert off.weight == 0 and off.block == 0
     with pytest.raises(ValueError, match="disp-tau"):
-        TrainConfig(disp=DispConfig(weight=0.25, tau=0.0)).resolve((1, 8, 8), 10)
+        resolve(TrainConfig(terms={"disp": DispConfig(weight=0.25, tau=0.0)}), (1, 8, 8), 10, "cpu")

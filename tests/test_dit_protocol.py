@@ -106,31 +106,35 @@ def released_align_factor(family, distance, epoch, resolution):
 @pytest.mark.parametrize("model, distance", [("DiT-XL/2", None), ("SiT-XL/2", None), ("SiT-XL/2", "sml1")])
 @pytest.mark.parametrize("latent_side, resolution", [(32, 256), (64, 512)])
 def test_family_defaults_and_epoch_decay_are_the_released_codes(model, distance, latent_side, resolution):
-    from sra.train import TrainConfig
+    import dataclasses
+
+    from sra.train.config import TrainConfig, resolve
 
     cfg = TrainConfig(model=model)
     if distance:
-        cfg.align.distance = distance
-    cfg = cfg.resolve((4, latent_side, latent_side), 1000)
+        cfg = dataclasses.replace(cfg, terms={"align": dataclasses.replace(cfg.term("align"), distance=distance)})
+    cfg = resolve(cfg, (4, latent_side, latent_side), 1000, "cpu")
     family = model[:3]
     want_distance = distance or ("sml1" if family == "DiT" else "cos")
-    assert cfg.align.distance == want_distance
+    assert cfg.term("align").distance == want_distance
     for epoch in list(range(0, 1700, 37)) + [99, 100, 149, 150]:
         want = released_align_factor(family, want_distance, epoch, resolution)
-        got = cfg.align.effective_weight(epoch, cfg.input_size)
+        got = cfg.term("align").effective_weight(epoch, cfg.input_size)
         assert got == pytest.approx(want, rel=1e-12), (epoch, got, want)
 
 
 def test_explicit_alignment_options_win_over_the_family_defaults():
-    from sra.train import TrainConfig
+    import dataclasses
 
-    cfg = TrainConfig(model="DiT-B/2")
-    cfg.align.distance, cfg.align.legacy_epoch_decay = "cos", None
-    a = cfg.resolve((4, 32, 32), 1000).align
+    from sra.train.config import TrainConfig, resolve
+
+    def with_align(**given):
+        cfg = TrainConfig(model="DiT-B/2")
+        return dataclasses.replace(cfg, terms={"align": dataclasses.replace(cfg.term("align"), **given)})
+
+    a = resolve(with_align(distance="cos", legacy_epoch_decay=None), (4, 32, 32), 1000, "cpu").term("align")
     assert (a.distance, a.weight, a.legacy_epoch_decay) == ("cos", 0.5, False)
-    cfg = TrainConfig(model="DiT-B/2")
-    cfg.align.weight, cfg.align.legacy_epoch_decay = 0.1, False
-    a = cfg.resolve((4, 32, 32), 1000).align
+    a = resolve(with_align(weight=0.1, legacy_epoch_decay=False), (4, 32, 32), 1000, "cpu").term("align")
     assert (a.distance, a.weight, a.legacy_epoch_decay) == ("sml1", 0.1, False)
     assert a.effective_weight(900, 32) == 0.1
 

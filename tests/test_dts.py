@@ -7,7 +7,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from sra.objectives import AlignConfig, FlowConfig, FlowObjective, MixConfig, slice_draws
+from sra.objectives import AlignConfig, MixConfig, Objective, slice_draws
+from sra.process.flow import FlowConfig, FlowProcess
 from sra.objectives.dts import draw_groups, group_counts
 from conftest import randomize_zero_layers, tiny_model
 
@@ -74,8 +75,9 @@ def test_teacher_labels_follow_each_reference(mix, clean):
     seen = []
     model.y_embedder.register_forward_pre_hook(lambda mod, args: seen.append(args[0].clone()))
     recorder = LabelTeacher(teacher)
-    obj = FlowObjective(FlowConfig(), AlignConfig(weight=0.5, block_out_s=1, block_out_t=3, teacher_bf16=False), mix,
-                        patch_size=P)
+    obj = Objective(FlowProcess(FlowConfig()),
+                    {"align": AlignConfig(weight=0.5, block_out_s=1, block_out_t=3, teacher_bf16=False)}, mix,
+                    patch_size=P)
     x0, y = torch.randn(8, 1, 16, 16), torch.tensor([0, 1, 2, 0, 1, 2, 0, 1])
     obj(model, recorder, x0, y, generator=torch.Generator().manual_seed(3))
     dropped = seen[0]
@@ -182,7 +184,7 @@ def setup_models():
 def test_objective_terms_match_authors_loss(mix):
     model, teacher = setup_models()
     align = AlignConfig(weight=0.5, block_out_s=1, block_out_t=3, teacher_bf16=False)
-    obj = FlowObjective(FlowConfig(path="cosine"), align, mix, patch_size=P)
+    obj = Objective(FlowProcess(FlowConfig(path="cosine")), {"align": align}, mix, patch_size=P)
     gen = torch.Generator().manual_seed(1)
     x0, y = torch.randn(6, 1, 16, 16, generator=gen), torch.tensor([0, 1, 2, 0, 1, 2])
     draws = obj.draw(6, (1, 16, 16), "cpu", gen)
@@ -198,15 +200,17 @@ def test_objective_terms_match_authors_loss(mix):
 
 
 def test_draws_are_a_function_of_the_generator_and_keep_the_plain_stream():
-    mix_obj = FlowObjective(FlowConfig(), AlignConfig(), MixConfig(mask_ratio=(0.25,)), patch_size=P)
-    plain = FlowObjective(FlowConfig(), AlignConfig(), patch_size=P)
+    mix_obj = Objective(FlowProcess(FlowConfig()), {"align": AlignConfig()}, MixConfig(mask_ratio=(0.25,)),
+                        patch_size=P)
+    plain = Objective(FlowProcess(FlowConfig()), {"align": AlignConfig()}, patch_size=P)
     a = mix_obj.draw(4, (1, 16, 16), "cpu", torch.Generator().manual_seed(7))
     b = mix_obj.draw(4, (1, 16, 16), "cpu", torch.Generator().manual_seed(7))
     c = plain.draw(4, (1, 16, 16), "cpu", torch.Generator().manual_seed(7))
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert all(torch.equal(a[k], c[k]) for k in c)  # mixing appends draws; the plain ones are unchanged
-    off = FlowObjective(FlowConfig(), AlignConfig(), MixConfig(mask_ratio=(0.25,), dual_time_scheduling=False),
-                        patch_size=P).draw(4, (1, 16, 16), "cpu", torch.Generator().manual_seed(7))
+    off = Objective(FlowProcess(FlowConfig()), {"align": AlignConfig()},
+                    MixConfig(mask_ratio=(0.25,), dual_time_scheduling=False),
+                    patch_size=P).draw(4, (1, 16, 16), "cpu", torch.Generator().manual_seed(7))
     assert all(torch.equal(a[k], off[k]) for k in a)  # DTS off draws the same (and then ignores t_more)
 
 
@@ -217,15 +221,16 @@ def test_dts_off_and_one_group_reduce_to_plain_inputs():
     align = AlignConfig(weight=0.5, block_out_s=1, block_out_t=3, teacher_bf16=False)
     gen = torch.Generator().manual_seed(2)
     x0, y = torch.randn(4, 1, 16, 16, generator=gen), torch.tensor([0, 1, 2, 0])
-    off = FlowObjective(FlowConfig(path="cosine"), align, MixConfig(mask_ratio=(0.25,), dual_time_scheduling=False,
-                                                                    attention_separation=False), patch_size=P)
-    plain = FlowObjective(FlowConfig(path="cosine"), AlignConfig(weight=0.0), patch_size=P)
+    off = Objective(FlowProcess(FlowConfig(path="cosine")), {"align": align},
+                    MixConfig(mask_ratio=(0.25,), dual_time_scheduling=False, attention_separation=False), patch_size=P)
+    plain = Objective(FlowProcess(FlowConfig(path="cosine")), {"align": AlignConfig(weight=0.0)}, patch_size=P)
     draws = off.draw(4, (1, 16, 16), "cpu", gen)
     torch.testing.assert_close(off(model, teacher, x0, y, draws=draws)["denoise"],
                                plain(model, teacher, x0, y, draws=draws)["denoise"], atol=1e-6, rtol=1e-6)
-    sf = FlowObjective(FlowConfig(), align, MixConfig(teacher_t="self_flow"), patch_size=P)
-    none = FlowObjective(FlowConfig(), AlignConfig(weight=0.5, block_out_s=1, block_out_t=3, interval="none", teacher_bf16=False),
-                         patch_size=P)
+    sf = Objective(FlowProcess(FlowConfig()), {"align": align}, MixConfig(teacher_t="self_flow"), patch_size=P)
+    none = Objective(FlowProcess(FlowConfig()), {"align": AlignConfig(weight=0.5, block_out_s=1, block_out_t=3,
+                                                                       interval="none", teacher_bf16=False)},
+                     patch_size=P)
     d = none.draw(4, (1, 16, 16), "cpu", gen)  # k = 0 in these draws; self_flow ignores k
     torch.testing.assert_close(sf(model, teacher, x0, y, draws=d)["align"], none(model, teacher, x0, y, draws=d)["align"])
 

@@ -7,9 +7,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from sra.objectives import AlignConfig, FlowConfig, FlowObjective, combine, token_distance
-from sra.train import TrainConfig, ema_decay, update_ema
+from sra.objectives import AlignConfig, Objective, combine, token_distance
+from sra.train.config import TrainConfig, resolve
+from sra.train.ema import ema_decay, update_ema
 from sra.process import FlowProcess
+from sra.process.flow import FlowConfig
 from sra.process.flow_path import interpolate, path_coefficients, sample_time
 from conftest import randomize_zero_layers, tiny_model
 
@@ -65,13 +67,13 @@ def test_cos_over_tokens_is_the_released_cosine_with_its_weight():
     student = torch.randn(4, 6, 8, dtype=torch.float64)
     a = student.float().requires_grad_(True)
     b = torch.randn(4, 6, 8)
-    cfg = TrainConfig(align=AlignConfig(weight=None, distance="cos-over-tokens", legacy_epoch_decay=None,
-                                        block_out_s=0, block_out_t=0, teacher_bf16=None))
-    cfg = cfg.resolve((1, 8, 8), 10)
-    assert cfg.align.weight == 0.5 and not cfg.align.legacy_epoch_decay  # as their train.py: * 0.5, no decay
-    assert cfg.align.effective_weight(epoch=900) == 0.5
+    cfg = TrainConfig(terms={"align": AlignConfig(weight=None, distance="cos-over-tokens", legacy_epoch_decay=None,
+                                                  block_out_s=0, block_out_t=0, teacher_bf16=None)})
+    align = resolve(cfg, (1, 8, 8), 10, "cpu").term("align")
+    assert align.weight == 0.5 and not align.legacy_epoch_decay  # as their train.py: * 0.5, no decay
+    assert align.effective_weight(epoch=900) == 0.5
     terms = {"denoise": torch.zeros(4), "align": token_distance(a, b, "cos-over-tokens")}
-    ours = combine(terms, {"denoise": 1.0, "align": cfg.align.weight})
+    ours = combine(terms, {"denoise": 1.0, "align": align.weight})
     ours.backward()
     ref_in = student.float().requires_grad_(True)
     want = released_cos_loss(ref_in, b)
@@ -111,7 +113,7 @@ class NoTeacher(torch.nn.Module):
 def test_lambda_zero_is_plain_sit_and_calls_no_teacher():
     m = randomize_zero_layers(tiny_model())
     x0, y = torch.randn(6, 1, 8, 8), torch.tensor([0, 1, 2, 0, 1, 2])
-    obj = FlowObjective(FlowConfig(), AlignConfig(weight=0.0, block_out_s=1, block_out_t=2))
+    obj = Objective(FlowProcess(FlowConfig()), {"align": AlignConfig(weight=0.0, block_out_s=1, block_out_t=2)})
     draws = obj.draw(6, (1, 8, 8), "cpu", torch.Generator().manual_seed(1))
     terms = obj(m, NoTeacher(), x0, y, draws=draws)
     assert set(terms) == {"denoise"}
@@ -141,7 +143,7 @@ def test_teacher_gets_same_labels_noise_and_later_time():
     m.y_embedder.register_forward_pre_hook(lambda mod, args: student_labels.append(args[0].clone()))
     x0, y = torch.randn(16, 1, 8, 8), torch.randint(0, 3, (16,))
     cfg = AlignConfig(weight=0.5, block_out_s=1, block_out_t=3, t_max=0.2, teacher_bf16=False)
-    obj = FlowObjective(FlowConfig(), cfg)
+    obj = Objective(FlowProcess(FlowConfig()), {"align": cfg})
     draws = obj.draw(16, (1, 8, 8), "cpu", torch.Generator().manual_seed(2))
     terms = obj(m, teacher, x0, y, draws=draws)
     call = teacher.calls[0]
@@ -164,7 +166,7 @@ def test_teacher_gets_same_labels_noise_and_later_time():
 def test_alignment_gradient_reaches_student_not_teacher():
     m = randomize_zero_layers(tiny_model())
     ema = copy.deepcopy(m).requires_grad_(False)
-    obj = FlowObjective(FlowConfig(), AlignConfig(weight=1.0, block_out_s=1, block_out_t=2))
+    obj = Objective(FlowProcess(FlowConfig()), {"align": AlignConfig(weight=1.0, block_out_s=1, block_out_t=2)})
     terms = obj(m, ema, torch.randn(4, 1, 8, 8), torch.tensor([0, 1, 2, 0]), generator=torch.Generator().manual_seed(0))
     terms["align"].mean().backward()
     assert m.ap_head.linear1.weight.grad.abs().sum() > 0 and m.blocks[0].attn.qkv.weight.grad.abs().sum() > 0

@@ -10,9 +10,11 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from sra.objectives import AlignConfig, FlowConfig, FlowObjective, RepaConfig
+from sra.objectives import AlignConfig, Objective, RepaConfig
 from sra.objectives.repa import repa_term
-from sra.train import TrainConfig, train
+from sra.process.flow import FlowConfig, FlowProcess
+from sra.train.config import resolve_spec
+from sra.train.loop import train
 from conftest import randomize_zero_layers, save_tiny_vae, tiny_model
 
 pytest.importorskip("transformers")
@@ -20,17 +22,22 @@ pytest.importorskip("diffusers")
 
 
 def test_projector_is_repas_mlp_in_closed_form():
-    m = tiny_model(z_dims=(5,), projector_dim=7)
-    shapes = {k: tuple(v.shape) for k, v in m.state_dict().items() if k.startswith("projectors.")}
-    assert shapes == {"projectors.0.0.weight": (7, 32), "projectors.0.0.bias": (7,), "projectors.0.2.weight": (7, 7),
-                      "projectors.0.2.bias": (7,), "projectors.0.4.weight": (5, 7), "projectors.0.4.bias": (5,)}
-    randomize_zero_layers(m)
+    m = tiny_model()
+    obj = Objective(FlowProcess(), {"repa": RepaConfig(weight=0.5, block=2, projector_dim=7)},
+                    resources={"z_dim": 5, "hidden_size": m.hidden_size, "encoder": None})
+    projector = obj.term("repa").module
+    shapes = {k: tuple(v.shape) for k, v in projector.state_dict().items()}
+    assert shapes == {"0.weight": (7, 32), "0.bias": (7,), "2.weight": (7, 7),
+                      "2.bias": (7,), "4.weight": (5, 7), "4.bias": (5,)}
+    assert set(obj.modules.state_dict()) == {f"repa.{k}" for k in shapes}  # the objective's modules, by term name
+    randomize_zero_layers(projector)
     h = torch.randn(2, 3, 32)
-    w = {k.split(".", 2)[2]: v for k, v in m.state_dict().items() if k.startswith("projectors.0.")}
+    w = projector.state_dict()
     silu = lambda v: v / (1 + torch.exp(-v))  # noqa: E731
     want = silu(silu(h @ w["0.weight"].T + w["0.bias"]) @ w["2.weight"].T + w["2.bias"]) @ w["4.weight"].T + w["4.bias"]
-    torch.testing.assert_close(m.projectors[0](h), want)
-    assert "projectors.0.0.weight" not in tiny_model().state_dict()  # released checkpoints: no projector
+    torch.testing.assert_close(projector(h), want)
+    # the backbone holds no projector (released checkpoints: none)
+    assert not any(k.startswith("projectors.") for k in m.state_dict()) and not hasattr(m, "projectors")
 
 
 def test_negative_cosine_closed_form():
@@ -45,15 +52,18 @@ def test_negative_cosine_closed_form():
 
 def test_objective_term_is_minus_cos_of_projected_block_tokens():
     torch.manual_seed(0)
-    m = randomize_zero_layers(tiny_model(z_dims=(6,), projector_dim=16, class_dropout_prob=0.0))
-    obj = FlowObjective(FlowConfig(), AlignConfig(weight=0.0), patch_size=2, repa=RepaConfig(weight=0.5, block=2))
+    m = randomize_zero_layers(tiny_model(class_dropout_prob=0.0))
+    obj = Objective(FlowProcess(FlowConfig()),
+                    {"align": AlignConfig(weight=0.0), "repa": RepaConfig(weight=0.5, block=2, projector_dim=16)},
+                    patch_size=2, resources={"z_dim": 6, "hidden_size": m.hidden_size, "encoder": None})
+    projector = randomize_zero_layers(obj.term("repa").module)
     x0, y = torch.randn(3, 1, 8, 8), torch.tensor([0, 1, 2])
     feats = torch.randn(3, 16, 6)
     draws = obj.draw(3, (1, 8, 8), "cpu", torch.Generator().manual_seed(0))
     terms = obj(m, None, x0, y, draws=draws, features=feats)
     t = draws["t"].view(-1, 1, 1, 1)
     h = m.forward_features((1 - t) * x0 + t * draws["noise"], draws["t"], y, depth=2)
-    want = -F.cosine_similarity(m.projectors[0](h), feats, dim=-1).mean(1)
+    want = -F.cosine_similarity(projector(h), feats, dim=-1).mean(1)
     torch.testing.assert_close(terms["repa"], want, atol=1e-6, rtol=1e-5)
     assert "align" not in terms
 
@@ -136,6 +146,7 @@ def test_prepared_features_equal_the_encoder_at_train_time(tmp_path, images, vae
     from sra.data import load_dataset
     from sra.data.prepare import PrepareConfig, center_crop_adm, prepare
     from sra.encoders import encode, load_encoder
+    from sra.checkpoint import latest_checkpoint, load_checkpoint
     from sra.models.loading import load_model
     from sra.train.features import feature_source
 
@@ -144,7 +155,7 @@ def test_prepared_features_equal_the_encoder_at_train_time(tmp_path, images, vae
                           chunk_size=3, num_workers=0, progress=False, encoder=str(dino_dir), encoder_grid=4))
     ds = load_dataset(str(store))
     assert ds.feature_info["tokens"] == 16 and ds.feature_info["dim"] == 16
-    dim, enc_at_train = feature_source(RepaConfig(weight=0.5, encoder=str(dino_dir)), ds, 4, "cpu")
+    dim, enc_at_train = feature_source(str(dino_dir), ds, 4, "cpu")  # the encoder REPA's config names
     assert (dim, enc_at_train) == (16, None) and ds.with_features  # training will run no encoder
     files = (store / "files.txt").read_text().split()
     crops = torch.from_numpy(np.stack([center_crop_adm(Image.open(images / f), 16) for f in files]))
@@ -154,16 +165,17 @@ def test_prepared_features_equal_the_encoder_at_train_time(tmp_path, images, vae
     torch.testing.assert_close(stored.float(), want.half().float())
     torch.testing.assert_close(ds[3][2], stored[3])
     with pytest.raises(ValueError, match="8x8 tokens"):
-        feature_source(RepaConfig(weight=0.5, encoder=str(dino_dir)), load_dataset(str(store)), 8, "cpu")
+        feature_source(str(dino_dir), load_dataset(str(store)), 8, "cpu")
 
-    # two training steps on the store read the stored features; the checkpoint reloads with its projector
-    train(TrainConfig(model="SiT-T/2", data_dir=str(store), max_train_steps=2, batch_size=4, sample_steps=1,
-                      output_dir=str(tmp_path / "runs"), progress=False, log_every=1, align=AlignConfig(weight=0.0),
-                      repa=RepaConfig(weight=0.5, encoder=str(dino_dir), projector_dim=8)))
+    # two training steps on the store read the stored features; the checkpoint holds the projector (its "terms")
+    train(*resolve_spec(dict(model="SiT-T/2", data_dir=str(store), max_train_steps=2, batch_size=4, sample_steps=1,
+                             output_dir=str(tmp_path / "runs"), progress=False, log_every=1, align=dict(weight=0.0),
+                             repa=dict(weight=0.5, encoder=str(dino_dir), projector_dim=8))))
     rows = [json.loads(r) for r in (tmp_path / "runs" / "demo" / "metrics.jsonl").read_text().splitlines()]
     assert all(-1 <= r["repa"] <= 1 and "align" not in r for r in rows)
-    loaded = load_model(tmp_path / "runs" / "demo")
-    assert loaded.model.projectors[0][4].out_features == 16
+    load_model(tmp_path / "runs" / "demo")  # the backbone loads without it
+    ck = load_checkpoint(latest_checkpoint(tmp_path / "runs" / "demo"))
+    assert tuple(ck["terms"]["repa.4.weight"].shape) == (16, 8)  # projector_dim 8 -> the features' 16
 
 
 def test_repa_on_latents_without_features_is_one_clear_error(tmp_path, images, vae_dir, dino_dir):
@@ -173,6 +185,6 @@ def test_repa_on_latents_without_features_is_one_clear_error(tmp_path, images, v
     prepare(PrepareConfig(src=str(images), out=str(store), vae=str(vae_dir), resolution=16, batch_size=4,
                           num_workers=0, progress=False))
     with pytest.raises(ValueError, match=r"sra prepare \.\.\. --encoder"):
-        train(TrainConfig(model="SiT-T/2", data_dir=str(store), max_train_steps=1, batch_size=4,
-                          output_dir=str(tmp_path / "runs"), progress=False,
-                          repa=RepaConfig(weight=0.5, encoder=str(dino_dir))))
+        train(*resolve_spec(dict(model="SiT-T/2", data_dir=str(store), max_train_steps=1, batch_size=4,
+                                 output_dir=str(tmp_path / "runs"), progress=False,
+                                 repa=dict(weight=0.5, encoder=str(dino_dir)))))
