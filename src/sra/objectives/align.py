@@ -41,6 +41,8 @@ class AlignConfig:
     teacher: str = option("ema", choices=TEACHERS, help="teacher network: the EMA (paper) or the online model (no grad)")
     teacher_bf16: bool | None = option(True, help="run the teacher under bf16 autocast, its tokens are only a target "
                                                   "(unset: on where bf16 is native: CUDA, AVX512-BF16/AMX CPUs)")
+    teacher_fp8: bool = option(False, help="run the teacher's block linears in FP8 (e4m3, row-wise scales, weights cast "
+                                           "once per EMA update; Hopper/Ada GPUs only, refused elsewhere)")
     legacy_epoch_decay: bool | None = option(False, help="the released code's decay of lambda: x0.1 per 1000 epochs "
                                                          "after epoch 149 at 256 px (inputs up to 32), per 800 after "
                                                          "epoch 99 at 512 px (unset: on except with a cosine)")
@@ -119,6 +121,15 @@ def fast_bf16(device: torch.device | str) -> bool:
     return False
 
 
+def fp8_supported(device: torch.device | str) -> tuple[bool, str]:
+    """(whether FP8 matmuls are native here, what the device is): CUDA with compute capability >= 8.9 (Ada, Hopper)."""
+    device = torch.device(device)
+    if device.type != "cuda" or not torch.cuda.is_available():
+        return False, f"a {device.type} device"
+    major, minor = torch.cuda.get_device_capability(device)
+    return (major, minor) >= (8, 9), f"{torch.cuda.get_device_name(device)} (compute capability {major}.{minor})"
+
+
 def teacher_tokens(teacher, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor, depth: int, bf16: bool,
                    groups: torch.Tensor | None = None) -> torch.Tensor:
     """Teacher tokens after `depth` blocks, computed without gradient and only through those blocks."""
@@ -163,6 +174,11 @@ class SRA:
         device (bf16 teacher only where bf16 is native: CUDA, AVX512-BF16/AMX CPUs; elsewhere it is emulated and slower
         than fp32, docs/PERFORMANCE.md)."""
         row = preset.row
+        if cfg.teacher_fp8 and cfg.weight != 0:
+            native, device = fp8_supported(preset.device)
+            if not native:
+                raise ValueError(f"--teacher-fp8 needs a GPU with FP8 tensor cores (compute capability 8.9 or "
+                                 f"newer: Ada, Hopper); this run is on {device}")
         distance = cfg.distance if cfg.distance is not None else row.align_distance
         weight = cfg.weight if cfg.weight is not None else (
             row.align_weight_cos if distance in COSINES else row.align_weight_other)
@@ -188,6 +204,11 @@ class SRA:
     def teacher(self, model, ema):
         """The network whose tokens are the target: the EMA (paper) or the online model (no gradient)."""
         return ema if self.cfg.teacher == "ema" else model
+
+    @property
+    def fp8_depth(self) -> int | None:
+        """Blocks of the teacher to run in FP8 (its first block_out_t), or None for the bf16/fp32 teacher."""
+        return self.cfg.block_out_t if self.cfg.teacher_fp8 else None
 
     def weight(self, epoch: int, input_size: int) -> float:
         return self.cfg.effective_weight(epoch, input_size)

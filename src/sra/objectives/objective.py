@@ -107,6 +107,10 @@ class Objective:
         """The network the terms read a target from (SRA's EMA or online model), or None when no term needs one."""
         return next((t.teacher(model, ema) for t in self.terms if hasattr(t, "teacher")), None)
 
+    def fp8_teacher_depth(self) -> int | None:
+        """Blocks of the teacher a term asks to run in FP8, or None."""
+        return next((t.fp8_depth for t in self.terms if getattr(t, "fp8_depth", None)), None)
+
     def __call__(self, model, teacher, x0: torch.Tensor, y: torch.Tensor, generator: torch.Generator | None = None,
                  draws: dict | None = None, features: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         """Terms for clean inputs x0 (N, C, H, W) and labels y (N,). `draws` (from `draw`, possibly a slice of a larger

@@ -116,6 +116,8 @@ class BenchConfig:
                                   help="student autocast precision (fp16 is not benchmarked)")
     teacher_bf16: bool | None = option(None, help="run the teacher under bf16 autocast (unset: as `sra train` "
                                                   "resolves it for the preset)")
+    teacher_fp8: bool = option(False, help="the teacher's block linears in FP8, as `sra train --teacher-fp8` (Hopper/Ada "
+                                           "GPUs only)")
     compile: bool = option(False, help="torch.compile the trained model and the teacher's forward_features, as "
                                        "`sra train --compile`")
     adamw: str = option("fused", choices=("default", "foreach", "fused"),
@@ -166,7 +168,7 @@ def bench_spec(cfg: BenchConfig, device: str, method: str | None = None):
     flags = {"model": cfg.model, "depth": cfg.depth, "batch_size": cfg.batch_size,
              "mixed_precision": cfg.mixed_precision, "compile": cfg.compile, "seed": cfg.seed, "report_to": "none",
              "align": {"weight": cfg.sra_weight, "block_out_s": cfg.block_out_s, "block_out_t": cfg.block_out_t,
-                       "teacher_bf16": cfg.teacher_bf16},
+                       "teacher_bf16": cfg.teacher_bf16, "teacher_fp8": cfg.teacher_fp8},
              "repa": {"projector_dim": cfg.projector_dim}}
     flags = options.merge(flags, PLAIN if method == "plain" else methods()[method]) if method else flags
     shape = DataShape((cfg.in_channels, cfg.input_size, cfg.input_size), cfg.num_classes, cfg.batch_size)
@@ -290,7 +292,8 @@ def run_benchmark(cfg: BenchConfig, log=print) -> dict:
         "batch_size": n,
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu ({os.cpu_count()} cores)",
         "torch": torch.__version__, "threads": torch.get_num_threads(),
-        "mixed_precision": cfg.mixed_precision, "teacher_bf16": bool(teacher_bf16), "compile": cfg.compile,
+        "mixed_precision": cfg.mixed_precision, "teacher_bf16": bool(teacher_bf16), "teacher_fp8": cfg.teacher_fp8,
+        "compile": cfg.compile,
         "adamw": cfg.adamw,
         "block_out_s": s, "block_out_t": m, "warmup": cfg.warmup, "steps": cfg.steps,
         "step_s_plain": med["plain"], "step_s_sra": med["sra"],

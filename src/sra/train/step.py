@@ -17,6 +17,7 @@ from ..objectives import Objective, combine, slice_draws
 from . import parallel
 from .config import TrainConfig
 from .ema import update_ema
+from .fp8 import Fp8Teacher
 
 
 def build_objective(spec: TrainConfig, process, resources: dict | None = None) -> Objective:
@@ -37,6 +38,7 @@ class Step:
     objective: Objective          # the process and the terms; `objective.modules`: the terms' parameters
     amp_dtype: torch.dtype | None  # the student's autocast dtype (None: fp32)
     distributed: bool = False     # several ranks: gradients sync on the last micro-batch
+    fp8: object = None            # the FP8 teacher (train/fp8.py) whose weights are recast after each EMA update
 
     @property
     def fp16(self) -> bool:
@@ -87,9 +89,12 @@ def build_step(spec: TrainConfig, ctx: distributed.Context, *, resources: dict |
     scaler = torch.amp.GradScaler(ctx.device.type, enabled=spec.mixed_precision == "fp16")
     amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(spec.mixed_precision)
     teacher = objective.teacher(model, ema)
+    fp8 = None
+    if teacher is not None and objective.fp8_teacher_depth():
+        teacher = fp8 = Fp8Teacher(teacher, objective.fp8_teacher_depth())
     if spec.compile and teacher is not None:
         teacher = parallel.CompiledTeacher(teacher)
-    return Step(process, model, ema, train_model, teacher, opt, scaler, objective, amp_dtype, ctx.distributed)
+    return Step(process, model, ema, train_model, teacher, opt, scaler, objective, amp_dtype, ctx.distributed, fp8)
 
 
 def run_step(s: Step, batches: list, draws: dict, weights: dict, decay: float, max_grad_norm: float,
@@ -135,6 +140,8 @@ def optimizer_update(s: Step, max_grad_norm: float, decay: float) -> tuple[torch
     elif not skipped:  # the one host sync, non-fused optimizers only
         opt.step()
     update_ema(s.ema, parallel.full_params(s.model), decay)
+    if s.fp8 is not None:  # the FP8 teacher's weights: cast once per update, not per forward
+        s.fp8.refresh()
     scaler.update()
     opt.zero_grad(set_to_none=True)
     return grad_norm, skipped
