@@ -70,7 +70,8 @@ def test_weights_are_cast_once_per_ema_update_and_follow_it():
     torch.manual_seed(0)
     s = build_step(spec, distributed.Context(device=torch.device("cpu")))
     fp8 = Fp8Teacher(s.ema, spec.term("align").block_out_t)
-    s = dataclasses.replace(s, teacher=fp8, fp8=fp8)
+    s.ema_updates.after.append(fp8.refresh)
+    s = dataclasses.replace(s, teacher=fp8)
     calls = []
     original = fp8.forward_features
     fp8.forward_features = lambda *a, **k: calls.append(1) or original(*a, **k)

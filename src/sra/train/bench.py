@@ -249,6 +249,7 @@ def run_benchmark(cfg: BenchConfig, log=print) -> dict:
     def teacher_only() -> None:
         """The SRA step's teacher call alone (the term's own teacher path), on inputs drawn as the objective draws
         them."""
+        built.ema_ready()
         draws = built.objective.draw(n, shape, device, gen)
         batch = Batch(model, built.teacher, x0, draws["noise"], draws["t"], draws, apply_label_drop(model, y,
                       draws["drop"]), y, {}, None)
@@ -256,6 +257,7 @@ def run_benchmark(cfg: BenchConfig, log=print) -> dict:
             sra_term.teacher_forward(batch)
 
     def ema_only() -> None:
+        built.ema_ready()
         steps["sra"].objective.prepare(model)  # the SRA step's EMA covers the head too
         update_ema(ema, model, decay)
 

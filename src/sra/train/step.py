@@ -16,7 +16,7 @@ from ..models import build_model
 from ..objectives import Objective, combine, slice_draws
 from . import parallel
 from .config import TrainConfig
-from .ema import update_ema
+from .ema import EMAReadyTeacher, EMAUpdater
 from .fp8 import Fp8Teacher
 
 
@@ -38,7 +38,12 @@ class Step:
     objective: Objective          # the process and the terms; `objective.modules`: the terms' parameters
     amp_dtype: torch.dtype | None  # the student's autocast dtype (None: fp32)
     distributed: bool = False     # several ranks: gradients sync on the last micro-batch
-    fp8: object = None            # the FP8 teacher (train/fp8.py) whose weights are recast after each EMA update
+    ema_updates: EMAUpdater | None = None  # the EMA update, serial or overlapped (`ema_ready` before reading `ema`)
+
+    def ema_ready(self) -> torch.nn.Module:
+        """The EMA with every update applied: call before reading it (checkpoints, grids, evaluation)."""
+        self.ema_updates.wait()
+        return self.ema
 
     @property
     def fp16(self) -> bool:
@@ -58,10 +63,11 @@ class Step:
 
 
 def build_step(spec: TrainConfig, ctx: distributed.Context, *, resources: dict | None = None,
-               adamw: str = "fused") -> Step:
+               adamw: str = "fused", ema_overlap: bool | None = None) -> Step:
     """The step of a resolved spec on `ctx.device`. `resources`: as for `build_objective` (the model's width is added
     here). `adamw`: fused (one kernel for all parameters, 4.5x faster than the default on CPU; off under FSDP), foreach,
-    or default (torch's choice). Draws from torch's global generator: the caller seeds it."""
+    or default (torch's choice). `ema_overlap`: run each EMA update beside the next step's student forward (unset: on
+    CUDA without FSDP; see `ema.EMAUpdater`). Draws from torch's global generator: the caller seeds it."""
     if not spec.resolved:
         raise ValueError("build_step needs a resolved run spec (sra.train.config.resolve_spec)")
     process = processes.from_config(spec.process)
@@ -88,13 +94,18 @@ def build_step(spec: TrainConfig, ctx: distributed.Context, *, resources: dict |
     opt = torch.optim.AdamW(groups, lr=spec.lr, betas=spec.adam_betas, weight_decay=spec.weight_decay, **impl)
     scaler = torch.amp.GradScaler(ctx.device.type, enabled=spec.mixed_precision == "fp16")
     amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(spec.mixed_precision)
+    if ema_overlap is None:
+        ema_overlap = ctx.device.type == "cuda" and not parallel.is_sharded(model)  # FSDP's gathered weights are transient
+    updates = EMAUpdater(ema, ema_overlap, ctx.device)
     teacher = objective.teacher(model, ema)
-    fp8 = None
     if teacher is not None and objective.fp8_teacher_depth():
-        teacher = fp8 = Fp8Teacher(teacher, objective.fp8_teacher_depth())
+        teacher = Fp8Teacher(teacher, objective.fp8_teacher_depth())
+        updates.after.append(teacher.refresh)  # its FP8 weights: cast once per update, not per forward
     if spec.compile and teacher is not None:
         teacher = parallel.CompiledTeacher(teacher)
-    return Step(process, model, ema, train_model, teacher, opt, scaler, objective, amp_dtype, ctx.distributed, fp8)
+    if teacher is not None:
+        teacher = EMAReadyTeacher(teacher, updates)
+    return Step(process, model, ema, train_model, teacher, opt, scaler, objective, amp_dtype, ctx.distributed, updates)
 
 
 def run_step(s: Step, batches: list, draws: dict, weights: dict, decay: float, max_grad_norm: float,
@@ -129,6 +140,7 @@ def optimizer_update(s: Step, max_grad_norm: float, decay: float) -> tuple[torch
     sets it itself). After a skipped step the weights are unchanged, so the EMA update only moves the EMA toward the
     same finite weights. Only a non-fused optimizer (FSDP) needs the host to decide."""
     opt, scaler = s.opt, s.scaler
+    s.ema_updates.wait()  # an update in flight reads the weights this step is about to change
     scaler.unscale_(opt)
     grad_norm = parallel.full_value(torch.nn.utils.clip_grad_norm_(s.params, max_grad_norm))
     skipped = ~torch.isfinite(grad_norm)
@@ -139,9 +151,7 @@ def optimizer_update(s: Step, max_grad_norm: float, decay: float) -> tuple[torch
         opt.step()
     elif not skipped:  # the one host sync, non-fused optimizers only
         opt.step()
-    update_ema(s.ema, parallel.full_params(s.model), decay)
-    if s.fp8 is not None:  # the FP8 teacher's weights: cast once per update, not per forward
-        s.fp8.refresh()
+    s.ema_updates.update(parallel.full_params(s.model), decay)
     scaler.update()
     opt.zero_grad(set_to_none=True)
     return grad_norm, skipped
