@@ -40,8 +40,11 @@ def test_goals_are_computed_from_the_bench_figures():
     assert g["values"]["memory_ratio"] == pytest.approx(1.1)
     assert g["met"] == {"useful_flops_fraction": True, "sra_over_plain": True, "ema_fraction": True,
                         "memory_ratio": False}
-    g = load().goals(bench_row(tflops_sra=300.0, sra_over_plain_paired=1.2, ema_fraction=0.02), peak=1000.0)
+    g = load().goals(bench_row(tflops_sra=300.0, sra_over_plain_paired=1.3, ema_fraction=0.02), peak=1000.0)
     assert not any(g["met"][k] for k in ("useful_flops_fraction", "sra_over_plain", "ema_fraction"))
+    # issue 38: SRA / plain <= 1.25; issue 39: <= 1.15 with the FP8 teacher
+    assert load().goals(bench_row(sra_over_plain_paired=1.2), peak=1000.0)["met"]["sra_over_plain"]
+    assert not load().goals(bench_row(sra_over_plain_paired=1.2, teacher_fp8=True), peak=1000.0)["met"]["sra_over_plain"]
 
 
 def test_markdown_table_has_a_row_per_benchmark_and_marks_missed_goals():
