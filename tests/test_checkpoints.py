@@ -1,6 +1,6 @@
 """Checkpoint housekeeping: --keep-last K and --keep-every M."""
 from sra.cli import main
-from sra.train import load_checkpoint
+from sra.checkpoint import load_checkpoint
 from sra.checkpoint import prune_checkpoints
 
 FAST = ["train", "--model", "SiT-T/2", "--data-dir", "digits", "--batch-size", "16", "--log-every", "1",

@@ -7,7 +7,7 @@ import textwrap
 import pytest
 import torch
 
-from sra.train import load_checkpoint
+from sra.checkpoint import load_checkpoint
 
 COMMON = ["train", "--model", "SiT-T/2", "--data-dir", "digits", "--batch-size", "8", "--log-every", "1",
           "--sample-every", "1000", "--sample-steps", "1", "--no-progress", "--lr", "1e-3"]

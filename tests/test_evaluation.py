@@ -267,11 +267,12 @@ def test_fmnist_inputs_padded_float_and_uint8_agree():
 
 def test_generate_samples_are_balanced_and_seeded():
     from sra import build_model
+    from sra.process import FlowProcess
 
     torch.manual_seed(0)
     model = build_model("SiT-T/4", input_size=32, in_channels=1, num_classes=10)
-    a, ya = fmnist.generate_samples(model, 12, "cpu", seed=3, num_steps=2, batch_size=5)
-    b, _ = fmnist.generate_samples(model, 12, "cpu", seed=3, num_steps=2, batch_size=12)
+    a, ya = fmnist.generate_samples(model, FlowProcess(), 12, "cpu", seed=3, num_steps=2, batch_size=5)
+    b, _ = fmnist.generate_samples(model, FlowProcess(), 12, "cpu", seed=3, num_steps=2, batch_size=12)
     assert a.shape == (12, 32, 32, 1) and a.dtype == np.uint8 and list(ya) == [i % 10 for i in range(12)]
     np.testing.assert_array_equal(a, b)  # independent of the batch size
     assert model.training  # mode restored

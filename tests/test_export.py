@@ -7,7 +7,7 @@ import torch
 
 from sra.cli import main
 from sra.models import build_model, load_model
-from sra.train import save_checkpoint
+from sra.checkpoint import save_checkpoint
 
 
 def random_model(name, **kw):
@@ -35,9 +35,9 @@ def test_safetensors_export_loads_back_strictly_with_equal_outputs(tmp_path):
     assert main(["export", str(tmp_path / "run"), "--output", str(tmp_path / "out")]) == 0
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["README.md", "config.json", "model.safetensors"]
     cfg = json.loads((tmp_path / "out" / "config.json").read_text())
-    assert cfg["architecture"]["num_heads"] == 4 and cfg["step"] == 7 and cfg["family"] == "SiT"
+    assert cfg["architecture"]["num_heads"] == 4 and cfg["step"] == 7 and cfg["process"] == {"name": "flow", "path": "linear"}
     loaded = load_model(tmp_path / "out")
-    assert loaded.step == 7 and loaded.config == {"model": "x"} and loaded.family == "SiT"
+    assert loaded.step == 7 and loaded.config == {"model": "x"} and loaded.process == {"name": "flow", "path": "linear"}
     for k, v in model.state_dict().items():  # the EMA weights, strictly (load_model loads strictly)
         assert torch.equal(loaded.model.state_dict()[k], v), k
     x, t, y = torch.randn(3, 4, 8, 8), torch.rand(3), torch.tensor([0, 5, 10])
@@ -52,10 +52,10 @@ def test_safetensors_config_carries_what_shapes_cannot(tmp_path):
 
     # 8 heads at width 128: the shapes alone suggest 4 (the T preset's), so the JSON config must carry it.
     model = random_model("DiT-T/2", num_heads=8)
-    export_safetensors(LoadedModel(model, "DiT", None, tmp_path, 3), tmp_path / "out")
+    export_safetensors(LoadedModel(model, {"name": "ddpm"}, None, tmp_path, 3), tmp_path / "out")
     for source in (tmp_path / "out", tmp_path / "out" / "model.safetensors"):
         loaded = load_model(source)
-        assert loaded.model.num_heads == 8 and loaded.family == "DiT" and loaded.step == 3
+        assert loaded.model.num_heads == 8 and loaded.process == {"name": "ddpm"} and loaded.step == 3
     x, t, y = torch.randn(2, 4, 8, 8), torch.tensor([3, 700]), torch.tensor([1, 2])
     with torch.no_grad():
         torch.testing.assert_close(loaded.model(x, t, y), model(x, t, y), rtol=0, atol=0)
@@ -142,7 +142,7 @@ def test_sit_export_loads_through_diffusers_offline_and_equals_sra_sample(tmp_pa
     pytest.importorskip("diffusers")
     from diffusers import DiffusionPipeline
 
-    from sra.generate import SamplerOptions, image_generators, make_decoder, sample_images
+    from sra.generate import SamplerOptions, image_generators, make_decoder, process_of, sample_images
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     if channels == 4:
@@ -162,12 +162,13 @@ def test_sit_export_loads_through_diffusers_offline_and_equals_sra_sample(tmp_pa
     pipe.set_progress_bar_config(disable=True)
     assert type(pipe).__name__ == "SiTPipeline" and (pipe.vae is None) == (channels == 1)
     loaded = load_model(tmp_path / "run")
+    process = process_of(loaded)
     decode = make_decoder(loaded, None, str(tmp_path / "vae") if channels == 4 else None)
     y = torch.tensor([0, 3, 9])
     for mode, cfg, heun in (("sde", 1.8, False), ("ode", 2.5, True)):
         opts = SamplerOptions(mode=mode, num_steps=6, cfg_scale=cfg, guidance_low=0.2, guidance_high=0.7,
-                              heun=heun).resolve(loaded)
-        ours = ((sample_images(loaded, opts, 3, range(3), y, decode) + 1) / 2).clamp(0, 1)
+                              heun=heun).resolve(process)
+        ours = ((sample_images(loaded, process, opts, 3, range(3), y, decode) + 1) / 2).clamp(0, 1)
         theirs = pipe(class_labels=y.tolist(), num_inference_steps=6, mode=mode, guidance_scale=cfg, heun=heun,
                       guidance_low=0.2, guidance_high=0.7, generator=image_generators(3, range(3)),
                       output_type="pt").images

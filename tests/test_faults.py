@@ -20,7 +20,7 @@ import torch
 
 from sra import runfolder
 from sra.cli import main
-from sra.train import load_checkpoint
+from sra.checkpoint import load_checkpoint
 
 STEPS = 7
 FAST = ["--model", "SiT-T/4", "--data-dir", "digits", "--batch-size", "8", "--log-every", "1", "--checkpoint-every",

@@ -97,6 +97,6 @@ def test_architecture_read_off_state_dict_round_trips(tmp_path):
     m = randomize_zero_layers(sra.build_model("DiT-T/4", input_size=16, in_channels=3, num_classes=7, depth=2))
     torch.save({"ema": m.state_dict()}, tmp_path / "w.pt")
     lm = load_model(tmp_path / "w.pt")
-    assert lm.family == "DiT" and lm.model.depth == 2 and lm.model.num_classes == 7 and lm.model.input_size == 16
+    assert lm.process == {"name": "ddpm"} and lm.model.depth == 2 and lm.model.num_classes == 7 and lm.model.input_size == 16
     x, t, y = torch.randn(2, 3, 16, 16), torch.tensor([10.0, 500.0]), torch.tensor([1, 7])
     torch.testing.assert_close(lm.model(x, t, y), m.eval()(x, t, y))

@@ -10,7 +10,8 @@ from conftest import estimate_of
 from sra.cli import main
 from sra.data import TensorImageDataset
 from sra.analysis.pca import grid_size, model_input, pca_maps, principal_components, render_grid, to_rgb
-from sra.process import process_for
+from sra.process import DDPMProcess, FlowProcess
+from sra.process.flow import FlowConfig
 from sra.analysis.probe import (block_tokens, fit_linear_classifier, linear_probe,
                                   null_labels, per_image_noise, plot_probe, probe_accuracy)
 from sra.models import build_model
@@ -33,7 +34,7 @@ def test_block_tokens_match_forward_features():
 
 def test_noising_conventions():
     x0, noise = torch.randn(3, 1, 8, 8), torch.randn(3, 1, 8, 8)
-    sit, dit = process_for("SiT", "linear"), process_for("DiT")
+    sit, dit = FlowProcess(FlowConfig(path="linear")), DDPMProcess()
     torch.testing.assert_close(sit.noisy(x0, noise, 0.0), x0)
     torch.testing.assert_close(sit.noisy(x0, noise, 0.25), 0.75 * x0 + 0.25 * noise)
     abar = np.cumprod(1 - np.linspace(1e-4, 0.02, 1000))
@@ -57,7 +58,7 @@ def linear_classes(n: int, seed: int) -> TensorImageDataset:
 def test_probe_reads_linear_classes_from_block_0(classifier):
     model = tiny_model()
     train, test = linear_classes(600, 1), linear_classes(300, 2)
-    r = linear_probe(model, process_for("SiT"), train, test, train_indices=torch.arange(600), test_indices=torch.arange(300),
+    r = linear_probe(model, FlowProcess(), train, test, train_indices=torch.arange(600), test_indices=torch.arange(300),
                      blocks=[0], times=[0.0, 0.9], classifier=classifier, progress=False)
     assert r.blocks == [0] and len(r.accuracy) == 1 and len(r.accuracy[0]) == 2
     assert r.accuracy[0][0] > 0.9, r.accuracy  # clean inputs: the class is linear in the pooled embedding
@@ -103,7 +104,7 @@ def test_pca_recovers_rank_3_structure():
 
 def test_pca_maps_and_grid_size(tmp_path):
     model = tiny_model(patch_size=2)  # 4x4 tokens
-    maps, inputs = pca_maps(model, process_for("SiT"), torch.rand(1, 1, 8, 8) * 2 - 1, times=[0.0, 0.5], blocks=[0, 2])
+    maps, inputs = pca_maps(model, FlowProcess(), torch.rand(1, 1, 8, 8) * 2 - 1, times=[0.0, 0.5], blocks=[0, 2])
     assert maps.shape == (2, 2, 4, 4, 3) and maps.min() >= 0 and maps.max() <= 1
     assert inputs.shape == (2, 1, 1, 8, 8)
     size = render_grid(maps, tmp_path / "g.png", row_labels=["a", "b"], col_labels=["c", "d"], cell=20, inputs=inputs)
@@ -137,7 +138,7 @@ def test_probe_heat_map_size(tmp_path):
     from sra.analysis.probe import ProbeResult
 
     r = ProbeResult(blocks=[0, 1, 2], times=[0.0, 0.5], model_times=[0.0, 0.5], accuracy=[[0.9, 0.5]] * 3,
-                    family="SiT", time_axis="t (0 = data)", classifier="ridge", num_train=10, num_test=10, num_classes=2, chance=0.5, seed=0)
+                    process="flow", time_axis="t (0 = data)", classifier="ridge", num_train=10, num_test=10, num_classes=2, chance=0.5, seed=0)
     size = plot_probe(r, tmp_path / "p.png")
     assert Image.open(tmp_path / "p.png").size == size == (220 + 80 * 2, 110 + 34 * 3)
 

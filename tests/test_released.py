@@ -14,7 +14,7 @@ import torch
 import sra
 from conftest import randomize_zero_layers, save_tiny_vae
 from sra.cli import main
-from sra.generate import SamplerOptions, image_generators, image_labels, sample_model_space
+from sra.generate import SamplerOptions, image_generators, image_labels, process_of, sample_model_space
 from sra.models import load_model
 
 diffusers = pytest.importorskip("diffusers")
@@ -46,10 +46,11 @@ def reference_images(released, vae_dir, n, seed=0):
     """Our sampler's latents for images 0..n-1, decoded as the released generate.py does: vae.decode(z / 0.18215),
     then clamp(255 * (x + 1) / 2, 0, 255) cast to uint8."""
     loaded = load_model(released)
-    opts = SamplerOptions(num_steps=3).resolve(loaded)
+    process = process_of(loaded)
+    opts = SamplerOptions(num_steps=3).resolve(process)
     idx = list(range(n))
     with torch.no_grad():
-        z = sample_model_space(loaded, opts, image_labels(seed, idx, 3), image_generators(seed, idx))
+        z = sample_model_space(loaded, process, opts, image_labels(seed, idx, 3), image_generators(seed, idx))
         vae = diffusers.AutoencoderKL.from_pretrained(vae_dir).eval()
         x = vae.decode(z.float() / 0.18215).sample
     return torch.clamp(255.0 * ((x + 1) / 2), 0, 255).permute(0, 2, 3, 1).to(torch.uint8).numpy()
@@ -105,8 +106,9 @@ def test_released_args_give_the_sde_its_path(released, tmp_path):
     ckpt = torch.load(released, weights_only=False)
     ckpt["args"].path_type = "cos"  # the released SiT train.py spells the cosine path so
     torch.save(ckpt, tmp_path / "cos.pt")
-    assert SamplerOptions().resolve(load_model(tmp_path / "cos.pt")).path_type == "cosine"
-    assert SamplerOptions().resolve(load_model(released)).path_type == "linear"
+    cos, linear = load_model(tmp_path / "cos.pt"), load_model(released)
+    assert cos.process == {"name": "flow", "path": "cosine"} and process_of(cos).path == "cosine"
+    assert linear.process == {"name": "flow", "path": "linear"} and process_of(linear).path == "linear"
 
 
 def test_latent_checkpoint_without_a_vae_is_one_clear_line(released, vae_dir, tmp_path, capsys, monkeypatch):

@@ -6,7 +6,7 @@ import torch
 import torch.nn as nn
 
 import sra
-from sra.generate import SamplerOptions, image_labels, sample_images
+from sra.generate import SamplerOptions, image_labels, process_of, sample_images
 from sra.models import LoadedModel
 from sra.process.flow_samplers import euler_maruyama_sampler, euler_sampler
 from sra.process.flow_path import path_coefficients
@@ -233,14 +233,15 @@ def test_cfg_below_one_and_bad_interval_refused():
 
 
 def test_per_image_seeds_independent_of_batch_size():
-    loaded = LoadedModel(tiny_model(), "SiT", None, None, None)
-    opts = SamplerOptions(num_steps=8, cfg_scale=2.0, guidance_high=0.6).resolve(loaded)  # SDE: per-step noise
+    loaded = LoadedModel(tiny_model(), {"name": "flow", "path": "linear"}, None, None, None)
+    process = process_of(loaded)
+    opts = SamplerOptions(num_steps=8, cfg_scale=2.0, guidance_high=0.6).resolve(process)  # SDE: per-step noise
     idx = list(range(7))
     y = image_labels(11, idx, 3)
     assert y.tolist() == [image_labels(11, [i], 3).item() for i in idx]
-    whole = sample_images(loaded, opts, 11, idx, y, lambda x: x)
-    ones = torch.cat([sample_images(loaded, opts, 11, [i], y[i:i + 1], lambda x: x) for i in idx])
+    whole = sample_images(loaded, process, opts, 11, idx, y, lambda x: x)
+    ones = torch.cat([sample_images(loaded, process, opts, 11, [i], y[i:i + 1], lambda x: x) for i in idx])
     torch.testing.assert_close(whole, ones, rtol=0, atol=1e-5)
     assert (whole[0] - whole[1]).abs().max() > 1e-2  # images differ from one another
-    other = sample_images(loaded, opts, 12, idx, y, lambda x: x)
+    other = sample_images(loaded, process, opts, 12, idx, y, lambda x: x)
     assert (other - whole).abs().max() > 1e-2  # and from another seed's

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from sra.cli import main
-from sra.train import load_checkpoint
+from sra.checkpoint import load_checkpoint
 
 FAST = ["--model", "SiT-T/2", "--data-dir", "digits", "--batch-size", "16", "--log-every", "2",
         "--sample-every", "1000", "--sample-steps", "2", "--no-progress"]

@@ -80,7 +80,7 @@ def test_training_fid_under_torchrun_equals_one_process(fid_files, tmp_path):
     logged FID must be the one a single process computes for the same EMA, so curves do not depend on the GPU count."""
     from sra.evaluation.training_fid import TrainingFID
     from sra.models import load_model
-    from sra.process import process_for
+    from sra.generate import process_of
 
     weights, _, stats = fid_files
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONWARNINGS="ignore")
@@ -94,7 +94,7 @@ def test_training_fid_under_torchrun_equals_one_process(fid_files, tmp_path):
 
     # The step-2 checkpoint holds the EMA that was evaluated (the eval row is written after the step's checkpoint).
     loaded = load_model(tmp_path / "two")
-    one = TrainingFID(loaded.model, process=process_for("SiT"), run_config=loaded.config, reference=str(stats),
+    one = TrainingFID(loaded.model, process=process_of(loaded), run_config=loaded.config, reference=str(stats),
                       num_samples=N, num_steps=2, seed=0, batch_size=N, inception_weights=str(weights))()
     assert row["fid"] == pytest.approx(one["fid"], rel=1e-5)
     assert row["inception_score"] == pytest.approx(one["inception_score"], rel=1e-5)
