@@ -16,7 +16,7 @@ import pytest
 
 from sra import runfolder
 from sra.cli import main
-from sra.train import load_checkpoint
+from sra.checkpoint import load_checkpoint
 
 FAST = ["--model", "SiT-T/4", "--data-dir", "digits", "--batch-size", "8", "--log-every", "1", "--checkpoint-every",
         "2", "--sample-every", "1000", "--sample-steps", "1", "--no-progress", "--report-to", "none",
@@ -88,15 +88,15 @@ def test_failing_evaluation_warns_and_training_goes_on(tmp_path, monkeypatch, ca
     monkeypatch.setattr(fmnist, "fmnist_scorer", lambda *a, **k: None)
     monkeypatch.setattr(fmnist, "evaluate_fmnist_for_training",
                         lambda *a, **k: (_ for _ in ()).throw(ValueError("need at least 2 feature vectors")))
-    import sra.train.loop as loop
+    import sra.train.config as config
 
     def digits_as_fashion_mnist(data_dir):  # the FD-FMNIST branch without the 60 000 images
         dataset = real(data_dir)
         dataset.name = "fashion-mnist"
         return dataset
 
-    real = loop.load_dataset
-    monkeypatch.setattr(loop, "load_dataset", digits_as_fashion_mnist)
+    real = config.load_dataset  # the data is loaded once, where the spec is resolved (resolve_spec)
+    monkeypatch.setattr(config, "load_dataset", digits_as_fashion_mnist)
     assert main(train_argv(tmp_path, "e", "--eval-every", "2", "--eval-num", "4")) == 0
     err = capsys.readouterr().err.strip().splitlines()
     assert err == [f"warning: the evaluation of step {s} failed (ValueError: need at least 2 feature vectors); "
@@ -359,7 +359,7 @@ def test_tensorboard_path_that_is_a_file_is_refused_before_training(tmp_path, ca
     (["--t-max", "inf"], "t_max must be in [0, 1]"),
     (["--input-size", "0"], "--input-size must be >= 1, or left unset"),
     (["--preset", ""], "preset"),
-    (["--model", "DiT-T/4", "--path-type", "cosine"], "--path-type and --weighting apply to SiT models only"),
+    (["--model", "DiT-T/4", "--path-type", "cosine"], "--path-type applies to the flow process only; DiT-T/4 trains with the ddpm process"),
 ])
 def test_dry_run_refuses_what_the_run_refuses(tmp_path, capsys, args, words):
     for dry in (["--dry-run"], []):
