@@ -40,6 +40,10 @@ class Step:
     distributed: bool = False     # several ranks: gradients sync on the last micro-batch
     ema_updates: EMAUpdater | None = None  # the EMA update, serial or overlapped (`ema_ready` before reading `ema`)
 
+    def __post_init__(self):
+        if self.ema_updates is None:  # a step built by hand updates its EMA serially
+            self.ema_updates = EMAUpdater(self.ema)
+
     def ema_ready(self) -> torch.nn.Module:
         """The EMA with every update applied: call before reading it (checkpoints, grids, evaluation)."""
         self.ema_updates.wait()
