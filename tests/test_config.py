@@ -194,3 +194,11 @@ def test_resumable_fields_come_from_the_declarations():
     # every option (the spec's fields, the processes' and the terms'; `process` and `terms` hold those configs)
     assert all(f.metadata.get("help") for f in option_fields().values())
     assert {f.name for f in dataclasses.fields(TrainConfig) if not f.metadata.get("help")} == {"process", "terms"}
+
+
+@pytest.mark.parametrize("name", ["a\nb", "x\x1b[31mred", "r\u202eevil", "tab\there"])
+def test_run_names_with_control_characters_are_refused_in_one_escaped_line(tmp_path, capsys, name):
+    rc = main(["train", "--data-dir", "digits", "--output-dir", str(tmp_path), "--exp-name", name, "--no-progress"])
+    err = capsys.readouterr().err
+    assert rc != 0 and len(err.strip().splitlines()) == 1 and "control character U+" in err
+    assert not any(c in err for c in ("\x1b", "\u202e", "\t")) and list(tmp_path.iterdir()) == []

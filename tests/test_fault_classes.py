@@ -387,3 +387,214 @@ def test_a_store_with_an_unreadable_header_is_named_as_such(tmp_path, capsys, he
     assert main(train_argv(tmp_path / "out", "run", "--data-dir", str(tmp_path))) != 0
     one_line(capsys, "latents.json", "not a readable sra latent-store header")
     assert snapshot(tmp_path) == before
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# 12. Exports write only inside their folder; architectures and weights read from files are checked (issue 40)
+# ----------------------------------------------------------------------------------------------------------------
+
+def tiny_checkpoint(path, name="SiT-T/4", state_edit=None, **kw):
+    """A random tiny model's weights saved as {'ema': ..., 'step': 1} at `path` (no run spec); `state_edit(state)`
+    tampers with them first. Returns the model."""
+    import torch
+
+    from conftest import randomize_zero_layers
+    from sra.checkpoint import save_checkpoint
+    from sra.models import build_model
+
+    model = randomize_zero_layers(build_model(name, **{"input_size": 8, "in_channels": 1, "num_classes": 3, **kw}))
+    state = model.state_dict()
+    if state_edit is not None:
+        state_edit(state)
+    save_checkpoint({"ema": state, "step": 1}, path)
+    return model
+
+
+EXPORT_LINKS = [  # (--format, checkpoint, the path under OUT that is a link, is the target a folder)
+    ("safetensors", "sit", "", True), ("safetensors", "sit", "README.md", False),
+    ("safetensors", "sit", "config.json", False), ("safetensors", "sit", "model.safetensors", False),
+    ("diffusers", "sit", "transformer", True), ("diffusers", "sit", "pipeline_sit.py", False),
+    ("diffusers", "sit", "model_index.json", False), ("diffusers", "sit", "transformer/config.json", False),
+    ("diffusers", "latent", "vae", True), ("diffusers", "dit", "scheduler", True),
+    ("diffusers", "dit", "transformer/diffusion_pytorch_model.safetensors", False),
+]
+
+
+@pytest.mark.parametrize("fmt, kind, link, folder", EXPORT_LINKS)
+def test_exports_never_write_through_a_symbolic_link(tmp_path, inputs, capsys, fmt, kind, link, folder):
+    """OUT itself, a file or a folder under OUT that is a symbolic link to a place outside: refused in one line with
+    rc 2, before anything is written (the target and OUT as they were)."""
+    if fmt == "diffusers":
+        pytest.importorskip("diffusers")
+    argv = [str(inputs.ckpt)]  # the trained pixel SiT
+    if kind == "dit":
+        tiny_checkpoint(tmp_path / "dit.pt", "DiT-T/4")
+        argv = [str(tmp_path / "dit.pt")]
+    if kind == "latent":  # a latent SiT with the tiny VAE (16 px images <-> 4 x 8 x 8 latents)
+        tiny_checkpoint(tmp_path / "latent.pt", "SiT-T/2", in_channels=4)
+        argv = [str(tmp_path / "latent.pt"), "--vae", str(inputs.vae)]
+    victim = tmp_path / "elsewhere"
+    victim.mkdir()
+    (victim / "precious.txt").write_text("precious")
+    out = tmp_path / "out"
+    if link:
+        out.mkdir()
+        (out / link).parent.mkdir(parents=True, exist_ok=True)
+    (out / link if link else out).symlink_to(victim if folder else victim / "precious.txt")
+    before_out = sorted(str(p.relative_to(out)) for p in out.rglob("*"))
+    assert main(["export", *argv, "--format", fmt, "--output", str(out)]) == 2
+    one_line(capsys, "is a symbolic link", "nothing was written")
+    assert snapshot(victim) == {"precious.txt": b"precious"}
+    assert sorted(str(p.relative_to(out)) for p in out.rglob("*")) == before_out
+
+
+def test_outputs_named_by_a_file_never_write_through_a_link(tmp_path, inputs, capsys):
+    """`sra sample --output F`: a link planted at F's temporary name (F.tmp) is removed, not written through, and a
+    link at F is replaced by the grid (atomic rename), its target untouched; the same atomic_write serves plot, eval,
+    probe and pca."""
+    victim = tmp_path / "victim.txt"
+    victim.write_text("precious")
+    (tmp_path / "grid.png.tmp").symlink_to(victim)
+    (tmp_path / "grid.png").symlink_to(victim)
+    assert main(["sample", str(inputs.ckpt), "--steps", "1", "--num-images", "1", "--output",
+                 str(tmp_path / "grid.png")]) == 0
+    assert victim.read_text() == "precious" and not (tmp_path / "grid.png").is_symlink()
+    assert (tmp_path / "grid.png").read_bytes().startswith(b"\x89PNG") and not (tmp_path / "grid.png.tmp").exists()
+
+
+@pytest.fixture(scope="module")
+def bare_export(tmp_path_factory, trained):
+    """A safetensors export whose model.safetensors carries no config metadata, so that config.json is read."""
+    from safetensors.torch import load_file, save_file
+
+    out = tmp_path_factory.mktemp("bare") / "export"
+    assert main(["export", str(trained), "--output", str(out)]) == 0
+    save_file(load_file(out / "model.safetensors"), out / "model.safetensors")
+    return out
+
+
+TAMPERED = [  # (change to config.json's architecture: a key and its value, None to delete; words of the one line)
+    ({"color": 3}, "'color' is not an architecture key"),
+    ({"num_heads": 0}, "num_heads must be an integer in 1.."),
+    ({"num_heads": 3}, "num_heads 3 does not divide hidden_size 128"),
+    ({"patch_size": 0}, "patch_size must be an integer in 1.."),
+    ({"patch_size": 3}, "patch_size 3 does not divide input_size 8"),
+    ({"num_classes": 0}, "num_classes must be an integer in 1.."),
+    ({"hidden_size": 10 ** 7}, "billion parameters, over the 20 billion"),
+    ({"depth": 10 ** 6}, "billion parameters, over the 20 billion"),
+    ({"hidden_size": 10 ** 400}, "hidden_size must be an integer in 1.."),
+    ({"depth": 2.0}, "depth must be an integer in 1.."),
+    ({"in_channels": "1"}, "in_channels must be an integer in 1.."),
+    ({"num_classes": True}, "num_classes must be an integer in 1.."),
+    ({"mlp_ratio": float("nan")}, "mlp_ratio must be a finite number"),
+    ({"mlp_ratio": 0}, "mlp_ratio 0 at hidden_size 128 gives an MLP width outside"),
+    ({"learn_sigma": "no"}, "learn_sigma must be true or false"),
+    ({"class_dropout_prob": 1.0}, "class_dropout_prob must be below 1"),
+    ({"depth": None}, "depth is missing"),
+    ("architecture-missing", "the architecture is missing or not an object"),
+    ("architecture-a-list", "the architecture is missing or not an object"),
+]
+
+
+@pytest.mark.parametrize("change, words", TAMPERED, ids=[str(c) for c, _ in TAMPERED])
+def test_tampered_export_architecture_is_one_line(tmp_path, bare_export, capsys, change, words):
+    """Each malformed, inconsistent or oversized architecture in an export's config.json: one line naming the file
+    and the key, before any module is built (sample writes nothing)."""
+    import shutil
+
+    folder = tmp_path / "export"
+    shutil.copytree(bare_export, folder)
+    config = json.loads((folder / "config.json").read_text())
+    if change == "architecture-missing":
+        del config["architecture"]
+    elif change == "architecture-a-list":
+        config["architecture"] = [1, 2]
+    else:
+        for key, value in change.items():
+            if value is None:
+                del config["architecture"][key]
+            else:
+                config["architecture"][key] = value
+    (folder / "config.json").write_text(json.dumps(config))
+    assert main(["sample", str(folder), "--steps", "1", "--num-images", "1", "--output", str(tmp_path / "s.png")]) == 2
+    one_line(capsys, str(folder / "config.json"), words)
+    assert not (tmp_path / "s.png").exists()
+
+
+@pytest.mark.parametrize("change, words", [
+    ({"num_attention_heads": 0}, "num_attention_heads must be an integer in 1.."),
+    ({"num_layers": 10 ** 6}, "billion parameters"),
+    ({"attention_head_dim": 10 ** 7}, "billion parameters"),
+    ({"patch_size": 3}, "patch_size 3 does not divide input_size 8"),
+    ({"num_embeds_ada_norm": 0}, "num_embeds_ada_norm must be an integer in 1.."),
+    ({"out_channels": 5}, "out_channels 5 is neither in_channels 1 nor twice it"),
+])
+def test_tampered_diffusers_dit_config_is_one_line(tmp_path, change, words):
+    """load_diffusers_dit checks the transformer's config.json with the same validator before diffusers builds it."""
+    pytest.importorskip("diffusers")
+    import torch
+
+    from sra.checkpoint import CheckpointError
+    from sra.models.export import load_diffusers_dit, to_diffusers
+
+    model = tiny_checkpoint(tmp_path / "dit.pt", "DiT-T/4")
+    to_diffusers(model).save_pretrained(tmp_path / "hf")
+    assert isinstance(load_diffusers_dit(tmp_path / "hf"), torch.nn.Module)
+    config = json.loads((tmp_path / "hf" / "config.json").read_text())
+    (tmp_path / "hf" / "config.json").write_text(json.dumps({**config, **change}))
+    with pytest.raises(CheckpointError) as e:
+        load_diffusers_dit(tmp_path / "hf")
+    assert str(tmp_path / "hf" / "config.json") in str(e.value) and words in str(e.value)
+    assert len(str(e.value).splitlines()) == 1
+
+
+def test_a_stray_block_key_builds_no_deeper_model(tmp_path, capsys):
+    """blocks.1000000.foo beside 6 whole blocks: the depth read off the shapes is 6 (blocks with all their weights),
+    and the stray key is one line (an unexpected key), not a million-block model."""
+    import torch
+
+    from sra.models import architecture_from_state
+
+    def stray(state):
+        state["blocks.1000000.foo"] = torch.zeros(1)
+
+    tiny_checkpoint(tmp_path / "stray.pt", state_edit=stray)
+    state = torch.load(tmp_path / "stray.pt")["ema"]
+    assert architecture_from_state(state)["depth"] == 6
+    assert main(["sample", str(tmp_path / "stray.pt"), "--steps", "1", "--num-images", "1", "--output",
+                 str(tmp_path / "s.png")]) == 2
+    one_line(capsys, "1 unexpected keys (e.g. blocks.1000000.foo)")
+
+
+def test_a_run_config_that_disagrees_with_its_weights_is_refused(tmp_path, capsys):
+    """config.json says 10 classes, the checkpoint's label table has 1001 rows (1000 classes + the null label)."""
+    run = tmp_path / "run"
+    tiny_checkpoint(run / "checkpoints" / "0000001.pt", num_classes=1000)
+    (run / "config.json").write_text(json.dumps({"model": "SiT-T/4", "input_size": 8, "in_channels": 1,
+                                                 "num_classes": 10}))
+    assert main(["sample", str(run), "--steps", "1", "--num-images", "1", "--output", str(tmp_path / "s.png")]) == 2
+    one_line(capsys, f"{run / 'config.json'} says num_classes 10", "holds a model with 1000")
+
+
+@pytest.mark.parametrize("bad", ["nan", "inf", "int64"])
+def test_non_finite_or_integer_weights_are_refused_for_sampling(tmp_path, capsys, bad):
+    """One line naming the file and the first bad tensor; load_model(..., allow_nonfinite=True) takes NaN and inf."""
+    import torch
+
+    from sra.models import load_model
+
+    key = "blocks.2.attn.qkv.weight"
+
+    def spoil(state):
+        if bad == "int64":
+            state[key] = state[key].to(torch.int64)
+        else:
+            state[key][0, 0] = float(bad)
+
+    tiny_checkpoint(tmp_path / "w.pt", state_edit=spoil)
+    assert main(["sample", str(tmp_path / "w.pt"), "--steps", "1", "--num-images", "1", "--output",
+                 str(tmp_path / "s.png")]) == 2
+    one_line(capsys, str(tmp_path / "w.pt"), key, "torch.int64, not floating point" if bad == "int64" else
+             "NaN or infinite")
+    if bad != "int64":
+        assert not torch.isfinite(load_model(tmp_path / "w.pt", allow_nonfinite=True).model.state_dict()[key]).all()

@@ -8,6 +8,7 @@ training run folder's checks) is where those promises are kept:
   dies, so a second `sra train` (or `sra generate`) on the same folder is refused with the holder's PID;
 - `atomic_write`: temporary file in the same folder, fsync, rename; the temporary file is removed on any failure, and
   a full disk becomes one line instead of a traceback;
+- `inside` and `staged`: a writer of a folder's files (an export) never writes through a symbolic link out of it;
 - `truncate_log`: metrics.jsonl cut back to the step a run resumes from;
 - `StopSignals`: SIGTERM/SIGINT/SIGHUP become a request the loop honours at the next step boundary;
 - `check_output`: no command writes into a training run folder's records unless it owns the run;
@@ -22,9 +23,11 @@ import fcntl
 import json
 import os
 import re
+import shutil
 import signal
 import stat
 import sys
+import tempfile
 import threading
 from pathlib import Path
 from typing import Callable
@@ -117,6 +120,7 @@ def atomic_write(path: str | os.PathLike, write: Callable[[Path], None], point: 
         raise RunFolderError(f"cannot write {path}: it is a folder")
     tmp = path.with_name(path.name + ".tmp")
     try:
+        tmp.unlink(missing_ok=True)  # a killed writer's leftover, or a link planted there: never written through
         write(tmp)
         fault("write", tmp)
         if point:
@@ -130,6 +134,45 @@ def atomic_write(path: str | os.PathLike, write: Callable[[Path], None], point: 
         if isinstance(e, (OSError, RuntimeError)) and not isinstance(e, RunFolderError):
             raise write_failure(path, e) from None
         raise
+
+
+def inside(folder: str | os.PathLike, name: str | os.PathLike = "") -> Path:
+    """FOLDER/NAME for a writer that must stay inside FOLDER: refused in one line when NAME is absolute or climbs out
+    (`..`), or when FOLDER itself or an existing part of NAME is a symbolic link (writing through it would replace
+    a file elsewhere: an export's README.md linked to another file overwrote that file). FOLDER's parents are the
+    caller's choice and may be links. Returns the path."""
+    folder, rel = Path(folder), Path(name)
+    if rel.is_absolute() or ".." in rel.parts:
+        raise RunFolderError(f"{rel} is not a path inside {folder}")
+    path = folder
+    for part in ("", *rel.parts):
+        path = path / part
+        if path.is_symlink():
+            raise RunFolderError(f"{path} is a symbolic link; sra writes only inside {folder}, so nothing was "
+                                 "written: remove the link or choose another output folder")
+    return folder / rel
+
+
+@contextlib.contextmanager
+def staged(folder: str | os.PathLike):
+    """A fresh private folder inside FOLDER (created if needed) to write an output's files into, then moved into
+    FOLDER at the same relative paths: every destination is checked with `inside` before any file moves (a refusal
+    writes nothing), then each file is fsynced and renamed into place. The stage is removed either way; a process
+    killed meanwhile leaves FOLDER/.staging-* behind, never a half-written file under its final name."""
+    folder = inside(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    stage = Path(tempfile.mkdtemp(prefix=".staging-", dir=folder))
+    try:
+        yield stage
+        files = sorted(p.relative_to(stage) for p in stage.rglob("*") if p.is_file())
+        targets = [inside(folder, f) for f in files]
+        for f, target in zip(files, targets):
+            target.parent.mkdir(parents=True, exist_ok=True)
+            with open(stage / f, "rb") as handle:
+                os.fsync(handle.fileno())  # the rename must not reach the disk before the data (power loss)
+            os.replace(stage / f, target)
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
 
 
 @contextlib.contextmanager
@@ -283,9 +326,22 @@ def on_rank0(fn: Callable[[], object]):
 class StopSignals:
     """SIGTERM (what schedulers send), SIGINT and SIGHUP (a closed terminal, a cluster's hang-up) set `received`; the
     loop saves a checkpoint at the next step boundary and stops. A second signal stops at once (KeyboardInterrupt).
-    Installed only in the main thread."""
+    Installed only in the main thread.
 
-    def __init__(self):
+    `preempt` (--preempt-signal: USR1 or USR2) is the signal a cluster sends ahead of stopping a job (SLURM's
+    `--signal=USR1@120`, 120 s before the time limit); it stops the run the same way, and `exit_code` is then
+    PREEMPTED, which requeue scripts test."""
+
+    PREEMPT_SIGNALS = ("none", "USR1", "USR2")
+    # sysexits.h EX_TEMPFAIL: "a temporary failure ... the user is invited to retry the operation later", the status
+    # on which mail servers requeue. Not 128 + the signal: a process the signal killed before its handler was
+    # installed ends with that too (138 for SIGUSR1), and it saved nothing; under 126, clear of the shell's codes.
+    PREEMPTED = 75
+
+    def __init__(self, preempt: str = "none"):
+        if preempt not in self.PREEMPT_SIGNALS:
+            raise ValueError(f"preempt signal {preempt!r} is not one of {', '.join(self.PREEMPT_SIGNALS)}")
+        self.preempt = None if preempt == "none" else f"SIG{preempt}"
         self.received: str | None = None
         self._old = {}
 
@@ -296,7 +352,8 @@ class StopSignals:
 
     def __enter__(self) -> "StopSignals":
         if threading.current_thread() is threading.main_thread():
-            for s in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            extra = (getattr(signal, self.preempt),) if self.preempt else ()
+            for s in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, *extra):
                 self._old[s] = signal.signal(s, self._handler)
         return self
 
@@ -306,5 +363,11 @@ class StopSignals:
         self._old = {}
 
     @property
+    def preempted(self) -> bool:
+        return self.received is not None and self.received == self.preempt
+
+    @property
     def exit_code(self) -> int:
+        if self.preempted:
+            return self.PREEMPTED
         return 128 + int(getattr(signal, self.received))  # the shell's: 143 SIGTERM, 130 SIGINT, 129 SIGHUP

@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from ..data.grid import to_uint8
+from ..runfolder import atomic_write
 from .probe import block_tokens, null_labels, per_image_noise
 
 PCA_SEED_INDEX = 0  # the image's index for per_image_noise: the noise is fixed by --seed alone
@@ -156,7 +157,5 @@ def render_grid(maps: np.ndarray, path: str | os.PathLike, *, row_labels, col_la
         draw.text((LEFT // 2, y + cell // 2), str(text), fill="black", anchor="mm")
         for j, im in enumerate(cells[i]):
             canvas.paste(im.resize((cell, cell), Image.NEAREST), (LEFT + j * (cell + PAD), y))
-    tmp = f"{path}.tmp.png"
-    canvas.save(tmp)
-    os.replace(tmp, path)
+    atomic_write(path, lambda tmp: canvas.save(tmp, format="PNG"))  # never through a planted link
     return width, height

@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 
 from ..estimate import FirstBatchEstimate
+from ..runfolder import atomic_write
 
 DEFAULT_TIMES = (0.0, 0.1, 0.3, 0.5, 0.7)
 CLASSIFIERS = ("logistic", "ridge")
@@ -266,8 +267,8 @@ def plot_probe(result: ProbeResult, path: str | os.PathLike, title: str = "") ->
     ax.set_title(title or f"linear probe, test accuracy % ({result.classifier})", fontsize=9)
     cax = fig.add_axes((1 - 70 / size[0], 50 / size[1], 12 / size[0], 1 - 90 / size[1]))
     fig.colorbar(im, cax=cax).ax.tick_params(labelsize=7)
-    tmp = f"{path}.tmp.png"
-    fig.savefig(tmp, dpi=100)
-    plt.close(fig)
-    os.replace(tmp, path)
+    try:
+        atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=100, format="png"))  # never through a planted link
+    finally:
+        plt.close(fig)
     return size

@@ -47,9 +47,11 @@ def run(args) -> int:
         return 0
     from ..data.sources import default_data_dir
     from ..train.loop import train
+    from ..train.warmstart import read_init
 
     spec, dataset = spec_from_args(args)
     if args.dry_run:  # the real run's checks, before any folder is touched
+        read_init(spec)  # --init-from's file fits the model (skipped, as in the run, when the folder resumes)
         shown = spec.to_dict()
         shown["data_dir"] = shown["data_dir"] or default_data_dir()  # the data it will use, not null (same run)
         print(json.dumps(shown, indent=2))

@@ -3,7 +3,9 @@
 - diffusers, DiT: a folder that `diffusers.DiTPipeline.from_pretrained` loads as is (transformer, DDIM scheduler of
   our linear beta schedule, the VAE of a latent run);
 - diffusers, SiT: a folder with its own pipeline and model code (diffusers has no SiT), loaded with
-  `DiffusionPipeline.from_pretrained(folder, trust_remote_code=True)`; files in `sra.models.diffusers_sit`."""
+  `DiffusionPipeline.from_pretrained(folder, trust_remote_code=True)`; files in `sra.models.diffusers_sit`.
+Every export is written into a stage inside its folder and moved in by `runfolder.staged`, which refuses a symbolic
+link anywhere under the folder before anything is written (no write lands outside it)."""
 from __future__ import annotations
 
 import json
@@ -14,9 +16,10 @@ from pathlib import Path
 import torch
 
 from .. import __version__
-from ..runfolder import read_jsonl
+from ..checkpoint import CheckpointError
+from ..runfolder import read_jsonl, staged
 from .dit import DiffusionTransformer
-from .loading import LoadedModel
+from .loading import LoadedModel, check_architecture, read_json
 
 SAFETENSORS_NAME = "model.safetensors"
 CONFIG_NAME = "config.json"
@@ -41,16 +44,16 @@ def export_safetensors(loaded: LoadedModel, output: str | os.PathLike) -> Path:
     from safetensors.torch import save_file
 
     output = Path(output)
-    output.mkdir(parents=True, exist_ok=True)
     config = {"format": "sra", "process": loaded.process, "architecture": architecture(loaded.model),
               "step": loaded.step, "train_config": loaded.config}
     state = {k: v.detach().contiguous().cpu() for k, v in loaded.model.state_dict().items()}
-    save_file(state, str(output / SAFETENSORS_NAME), metadata={"sra_config": json.dumps(config)})
-    (output / CONFIG_NAME).write_text(json.dumps(config, indent=2) + "\n")
     usage = (f"```python\nfrom sra.models import load_model\nloaded = load_model(\"{output.name}\")   # this folder; "
              f"loaded.model is the model in eval mode\n```\n\n`sra sample {output.name}` and "
              f"`sra generate {output.name}` read it as they read a run folder.")
-    write_model_card(loaded, output, library="sra", usage=usage)
+    with staged(output) as stage:
+        save_file(state, str(stage / SAFETENSORS_NAME), metadata={"sra_config": json.dumps(config)})
+        (stage / CONFIG_NAME).write_text(json.dumps(config, indent=2) + "\n")
+        write_model_card(loaded, stage, library="sra", usage=usage)
     return output
 
 
@@ -90,8 +93,8 @@ CARD_KIND = {"flow": ("SiT", "flow-matching", "flow matching, {prediction} predi
              "ddpm": ("DiT", "ddpm", "DDPM, epsilon and learned variance")}
 
 
-def write_model_card(loaded: LoadedModel, output: Path, *, library: str, usage: str, notes: str = "") -> Path:
-    """OUTPUT/README.md: hub metadata (library, license, tags, paper), what the folder holds and how to load it, the
+def write_model_card(loaded: LoadedModel, folder: Path, *, library: str, usage: str, notes: str = "") -> Path:
+    """FOLDER/README.md: hub metadata (library, license, tags, paper), what the folder holds and how to load it, the
     training config and step, and the evaluations the run logged (none invented)."""
     m = loaded.model
     title, tag, kind = CARD_KIND.get(loaded.process["name"], ("model", loaded.process["name"], loaded.process["name"]))
@@ -136,7 +139,7 @@ the online ones. License: MIT (the code's); the training data's terms are the us
 {config}
 ```
 """
-    path = output / "README.md"
+    path = folder / "README.md"
     path.write_text(text)
     return path
 
@@ -159,6 +162,32 @@ def diffusers_config(model: DiffusionTransformer) -> dict:
                 in_channels=model.in_channels, out_channels=model.out_channels, num_layers=model.depth,
                 sample_size=model.input_size, patch_size=model.patch_size, num_embeds_ada_norm=DIFFUSERS_NULL_CLASS,
                 norm_eps=1e-6)  # our LayerNorms use eps 1e-6 (diffusers' default for the MLP norm is 1e-5)
+
+
+# How a DiTTransformer2DModel config spells DiffusionTransformer's arguments (`diffusers_config` writes them; the
+# width is heads x head dim, the output layout out_channels)
+DIFFUSERS_NAMES = {"input_size": "sample_size", "patch_size": "patch_size", "in_channels": "in_channels",
+                   "num_heads": "num_attention_heads", "hidden_size": "num_attention_heads x attention_head_dim",
+                   "depth": "num_layers", "num_classes": "num_embeds_ada_norm", "learn_sigma": "out_channels"}
+
+
+def diffusers_architecture(config, source: str) -> dict:
+    """The checked architecture (`check_architecture`) of a DiTTransformer2DModel config, in our terms: what diffusers
+    would build from it, so a tampered config is one line before any module exists. A value of the wrong kind passes
+    through for the check to name."""
+    if not isinstance(config, dict):
+        raise CheckpointError(f"{source}: not a diffusers config object")
+    get = config.get
+    heads, head_dim, c, out = (get("num_attention_heads"), get("attention_head_dim"), get("in_channels"),
+                               get("out_channels"))
+    sizes = all(type(v) is int for v in (heads, head_dim, c))
+    if sizes and out not in (None, c, 2 * c):
+        raise CheckpointError(f"{source}: out_channels {out!r} is neither in_channels {c} nor twice it (DiT's outputs)")
+    arch = dict(input_size=get("sample_size"), patch_size=get("patch_size"), in_channels=c, num_heads=heads,
+                hidden_size=heads * head_dim if sizes else head_dim, depth=get("num_layers"),
+                num_classes=get("num_embeds_ada_norm"), mlp_ratio=4.0, class_dropout_prob=0.1,
+                learn_sigma=out == 2 * c if sizes else out)
+    return check_architecture(arch, source, DIFFUSERS_NAMES)
 
 
 def diffusers_label_table(table: torch.Tensor, num_classes: int) -> torch.Tensor:
@@ -237,10 +266,10 @@ def save_vae(vae, folder: Path, latent_map: dict) -> None:
     vae.save_pretrained(str(folder))
 
 
-def write_model_index(output: Path, index: dict) -> None:
+def write_model_index(folder: Path, index: dict) -> None:
     import diffusers
 
-    (output / "model_index.json").write_text(json.dumps({**index, "_diffusers_version": diffusers.__version__},
+    (folder / "model_index.json").write_text(json.dumps({**index, "_diffusers_version": diffusers.__version__},
                                                         indent=2) + "\n")
 
 
@@ -251,14 +280,7 @@ def export_dit_pipeline(loaded: LoadedModel, output: str | os.PathLike, vae=None
     if vae is not None and "scale" not in latent_map:
         raise ValueError("this run's latents are normalised per channel, which DiTPipeline cannot undo (it divides "
                          "by vae.config.scaling_factor only); use --format safetensors")
-    output.mkdir(parents=True, exist_ok=True)
-    to_diffusers(loaded.model).save_pretrained(str(output / "transformer"))
-    ddim_scheduler().save_pretrained(str(output / "scheduler"))
-    if vae is not None:
-        save_vae(vae, output / "vae", latent_map)
-    write_model_index(output, {"_class_name": "DiTPipeline", "transformer": ["diffusers", "DiTTransformer2DModel"],
-                               "scheduler": ["diffusers", "DDIMScheduler"],
-                               "vae": ["diffusers", "AutoencoderKL"] if vae is not None else [None, None]})
+    transformer = to_diffusers(loaded.model)  # refused (ValueError) before anything is written
     usage = f"""```python
 import torch
 from diffusers import DiTPipeline
@@ -283,7 +305,15 @@ images = pipe(class_labels=[0, 1, 2], num_inference_steps=50, guidance_scale=1.0
    "Pixel model, no VAE: DiTPipeline always decodes through a VAE, so sample with sra or call the transformer and "
    "scheduler directly."}
 """
-    write_model_card(loaded, output, library="diffusers", usage=usage, notes=notes)
+    with staged(output) as stage:
+        transformer.save_pretrained(str(stage / "transformer"))
+        ddim_scheduler().save_pretrained(str(stage / "scheduler"))
+        if vae is not None:
+            save_vae(vae, stage / "vae", latent_map)
+        write_model_index(stage, {"_class_name": "DiTPipeline", "transformer": ["diffusers", "DiTTransformer2DModel"],
+                                  "scheduler": ["diffusers", "DDIMScheduler"],
+                                  "vae": ["diffusers", "AutoencoderKL"] if vae is not None else [None, None]})
+        write_model_card(loaded, stage, library="diffusers", usage=usage, notes=notes)
     return output
 
 
@@ -308,23 +338,10 @@ def export_sit_pipeline(loaded: LoadedModel, output: str | os.PathLike, vae=None
     from safetensors.torch import save_file
 
     latent_map = latent_map or {}
-    output.mkdir(parents=True, exist_ok=True)
-    (output / "transformer").mkdir(exist_ok=True)
-    shutil.copyfile(SIT_FILES / "pipeline_sit.py", output / "pipeline_sit.py")
-    shutil.copyfile(SIT_FILES / "modeling_sit.py", output / "transformer" / "modeling_sit.py")
     config = {"_class_name": "SiTTransformer2DModel", "_diffusers_version": diffusers.__version__,
               **sit_transformer_config(loaded.model)}
-    (output / "transformer" / "config.json").write_text(json.dumps(config, indent=2) + "\n")
     state = {k: v.detach().contiguous().cpu() for k, v in loaded.model.state_dict().items()
              if not k.startswith("ap_head.")}
-    save_file(state, str(output / "transformer" / "diffusion_pytorch_model.safetensors"))
-    if vae is not None:
-        save_vae(vae, output / "vae", {})
-    write_model_index(output, {
-        "_class_name": ["pipeline_sit", "SiTPipeline"], "transformer": ["modeling_sit", "SiTTransformer2DModel"],
-        "vae": ["diffusers", "AutoencoderKL"] if vae is not None else [None, None], "path_type": path_type,
-        "latent_scale": latent_map.get("scale"), "latent_mean": latent_map.get("mean"),
-        "latent_std": latent_map.get("std"), "id2label": None})
     usage = f"""```python
 from diffusers import DiffusionPipeline
 
@@ -344,7 +361,20 @@ images equal `sra sample`'s for the same options.
     f"x / {latent_map['scale']}" if "scale" in latent_map else "x * std + mean per channel (the run's statistics)")
    if vae is not None else "Pixel model, no VAE."}
 """
-    write_model_card(loaded, output, library="diffusers", usage=usage, notes=notes)
+    with staged(output) as stage:
+        (stage / "transformer").mkdir()
+        shutil.copyfile(SIT_FILES / "pipeline_sit.py", stage / "pipeline_sit.py")
+        shutil.copyfile(SIT_FILES / "modeling_sit.py", stage / "transformer" / "modeling_sit.py")
+        (stage / "transformer" / "config.json").write_text(json.dumps(config, indent=2) + "\n")
+        save_file(state, str(stage / "transformer" / "diffusion_pytorch_model.safetensors"))
+        if vae is not None:
+            save_vae(vae, stage / "vae", {})
+        write_model_index(stage, {
+            "_class_name": ["pipeline_sit", "SiTPipeline"], "transformer": ["modeling_sit", "SiTTransformer2DModel"],
+            "vae": ["diffusers", "AutoencoderKL"] if vae is not None else [None, None], "path_type": path_type,
+            "latent_scale": latent_map.get("scale"), "latent_mean": latent_map.get("mean"),
+            "latent_std": latent_map.get("std"), "id2label": None})
+        write_model_card(loaded, stage, library="diffusers", usage=usage, notes=notes)
     return output
 
 
@@ -356,6 +386,7 @@ def load_diffusers_dit(path: str | os.PathLike, device="cpu"):
     path = Path(path)
     if (path / "transformer").is_dir():
         path = path / "transformer"
+    diffusers_architecture(read_json(path / "config.json"), str(path / "config.json"))  # before diffusers builds it
     transformer = DiTTransformer2DModel.from_pretrained(str(path))
     match_time_projection(transformer)
     return transformer.to(device).eval()

@@ -17,6 +17,7 @@ import dataclasses
 import json
 import math
 import os
+import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -29,8 +30,10 @@ from ..models.loading import LEGACY_SECTION, spec_process
 from ..models.presets import MODEL_NAMES, SIZES, check_process, default_process, parse_name
 from ..objectives import TERMS, MixConfig, Preset
 from ..options import option
+from ..runfolder import StopSignals
 from .defaults import TRAINING_DEFAULTS, preset_row, reporter
 from .recipes import recipe
+from .schedule import SCHEDULES
 from .tracking import REPORTERS, check_reporter
 
 
@@ -49,6 +52,12 @@ class TrainConfig:
     input_size: int | None = option(None, help="model input side in pixels or latents (unset: from the data)")
     in_channels: int | None = option(None, help="model input channels (unset: from the data)")
     num_classes: int | None = option(None, help="number of classes (unset: from the data)")
+    init_from: str | None = option(None, metavar="CKPT",
+                                   help="start a new run (step 0, a fresh optimizer) from the weights of a run folder, "
+                                        "one of its checkpoints, an `sra export --format safetensors` folder or an "
+                                        "authors' released file: the model from its online weights ('model'; its EMA "
+                                        "where it has none), the EMA from its EMA; refused unless its architecture is "
+                                        "this run's. A run that resumes ignores it: its checkpoint wins")
     # -- run folder (resumable: where the folder is, not what it holds; a moved or copied run folder resumes)
     output_dir: str = option("runs", group="run folder", resumable=True, help="parent folder of runs")
     exp_name: str = option("demo", resumable=True, help="run folder name: OUTPUT_DIR/EXP_NAME")
@@ -60,6 +69,10 @@ class TrainConfig:
     lr: float | None = option(None, help="AdamW learning rate (unset: 1e-4 as the paper; 1e-3 for SiT-T, "
                                          "3e-3 for DiT-T)")
     lr_warmup_steps: int | None = option(None, help="linear learning-rate warm-up in steps (unset: 0; 200 for *-T)")
+    lr_schedule: str = option("constant", choices=SCHEDULES,
+                              help="learning rate after the warm-up: constant at --lr (the paper), or a cosine or "
+                                   "linear decay from --lr to --lr-min, reached at --max-train-steps")
+    lr_min: float = option(0.0, help="learning rate at --max-train-steps with --lr-schedule cosine or linear")
     adam_betas: tuple[float, float] = option((0.9, 0.999), metavar="BETA", help="AdamW betas")
     weight_decay: float = option(0.0, help="AdamW weight decay (paper: none)")
     max_grad_norm: float = option(1.0, help="gradient clipping threshold (global L2 norm)")
@@ -110,6 +123,11 @@ class TrainConfig:
                                            "non-finite loss or gradient (0: never); the last good checkpoint is kept")
     num_workers: int = option(0, resumable=True, help="DataLoader workers (datasets not held in memory)")
     progress: bool = option(True, resumable=True, help="show a progress bar")
+    preempt_signal: str = option("none", resumable=True, choices=StopSignals.PREEMPT_SIGNALS,
+                                 help="the signal a cluster sends before it stops the job (SLURM: --signal=USR1@120): "
+                                      "the run finishes its step, saves a checkpoint and exits with status "
+                                      f"{StopSignals.PREEMPTED}, and the same command, requeued, resumes "
+                                      "(examples/slurm/)")
 
     process: object = field(default=None)   # the process's config (a `Config` of sra.process.PROCESSES)
     terms: dict = field(default_factory=dict)  # term name -> its config, every registered term (inactive ones too)
@@ -376,6 +394,13 @@ def validate(self: TrainConfig) -> None:
             raise ValueError(f"--{name.replace('_', '-')} must be >= 0 (got {getattr(self, name)})")
     if self.lr is not None and not (math.isfinite(self.lr) and self.lr > 0):
         raise ValueError(f"--lr must be a finite number > 0 (got {self.lr})")
+    if self.lr_schedule == "constant" and self.lr_min:
+        raise ValueError(f"--lr-min applies to --lr-schedule cosine or linear (constant stays at --lr; got --lr-min "
+                         f"{self.lr_min})")
+    if self.lr is not None and not (0 <= self.lr_min <= self.lr):  # nan fails both comparisons
+        raise ValueError(f"--lr-min must be in [0, --lr {self.lr}] (got {self.lr_min})")
+    if self.init_from is not None and not self.init_from:
+        raise ValueError("--init-from '' names no file; give a run folder, checkpoint or export, or leave it out")
     if self.ema_decay is not None and not 0 <= self.ema_decay <= 1:
         raise ValueError(f"--ema-decay must be in [0, 1] (got {self.ema_decay})")
     if self.ema_half_life_kimg is not None and not (math.isfinite(self.ema_half_life_kimg)
@@ -402,7 +427,12 @@ RESUMABLE_CHANGES = {f.name for f in dataclasses.fields(TrainConfig) if f.metada
 
 def check_run_name(name: str) -> None:
     """--exp-name is a relative path that stays inside --output-dir: no '..', not absolute, no empty or overlong
-    part (most file systems take 255 bytes per name)."""
+    part (most file systems take 255 bytes per name), and no control or format characters (a newline, an escape
+    sequence, a right-to-left mark: the messages that quote the name would print them to the terminal)."""
+    hidden = next((c for c in name if unicodedata.category(c) in ("Cc", "Cf", "Cs", "Co", "Cn")), None)
+    if hidden is not None:
+        raise ValueError(f"--exp-name {name!r} holds the control character U+{ord(hidden):04X}; use printable "
+                         "characters")
     parts = name.replace("\\", "/").rstrip("/").split("/")
     if not name or name.startswith("/") or any(p in ("", ".", "..") for p in parts):
         raise ValueError(f"--exp-name {name!r} must be a relative folder name inside --output-dir (no '..', '.', "

@@ -20,8 +20,15 @@ from .ema import ema_decay
 from .features import term_resources
 from .folder import RunFolder
 from .guard import NonFiniteGuard
+from .schedule import learning_rate
 from .step import build_step, run_step
 from .tracking import Tracker
+from .warmstart import InitWeights, apply_init, read_init
+
+# With --preempt-signal the ranks of a torchrun job also agree on stopping every this many steps, not only at log
+# steps: a cluster warns 120 s ahead, and --log-every may be hundreds of steps. Each agreement is a 0-d all-reduce
+# read on the host, so the check costs one host sync per this many steps.
+PREEMPT_AGREE_EVERY = 10
 
 # ----------------------------------------------------------------------------------------------------------------
 # Data order: a global, world-size-independent schedule of batches
@@ -113,15 +120,17 @@ def train(cfg: TrainConfig, dataset=None) -> Path:
                          f"{'x'.join(map(str, dataset.shape))}")
     cfg.check_fits(len(dataset), ctx.world_size)
     folder = RunFolder(cfg)
+    init = read_init(cfg)  # --init-from of a new run, checked before the folder is touched (None when it resumes)
     on_rank0(lambda: folder.open(cfg))
     try:
-        with StopSignals() as signals:
-            return train_in(cfg, ctx, dataset, folder, signals)
+        with StopSignals(cfg.preempt_signal) as signals:
+            return train_in(cfg, ctx, dataset, folder, signals, init)
     finally:
         folder.close()
 
 
-def train_in(cfg: TrainConfig, ctx, dataset, folder: RunFolder, signals: StopSignals) -> Path:
+def train_in(cfg: TrainConfig, ctx, dataset, folder: RunFolder, signals: StopSignals,
+             init: InitWeights | None = None) -> Path:
     run = folder.path
     torch.manual_seed(cfg.seed)
 
@@ -132,7 +141,8 @@ def train_in(cfg: TrainConfig, ctx, dataset, folder: RunFolder, signals: StopSig
                                                    built.process)
     terms = objective.modules
 
-    # 3. Resume: the same command continues from the newest readable checkpoint; the log is cut back to its step.
+    # 3. Resume: the same command continues from the newest readable checkpoint; the log is cut back to its step. A
+    # new run with --init-from starts from that file's weights instead (step 0; the optimizer stays fresh).
     start, stats = 0, {}
     ckpt_file, ck = folder.resume_from()
     if ck is not None:
@@ -151,11 +161,19 @@ def train_in(cfg: TrainConfig, ctx, dataset, folder: RunFolder, signals: StopSig
         if start > cfg.max_train_steps:  # before config.json is rewritten: the run stays as it was
             raise ValueError(f"--max-train-steps {cfg.max_train_steps} is below the step this run reached ({start}, "
                              f"{ckpt_file}); give at least {start}")
+        planned = (ck.get("config") or {}).get("max_train_steps", cfg.max_train_steps)
+        if cfg.lr_schedule != "constant" and planned != cfg.max_train_steps:  # it sets where the decay ends
+            raise ValueError(f"--max-train-steps {cfg.max_train_steps} would move the end of this run's "
+                             f"--lr-schedule {cfg.lr_schedule} decay (planned for {planned} steps) and jump its "
+                             f"learning rate; give {planned}, or train further in a new run with --init-from {run}")
         log_state = ck.get("log", {})  # the partial logging interval, so its row equals an uninterrupted run's
         stats = {k: v.to(ctx.device) for k, v in log_state.get("stats", {}).items()}
         stats.update({"n": log_state["n"]} if log_state.get("n") else {})
         distributed.print0(f"resuming {run} from step {start}" if start < cfg.max_train_steps else
                            f"{run} has reached --max-train-steps {start}: nothing to train")
+    elif init is not None:
+        apply_init(init, model, ema)
+        distributed.print0(f"starting {run} from the weights of {init.source} (step 0, a fresh optimizer)")
     guard = NonFiniteGuard(cfg.max_nonfinite_steps, ctx.device, ck.get("nonfinite") if ck else None)
     folder.begin(cfg, start)
     last_good = ckpt_file
@@ -210,8 +228,9 @@ def train_in(cfg: TrainConfig, ctx, dataset, folder: RunFolder, signals: StopSig
     for step, micro_batches in local_batches(dataset, schedule, start, cfg.max_train_steps, ctx, cfg):
         if sync_debug and step > start:
             torch.cuda.set_sync_debug_mode("error")
-        # 5. Learning rate (linear warm-up, then constant) and the step's draws for the whole global batch.
-        lr = cfg.lr * min(1.0, (step + 1) / cfg.lr_warmup_steps) if cfg.lr_warmup_steps else cfg.lr
+        # 5. Learning rate (linear warm-up, then --lr-schedule) and the step's draws for the whole global batch.
+        lr = learning_rate(step, lr=cfg.lr, warmup=cfg.lr_warmup_steps, schedule=cfg.lr_schedule,
+                           total=cfg.max_train_steps, lr_min=cfg.lr_min)
         for group in opt.param_groups:
             group["lr"] = lr
         gen = distributed.generator(distributed.step_seed(cfg.seed, step), ctx.device)
@@ -244,9 +263,12 @@ def train_in(cfg: TrainConfig, ctx, dataset, folder: RunFolder, signals: StopSig
         # (a stop request, the sample grid, the evaluation), so that a failure there loses no training.
         last = done == cfg.max_train_steps
         log_step, ckpt_step = done % cfg.log_every == 0 or last, done % cfg.checkpoint_every == 0 or last
-        stop = signals.received is not None
-        if ctx.distributed:  # every rank must agree; ask only where the loop syncs anyway
-            stop = log_step and distributed.any_rank(stop)
+        stop, preempted = signals.received is not None, signals.preempted
+        if ctx.distributed:  # every rank must agree; ask only where the loop syncs anyway (and every few steps
+            # when a preemption warning may come: PREEMPT_AGREE_EVERY)
+            agree = log_step or (signals.preempt is not None and done % PREEMPT_AGREE_EVERY == 0)
+            stop = agree and distributed.any_rank(stop)
+            preempted = stop and distributed.any_rank(preempted)  # collective on every rank: `stop` agrees
         if log_step:
             n = stats.pop("n")
             row = {k: float(distributed.all_reduce_mean(torch.as_tensor(v, device=ctx.device).float())) / n
@@ -261,12 +283,19 @@ def train_in(cfg: TrainConfig, ctx, dataset, folder: RunFolder, signals: StopSig
                             {"img/s": f"{row['images_per_s']:.0f}"})
             stats, t_log = {}, time.perf_counter()
         t_extra = time.perf_counter()  # time spent outside training steps is not in images/s
+        if log_step or ckpt_step or stop or last or done % cfg.sample_every == 0 or \
+                (cfg.eval_every and done % cfg.eval_every == 0):
+            built.ema_ready()  # what follows reads the EMA: the update in flight (if overlapped) is applied first
         if log_step or ckpt_step or stop:
             guard.check(done, (model, ema), last_good)
         if ckpt_step or stop:
             last_good = checkpoint(done)
         if stop:
             bar.close()
+            if preempted:  # the exit status a requeue script tests (StopSignals.PREEMPTED)
+                raise Stopped(f"preempted by {signals.preempt} after step {done}; checkpoint {last_good} saved; exit "
+                              f"status {StopSignals.PREEMPTED}: run the same command to continue (a requeued job "
+                              "does)", StopSignals.PREEMPTED)
             raise Stopped(f"stopped by {signals.received or 'a signal'} after step {done}; checkpoint {last_good} "
                           "saved; run the same command to resume", signals.exit_code if signals.received else 143)
         # Optional work: a failure prints one warning and training goes on (the step's checkpoint, if due, is saved).
