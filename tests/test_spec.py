@@ -303,3 +303,16 @@ def test_x_prediction_is_refused_by_the_diffusers_sit_export_before_anything_is_
     out = tmp_path / "hf"
     assert main(["export", str(run), "--format", "diffusers", "--output", str(out)]) != 0
     assert "predicts x" in capsys.readouterr().err and not out.exists()
+
+
+def test_a_sampler_option_of_another_process_is_refused_not_ignored():
+    from sra.generate import SamplerOptions
+    from sra.process import DDPMProcess
+
+    with pytest.raises(ValueError, match="--heun applies to the flow process only; this model samples with the ddpm"):
+        SamplerOptions(heun=True).resolve(DDPMProcess())
+    with pytest.raises(ValueError, match="--cfg-channels applies to the ddpm process only"):
+        SamplerOptions(cfg_channels="all").resolve(FlowProcess())
+    assert SamplerOptions(cfg_channels="all").resolve(DDPMProcess()).cfg_channels == "all"
+    assert set(FlowProcess.sampler_options) == {"heun", "sde_diffusion"} and DDPMProcess.sampler_options == (
+        "cfg_channels",)

@@ -29,6 +29,7 @@ from .models import LoadedModel, load_model
 from .models.presets import SIZES, architecture
 from .runfolder import (FolderLock, RunFolderError, Stopped, StopSignals, atomic_write, check_writable, on_rank0,
                         remove_temporary)
+from . import options
 from .options import option
 from . import process as processes
 from .process.ddpm_samplers import CFG_CHANNELS
@@ -69,7 +70,13 @@ class SamplerOptions:
                                     "numbers (dit), or all epsilon channels (the standard rule)")
 
     def resolve(self, process) -> "SamplerOptions":
-        """Fill the None fields from the process's protocol; validate. Returns a new object."""
+        """Fill the None fields from the process's protocol; validate (an option of another process, changed from its
+        default, is refused: it would be silently ignored). Returns a new object."""
+        for f in dataclasses.fields(self):
+            owners = [p for p in processes.PROCESSES.values() if f.name in getattr(p, "sampler_options", ())]
+            if owners and type(process) not in owners and getattr(self, f.name) != f.default:
+                raise ValueError(f"{options.flag_name(f)} applies to the {', '.join(p.name for p in owners)} process "
+                                 f"only; this model samples with the {process.name} process")
         o = dataclasses.replace(self)
         for k, v in process.protocol.items():
             if getattr(o, k) is None:
@@ -241,9 +248,9 @@ def sample_model_space(loaded: LoadedModel, process, opts: SamplerOptions, y: to
     device = next(m.parameters()).device
     noise = torch.stack([torch.randn(m.in_channels, m.input_size, m.input_size, generator=g) for g in generators])
     noise, y = noise.to(device), y.to(device)
+    own = {name: getattr(opts, name) for name in process.sampler_options}  # the process's own settings only
     return process.sample(m, noise, y, mode=opts.mode, num_steps=opts.num_steps, cfg_scale=opts.cfg_scale,
-                          guidance_low=opts.guidance_low, guidance_high=opts.guidance_high, heun=opts.heun,
-                          sde_diffusion=opts.sde_diffusion, cfg_channels=opts.cfg_channels,
+                          guidance_low=opts.guidance_low, guidance_high=opts.guidance_high, **own,
                           generator=generators)  # generators: SDE / DDPM noise, one per image
 
 

@@ -27,6 +27,7 @@ class DDPMProcess:
     Config = DDPMConfig
     losses = ("denoise", "vb")
     modes, grid_mode, grid_name = ("ddpm", "ddim"), "ddim", "DDIM"
+    sampler_options = ("cfg_channels",)  # the sampler settings of its own (`sra sample`/`generate` flags)
     # DiT's (Peebles & Xie 2023): 250 respaced DDPM steps, CFG 1.5 at every step.
     protocol = dict(mode="ddpm", num_steps=250, cfg_scale=1.5, guidance_low=0.0, guidance_high=1.0)
     time_axis = "DDPM step (0 = data)"
@@ -107,7 +108,7 @@ class DDPMProcess:
     # -- sampling ----------------------------------------------------------------------------------------------------
 
     def sample(self, model, noise, y, *, mode: str, num_steps: int, cfg_scale: float = 1.0, guidance_low: float = 0.0,
-               guidance_high: float = 1.0, cfg_channels: str = "dit", generator=None, **_) -> torch.Tensor:
+               guidance_high: float = 1.0, cfg_channels: str = "dit", generator=None) -> torch.Tensor:
         """x_0 by DDPM or DDIM on `num_steps` respaced steps; guidance on epsilon as DiT's protocol."""
         return ddpm_sample(model, noise, y, method=mode, num_steps=num_steps, cfg_scale=cfg_scale,
                            guidance_low=guidance_low, guidance_high=guidance_high, generator=generator,

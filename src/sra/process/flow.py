@@ -70,6 +70,7 @@ class FlowProcess:
     Config = FlowConfig
     losses = ("denoise",)              # the per-sample terms `loss` returns (weight 1 each)
     modes, grid_mode, grid_name = ("ode", "sde"), "ode", "Euler ODE"
+    sampler_options = ("heun", "sde_diffusion")  # the sampler settings of its own (`sra sample`/`generate` flags)
     # The authors' evaluation protocol (SRA, REPA; ImageNet 256 px, SiT-XL/2): SDE, 250 steps, CFG 1.8 in [0, 0.7].
     protocol = dict(mode="sde", num_steps=250, cfg_scale=1.8, guidance_low=0.0, guidance_high=0.7)
     time_axis = "t (0 = data)"
@@ -156,8 +157,7 @@ class FlowProcess:
         return VelocityOfX(model, self.path) if self.config.prediction == "x" else model
 
     def sample(self, model, noise, y, *, mode: str, num_steps: int, cfg_scale: float = 1.0, guidance_low: float = 0.0,
-               guidance_high: float = 1.0, heun: bool = False, sde_diffusion: str = "t", generator=None,
-               **_) -> torch.Tensor:
+               guidance_high: float = 1.0, heun: bool = False, sde_diffusion: str = "t", generator=None) -> torch.Tensor:
         """x_0 by the probability-flow ODE (Euler/Heun) or the reverse SDE (Euler-Maruyama), guidance on the
         velocity inside [guidance_low, guidance_high] (for x-prediction the same as guiding x, the conversion being
         affine in x at fixed x_t)."""
