@@ -324,3 +324,22 @@ def test_resnet_classifier_is_independent_and_scores_through_the_cli(small_blob,
     assert result["fd_fmnist"] == pytest.approx(expect["fd_fmnist"]) and result["class_acc"] == expect["class_acc"]
     assert main(["eval", str(tmp_path / "s.npz"), str(tmp_path / "s.npz"), "--classifier", "resnet"]) != 0
     assert "needs --metric fmnist" in capsys.readouterr().err
+
+
+def test_the_docs_and_help_name_the_default_output_files(tmp_path, capsys):
+    """docs/EVALUATION.md and `sra eval --help` name the files `sra eval` writes without --output."""
+    from argparse import Namespace
+    from pathlib import Path
+
+    from sra.commands.eval import default_output
+
+    (tmp_path / "RUN").mkdir()
+    doc = (Path(__file__).parents[1] / "docs" / "EVALUATION.md").read_text()
+    with pytest.raises(SystemExit):
+        main(["eval", "--help"])
+    help_text = capsys.readouterr().out
+    for metric, samples in (("inception", "s.npz"), ("fmnist", "s.npz"), ("fmnist", "RUN")):
+        args = Namespace(output=None, samples=str(tmp_path / samples), metric=metric, classifier="cnn")
+        written = default_output(args, step=5).relative_to(tmp_path).as_posix()
+        named = written.replace("s_", "<name>_", 1).replace("step5", "step<N>")
+        assert f"`{named}`" in doc and named in help_text, named

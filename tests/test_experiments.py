@@ -247,3 +247,157 @@ def test_step_cost_reads_the_bench_of_the_runs_model_and_depth(study, tmp_path):
     assert study_mod.step_cost(s, "deep", "sra-d12") == 1.14
     assert study_mod.step_cost(s, "deep", "sra-dts-as-d12") == 1.66
     assert study_mod.step_cost(s, "main", "sra") == 1.24 and study_mod.step_cost(s, "family", "sra-dts-as") == 1.68
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The runner as a hostile user meets it (issue 40): tiny tables in tmp_path
+# ----------------------------------------------------------------------------------------------------------------
+
+def tiny_table(tmp_path: Path, name: str = "m", section: str = "s", steps="2", seeds="[0]", eval_steps="[2]",
+               extra: str = "") -> Path:
+    """A one-section, one-method table (`name` is written as JSON, which YAML reads: escapes and all)."""
+    path = tmp_path / "table.yaml"
+    path.write_text(f"common: --log-every 1 --no-progress\neval: {{samples: 2, sample_steps: 1, seed: 0}}\n"
+                    f"sections:\n  {section}:\n    steps: {steps}\n    seeds: {seeds}\n    eval_steps: {eval_steps}\n"
+                    f"{extra}    methods:\n      - {{name: {json.dumps(name)}, label: x}}\n")
+    return path
+
+
+def refusal(run, argv: list[str]) -> str:
+    with pytest.raises(SystemExit) as e:
+        run.main(argv)
+    message = str(e.value)
+    assert message.startswith("error: ") and "\n" not in message and "Traceback" not in message
+    return message
+
+
+@pytest.mark.parametrize("name", ["../escaped", "/tmp/absolute", "", "..", "a\nb", "bell\x07", "-looks-like-a-flag"])
+def test_run_names_are_plain_folder_names_and_writes_stay_in_runs_dir(study, tmp_path, name):
+    """A method name that is not one plain folder name is refused before anything (its run folder and log would
+    land outside --runs-dir); and a run folder or log folder inside --runs-dir that is a symbolic link (the writes
+    would go to its target) is refused by runfolder.inside, in one line, nothing written there."""
+    run, _ = study
+    runs_dir = tmp_path / "runs"
+    says = refusal(run, ["--table", str(tiny_table(tmp_path, name)), "--runs-dir", str(runs_dir)])
+    assert "sections.s.methods[0].name" in says and "is not a plain folder name" in says
+    assert not runs_dir.exists() and not (tmp_path / "escaped").exists()
+
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    table = tiny_table(tmp_path)
+    for link in ("m-s0", "logs"):
+        runs_dir.mkdir(exist_ok=True)
+        (runs_dir / link).symlink_to(elsewhere, target_is_directory=True)
+        for dry in ([], ["--dry-run"]):
+            says = refusal(run, ["--table", str(table), "--runs-dir", str(runs_dir), *dry])
+            assert f"{runs_dir / link} is a symbolic link" in says
+        (runs_dir / link).unlink()
+    assert list(elsewhere.iterdir()) == []
+    # the section's name names its curves file, a classifier's its evaluation file
+    says = refusal(run, ["--dry-run", "--table", str(tiny_table(tmp_path, section="'../up'")), "--runs-dir",
+                         str(runs_dir)])
+    assert "sections: the section name '../up' is not a plain folder name" in says
+    table.write_text(tiny_table(tmp_path).read_text().replace("seed: 0}", "seed: 0, independent: [../x]}"))
+    says = refusal(run, ["--dry-run", "--table", str(table), "--runs-dir", str(runs_dir)])
+    assert "eval.independent[0] '../x' is not a plain folder name" in says
+
+
+@pytest.mark.parametrize("dry", [[], ["--dry-run"]])
+def test_a_runs_dir_that_is_a_file_is_one_line(study, tmp_path, dry):
+    run, _ = study
+    afile = tmp_path / "afile"
+    afile.write_text("mine\n")
+    for runs_dir in (afile, afile / "below"):
+        says = refusal(run, ["--table", str(tiny_table(tmp_path)), "--runs-dir", str(runs_dir), *dry])
+        assert f"{afile} is a file, not a folder" in says
+    assert afile.read_text() == "mine\n"
+
+
+@pytest.mark.parametrize("extra, argv, says", [
+    ({"seeds": "['0']"}, [], "sections.s.seeds[0] must be an integer, not '0'"),
+    ({"seeds": "[-1]"}, [], "sections.s.seeds[0] must be in 0..9223372036854775807, not -1"),
+    ({"seeds": "[0, 0]"}, [], "sections.s.seeds lists 0 twice"),
+    ({"seeds": "[true]"}, [], "sections.s.seeds[0] must be an integer, not True"),
+    ({"steps": "0", "eval_steps": "[1]"}, [], "sections.s.steps must be in 1..9223372036854775807, not 0"),
+    ({"steps": "'2'"}, [], "sections.s.steps must be an integer, not '2'"),
+    ({"eval_steps": "[-1]"}, [], "sections.s.eval_steps[0] must be in 1..2, not -1"),
+    ({"eval_steps": "[3]"}, [], "sections.s.eval_steps[0] must be in 1..2, not 3"),
+    ({"extra": "    steps: 3\n"}, [], "'steps' is given twice (line 8)"),
+    ({"extra": "    eval_step: [1]\n"}, [], "sections.s.eval_step is not a key of sections.s"),
+    ({}, ["--jobs", "-3"], "--jobs must be >= 1 (got -3)"),
+    ({}, ["--threads", "0"], "--threads must be >= 1 (got 0)"),
+])
+def test_table_types_ranges_and_options_are_refused_before_any_run(study, tmp_path, monkeypatch, extra, argv, says):
+    """Each wrong entry is one line naming the table entry and key (or the option), exit status != 0, before any
+    run starts or any folder is made."""
+    run, _ = study
+    monkeypatch.setattr(run, "execute_all", lambda *a: pytest.fail("a run started"))
+    table = tiny_table(tmp_path, **extra)
+    message = refusal(run, ["--table", str(table), "--runs-dir", str(tmp_path / "runs"), *argv])
+    assert says in message, message
+    assert not (tmp_path / "runs").exists()
+
+
+FAKE_SRA = """
+import signal, sys, time
+from pathlib import Path
+args = sys.argv[1:]
+opt = lambda name: args[args.index(name) + 1]
+if args[0] == "train":
+    folder = Path(opt("--output-dir")) / opt("--exp-name")
+    def stop(signum, frame):  # as sra train does: finish the step, save its checkpoint (it takes a while), exit 130
+        time.sleep(1)
+        (folder / "checkpoints").mkdir(parents=True, exist_ok=True)
+        (folder / "checkpoints" / "0000001.pt").write_text("step 1")
+        print("stopped by SIGINT after step 1; checkpoint saved")
+        sys.exit(130)
+    signal.signal(signal.SIGINT, stop)
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "started").write_text("")
+    time.sleep(120)
+elif args[0] == "eval":
+    Path(opt("--output")).write_text("{}")
+"""
+
+DRIVER = """
+import sys
+sys.path.insert(0, sys.argv[1])
+import run
+run.executable = lambda name: [sys.executable] + ([sys.argv[2]] if name == "sra" else [])
+run.train_flags = lambda: {"--log-every", "--no-progress"}
+sys.exit(run.main(sys.argv[3:]))
+"""
+
+
+def test_ctrl_c_ends_the_runner_in_one_line_with_130_and_every_run_resumable(tmp_path):
+    """Ctrl-C (SIGINT to the runner's process group, as a terminal sends it) while `sra train` runs: the runner waits
+    for the command to save its checkpoint, starts no other run, prints one line and exits 130; the same command
+    then resumes the run from its checkpoint. A stand-in for `sra` keeps it to seconds."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    (tmp_path / "fake_sra.py").write_text(FAKE_SRA)  # not sra.py: it would hide the package
+    (tmp_path / "driver.py").write_text(DRIVER)
+    runs_dir = tmp_path / "runs"
+    argv = [sys.executable, str(tmp_path / "driver.py"), str(ROOT / "experiments"), str(tmp_path / "fake_sra.py"),
+            "--table", str(tiny_table(tmp_path, seeds="[0, 1]")), "--runs-dir", str(runs_dir), "--jobs", "1"]
+    p = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    deadline = time.time() + 120
+    while not (runs_dir / "m-s0" / "started").exists():
+        assert p.poll() is None and time.time() < deadline, p.communicate()
+        time.sleep(0.05)
+    os.killpg(p.pid, signal.SIGINT)
+    out, err = p.communicate(timeout=60)
+    assert p.returncode == 130, (out, err)
+    assert "Traceback" not in out + err and len(err.strip().splitlines()) == 1 and "stopped by Ctrl-C" in err
+    assert (runs_dir / "m-s0" / "checkpoints" / "0000001.pt").exists()  # waited for: the stand-in saves after 1 s
+    assert not (runs_dir / "m-s1").exists()  # nothing started after Ctrl-C
+    assert "checkpoint saved" in (runs_dir / "logs" / "m-s0.log").read_text()
+    # resumable: the same command (a dry run of it) trains both runs to step 2 and scores them
+    done = subprocess.run(argv + ["--dry-run"], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    cmds = [l.split()[1] for l in done.stdout.splitlines() if not l.startswith("#")]
+    assert cmds == ["train", "eval", "train", "eval"] and "--max-train-steps 2" in done.stdout

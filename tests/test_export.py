@@ -197,3 +197,34 @@ def test_diffusers_export_of_a_dit_with_over_1000_classes_is_refused(tmp_path, c
     assert main(["export", str(tmp_path / "run"), "--format", "diffusers"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "null label" in err[0]
+
+
+@pytest.mark.parametrize("channels", [1, 3])
+def test_diffusers_export_of_a_pixel_dit_is_refused_before_anything_is_written(tmp_path, capsys, channels):
+    """DiTPipeline always decodes through a VAE, so a folder without one would not load."""
+    pytest.importorskip("diffusers")
+    torch.manual_seed(0)
+    checkpoint(tmp_path, build_model("DiT-T/2", input_size=8, in_channels=channels, num_classes=10))
+    assert main(["export", str(tmp_path / "run"), "--format", "diffusers", "--output", str(tmp_path / "hf")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "use --format safetensors" in err[0]
+    assert not (tmp_path / "hf").exists()
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o027], ids=["022", "027"])
+def test_exported_and_atomically_written_files_get_the_mode_open_gives(tmp_path, umask):
+    """safetensors writes its files 0600; exports and run files get 0666 less the umask, as open() would make them."""
+    import os
+    import stat
+
+    from sra.runfolder import atomic_write
+
+    checkpoint(tmp_path, random_model("SiT-T/2"))
+    old = os.umask(umask)
+    try:
+        assert main(["export", str(tmp_path / "run"), "--output", str(tmp_path / "out")]) == 0
+        atomic_write(tmp_path / "private", lambda tmp: os.close(os.open(tmp, os.O_CREAT | os.O_WRONLY, 0o600)))
+    finally:
+        os.umask(old)
+    files = [*(tmp_path / "out").iterdir(), tmp_path / "private"]
+    assert {f.name: stat.S_IMODE(f.stat().st_mode) for f in files} == {f.name: 0o666 & ~umask for f in files}

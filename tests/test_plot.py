@@ -62,3 +62,21 @@ def test_a_run_with_one_logged_point_gets_a_marker(tmp_path):
     near = np.abs(img - c0).sum(-1) < 60
     assert near[320:].sum() >= 4  # the marker in the hours row
     assert near[:320].sum() > near[320:].sum()  # the steps row: the marker and the legend's sample
+
+
+def test_each_run_keeps_its_colour_in_every_panel(tmp_path, monkeypatch):
+    """A curve only the second run logs (SRA's align, DiT's vb) is drawn in the second run's colour, not the first's."""
+    import matplotlib.pyplot as plt
+    from matplotlib.colors import to_hex
+
+    figures = []
+    monkeypatch.setattr(plt, "close", figures.append)  # plot_runs closes its figure: keep it instead
+    plain = write_run(tmp_path / "plain", [{"step": s, "loss": 1 / s, "wall_time": 1.7e9 + s} for s in (1, 2)])
+    sra = write_run(tmp_path / "sra", [{"step": s, "loss": 1 / s, "align": 0.5 / s, "wall_time": 1.7e9 + s}
+                                       for s in (1, 2)])
+    assert main(["plot", str(plain), str(sra), "--output", str(tmp_path / "c.png")]) == 0
+    colours = {(ax.get_title() or str(n), line.get_label()): to_hex(line.get_color())
+               for n, ax in enumerate(figures[0].axes) for line in ax.get_lines()}
+    assert {c for (_, run), c in colours.items() if run == "plain"} == {to_hex("C0")}
+    assert {c for (_, run), c in colours.items() if run == "sra"} == {to_hex("C1")}
+    assert len(colours) == 6  # loss: 2 runs x 2 rows; align: sra only, 2 rows

@@ -177,3 +177,20 @@ def test_a_finished_runs_rerun_says_so_and_draws_no_progress_bar(tmp_path, capsy
 def test_in_training_evaluation_needs_fashion_mnist(tmp_path, capsys):
     assert run_cli("--output-dir", str(tmp_path), "--eval-every", "2", "--max-train-steps", "2") == 2
     assert "Fashion-MNIST" in capsys.readouterr().err
+
+
+def test_threads_reach_torch_before_the_step_is_built(tmp_path, monkeypatch):
+    """--threads N sets torch's intra-op threads for the run; 0 leaves torch's default."""
+    from sra.train import loop
+
+    seen, build = [], loop.build_step
+    monkeypatch.setattr(loop, "build_step", lambda *a, **k: (seen.append(torch.get_num_threads()), build(*a, **k))[1])
+    default = torch.get_num_threads()
+    want = 2 if default == 1 else 1
+    try:
+        assert run_cli("--output-dir", str(tmp_path), "--max-train-steps", "1", "--threads", str(want)) == 0
+        assert run_cli("--output-dir", str(tmp_path), "--max-train-steps", "1", "--exp-name", "default") == 0
+    finally:
+        torch.set_num_threads(default)
+    assert seen == [want, want]  # a process's threads stay set: 0 changes nothing
+    assert json.loads((tmp_path / "demo" / "config.json").read_text())["threads"] == want

@@ -41,6 +41,7 @@ def command_modules() -> dict:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="sra", description="Train, sample and evaluate diffusion transformers with Self-Representation Alignment.")
+    # answered after torch is imported (~2.5 s): `sra/__init__` imports the public API eagerly and runs before this
     parser.add_argument("--version", action="version", version=f"sra {__version__} (distribution {DISTRIBUTION})")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for module in command_modules().values():

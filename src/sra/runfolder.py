@@ -7,7 +7,8 @@ training run folder's checks) is where those promises are kept:
 - `FolderLock`: an advisory fcntl.flock on FOLDER/.lock, taken by rank 0 only and released by the OS when the process
   dies, so a second `sra train` (or `sra generate`) on the same folder is refused with the holder's PID;
 - `atomic_write`: temporary file in the same folder, fsync, rename; the temporary file is removed on any failure, and
-  a full disk becomes one line instead of a traceback;
+  a full disk becomes one line instead of a traceback; the file gets open()'s mode (0666 less the umask), as with
+  `staged`, even from a writer that makes it private (safetensors: 0600);
 - `inside` and `staged`: a writer of a folder's files (an export) never writes through a symbolic link out of it;
 - `truncate_log`: metrics.jsonl cut back to the step a run resumes from;
 - `StopSignals`: SIGTERM/SIGINT/SIGHUP become a request the loop honours at the next step boundary;
@@ -110,11 +111,20 @@ def write_failure(path: Path, e: BaseException) -> RunFolderError:
                           else f"cannot write {path}: {reason}")
 
 
+def new_file_mode() -> int:
+    """The mode open() gives a new file, 0o666 less the umask. Writers that make files private (safetensors,
+    mkstemp: 0600) would otherwise leave exports and run files unreadable to a group that shares them."""
+    umask = os.umask(0o022)  # the umask can only be read by setting it
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
 def atomic_write(path: str | os.PathLike, write: Callable[[Path], None], point: str | None = None,
                  sync: bool = True) -> None:
-    """write(tmp) to PATH.tmp in the same folder, fsync (unless `sync` is false: files cheap to redo), rename onto
-    PATH. On any failure the temporary file is removed and PATH is untouched; OS and torch write errors become one
-    RunFolderError line. `point` names the fault-injection point between the write and the rename."""
+    """write(tmp) to PATH.tmp in the same folder, give it open()'s mode for a new file, fsync (unless `sync` is
+    false: files cheap to redo), rename onto PATH. On any failure the temporary file is removed and PATH is untouched;
+    OS and torch write errors become one RunFolderError line. `point` names the fault-injection point between the
+    write and the rename."""
     path = Path(path)
     if path.is_dir():
         raise RunFolderError(f"cannot write {path}: it is a folder")
@@ -122,6 +132,7 @@ def atomic_write(path: str | os.PathLike, write: Callable[[Path], None], point: 
     try:
         tmp.unlink(missing_ok=True)  # a killed writer's leftover, or a link planted there: never written through
         write(tmp)
+        os.chmod(tmp, new_file_mode())
         fault("write", tmp)
         if point:
             fault(point, tmp)
@@ -157,8 +168,9 @@ def inside(folder: str | os.PathLike, name: str | os.PathLike = "") -> Path:
 def staged(folder: str | os.PathLike):
     """A fresh private folder inside FOLDER (created if needed) to write an output's files into, then moved into
     FOLDER at the same relative paths: every destination is checked with `inside` before any file moves (a refusal
-    writes nothing), then each file is fsynced and renamed into place. The stage is removed either way; a process
-    killed meanwhile leaves FOLDER/.staging-* behind, never a half-written file under its final name."""
+    writes nothing), then each file is given open()'s mode for a new file, fsynced and renamed into place. The stage
+    is removed either way; a process killed meanwhile leaves FOLDER/.staging-* behind, never a half-written file
+    under its final name."""
     folder = inside(folder)
     folder.mkdir(parents=True, exist_ok=True)
     stage = Path(tempfile.mkdtemp(prefix=".staging-", dir=folder))
@@ -166,7 +178,9 @@ def staged(folder: str | os.PathLike):
         yield stage
         files = sorted(p.relative_to(stage) for p in stage.rglob("*") if p.is_file())
         targets = [inside(folder, f) for f in files]
+        mode = new_file_mode()
         for f, target in zip(files, targets):
+            os.chmod(stage / f, mode)
             target.parent.mkdir(parents=True, exist_ok=True)
             with open(stage / f, "rb") as handle:
                 os.fsync(handle.fileno())  # the rename must not reach the disk before the data (power loss)

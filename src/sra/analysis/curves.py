@@ -67,15 +67,17 @@ def plot_runs(runs: list[str | Path], output: str | Path, labels: list[str] | No
     has_time = any("wall_time" in row for rows in data for row in rows)
     nrows = 2 if has_time else 1
     fig, axes = plt.subplots(nrows, len(keys), figsize=(4 * len(keys), 3.2 * nrows), squeeze=False)
-    for rows, label in zip(data, labels):
+    for i, (rows, label) in enumerate(zip(data, labels)):
         t0 = min((r["wall_time"] for r in rows if "wall_time" in r), default=None)
         for j, key in enumerate(keys):
             pts = [r for r in rows if key in r and "step" in r]
             if not pts:
                 continue
-            # evaluations are sparse: markers; so is a curve of one point, which a line alone would not draw at all
+            # evaluations are sparse: markers; so is a curve of one point, which a line alone would not draw at all.
+            # Colour by run, not by each panel's cycle (a curve only a later run logs, align or vb, took the first's).
             def style(n: int) -> dict:
-                return dict(marker="o" if key in EVAL_KEYS or n == 1 else None, markersize=3, label=label)
+                return dict(marker="o" if key in EVAL_KEYS or n == 1 else None, markersize=3, label=label,
+                            color=f"C{i}")
 
             axes[0][j].plot([r["step"] for r in pts], [r[key] for r in pts], **style(len(pts)))
             timed = [r for r in pts if "wall_time" in r]

@@ -22,7 +22,8 @@ def add_parser(sub) -> argparse.ArgumentParser:
     p.add_argument("--metric", default="inception", choices=("inception", "fmnist"),
                    help="which suite (default: inception)")
     p.add_argument("--output", default=None, help="JSON file for the results (default: beside SAMPLES, "
-                   "<name>_eval.json; for a run folder RUN/eval_fmnist_step<N>.json)")
+                   "<name>_eval.json, with --metric fmnist <name>_fmnist.json; for a run folder "
+                   "RUN/eval_fmnist_step<N>.json)")
     p.add_argument("--batch-size", type=int, default=50, help="images per forward pass (default: 50)")
     p.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
     p.add_argument("--no-progress", dest="progress", action="store_false", help="hide the progress bar")

@@ -12,10 +12,10 @@ def add_parser(sub) -> argparse.ArgumentParser:
         description="Export the EMA weights of a run folder or checkpoint (ours or the authors' released files), "
                     "with a model card (README.md). safetensors: OUTPUT/model.safetensors + OUTPUT/config.json, which "
                     "sra's load_model (and `sra sample`/`generate`) read back. diffusers: DiT models as a folder that "
-                    "DiTPipeline.from_pretrained loads as is (DDIM scheduler on the training schedule, the run's VAE "
-                    "for latent models; the card shows the one-line time-projection fix diffusers needs); SiT models "
-                    "as a folder with its own pipeline (our ODE/SDE samplers with the guidance interval), loaded by "
-                    "DiffusionPipeline.from_pretrained(OUTPUT, trust_remote_code=True).")
+                    "DiTPipeline.from_pretrained loads as is (DDIM scheduler on the training schedule, the run's VAE; "
+                    "latent DiTs only, as DiTPipeline needs a VAE; the card shows the one-line time-projection fix "
+                    "diffusers needs); SiT models as a folder with its own pipeline (our ODE/SDE samplers with the "
+                    "guidance interval), loaded by DiffusionPipeline.from_pretrained(OUTPUT, trust_remote_code=True).")
     p.add_argument("checkpoint", metavar="RUN_OR_CKPT", help="run folder (its latest checkpoint) or checkpoint file")
     p.add_argument("--format", default="safetensors", choices=["safetensors", "diffusers"], help="output format "
                    "(default: safetensors)")

@@ -274,13 +274,16 @@ def write_model_index(folder: Path, index: dict) -> None:
 
 
 def export_dit_pipeline(loaded: LoadedModel, output: str | os.PathLike, vae=None, latent_map: dict | None = None) -> Path:
-    """A DiTPipeline folder: transformer/, scheduler/ (DDIM), vae/ for latent models, model_index.json, README.md."""
+    """A DiTPipeline folder: transformer/, scheduler/ (DDIM), vae/, model_index.json, README.md (latent models only)."""
     output = Path(output)
     latent_map = latent_map or {}
     if vae is not None and "scale" not in latent_map:
         raise ValueError("this run's latents are normalised per channel, which DiTPipeline cannot undo (it divides "
                          "by vae.config.scaling_factor only); use --format safetensors")
     transformer = to_diffusers(loaded.model)  # refused (ValueError) before anything is written
+    if vae is None:  # DiTPipeline always decodes through its vae: a folder without one does not load
+        raise ValueError(f"a {loaded.model.in_channels}-channel pixel DiT has no VAE, which DiTPipeline needs; "
+                         "use --format safetensors")
     usage = f"""```python
 import torch
 from diffusers import DiTPipeline
@@ -301,18 +304,14 @@ images = pipe(class_labels=[0, 1, 2], num_inference_steps=50, guidance_scale=1.0
   this export stores the model's null embedding in row {DIFFUSERS_NULL_CLASS}, so guidance works. It guides every
   epsilon channel (`sra sample --cfg-channels all`), not DiT's channels 0-2 (`--cfg-channels dit`, the published
   protocol). Class ids {loaded.model.num_classes}..{DIFFUSERS_NULL_CLASS - 1} do not exist and give NaN images.
-- {"VAE: the run's, with scaling_factor set to its latent scale." if vae is not None else
-   "Pixel model, no VAE: DiTPipeline always decodes through a VAE, so sample with sra or call the transformer and "
-   "scheduler directly."}
+- VAE: the run's, with scaling_factor set to its latent scale.
 """
     with staged(output) as stage:
         transformer.save_pretrained(str(stage / "transformer"))
         ddim_scheduler().save_pretrained(str(stage / "scheduler"))
-        if vae is not None:
-            save_vae(vae, stage / "vae", latent_map)
+        save_vae(vae, stage / "vae", latent_map)
         write_model_index(stage, {"_class_name": "DiTPipeline", "transformer": ["diffusers", "DiTTransformer2DModel"],
-                                  "scheduler": ["diffusers", "DDIMScheduler"],
-                                  "vae": ["diffusers", "AutoencoderKL"] if vae is not None else [None, None]})
+                                  "scheduler": ["diffusers", "DDIMScheduler"], "vae": ["diffusers", "AutoencoderKL"]})
         write_model_card(loaded, stage, library="diffusers", usage=usage, notes=notes)
     return output
 

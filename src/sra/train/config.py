@@ -122,6 +122,8 @@ class TrainConfig:
                                       help="stop with exit status 3 after this many consecutive steps with a "
                                            "non-finite loss or gradient (0: never); the last good checkpoint is kept")
     num_workers: int = option(0, resumable=True, help="DataLoader workers (datasets not held in memory)")
+    threads: int = option(0, resumable=True, help="CPU threads for torch's operations (0: torch's default, one per "
+                                                  "core; on a shared machine a few run far faster than all)")
     progress: bool = option(True, resumable=True, help="show a progress bar")
     preempt_signal: str = option("none", resumable=True, choices=StopSignals.PREEMPT_SIGNALS,
                                  help="the signal a cluster sends before it stops the job (SLURM: --signal=USR1@120): "
@@ -389,7 +391,7 @@ def validate(self: TrainConfig) -> None:
     for name in ("log_every", "sample_every", "sample_steps", "checkpoint_every", "eval_samples"):
         if getattr(self, name) < 1:
             raise ValueError(f"--{name.replace('_', '-')} must be >= 1 (got {getattr(self, name)})")
-    for name in ("eval_every", "num_workers", "max_nonfinite_steps", "lr_warmup_steps"):
+    for name in ("eval_every", "num_workers", "threads", "max_nonfinite_steps", "lr_warmup_steps"):
         if getattr(self, name) is not None and getattr(self, name) < 0:
             raise ValueError(f"--{name.replace('_', '-')} must be >= 0 (got {getattr(self, name)})")
     if self.lr is not None and not (math.isfinite(self.lr) and self.lr > 0):
