@@ -62,3 +62,27 @@ def estimate_of(out: str) -> tuple[float, float]:
         return sum(float(v) * units[u] for v, u in zip(parts[::2], parts[1::2]))
 
     return seconds(m[1]), seconds(m[2])
+
+
+def assert_three_step_reference(ckpt: dict, model: str) -> None:
+    """A 3-step run's checkpoint against tests/data/three_step_weights.json, made by the commit before the run-spec
+    change (eadcb9e) with the same command: bit-identical (sha256 of every tensor's bytes) where the CPU takes the
+    same kernels (the file records its capability); elsewhere every tensor's sum agrees to float32 rounding."""
+    import hashlib
+    import json
+    from pathlib import Path
+
+    ref = json.loads((Path(__file__).parent / "data" / "three_step_weights.json").read_text())
+    h, sums = hashlib.sha256(), {}
+    for part in ("model", "ema"):
+        for k in sorted(ckpt[part]):
+            v = ckpt[part][k].contiguous()
+            h.update(k.encode())
+            h.update(v.numpy().tobytes())
+            sums[f"{part}.{k}"] = float(v.double().sum())
+    expected = ref["runs"][model]
+    assert sums.keys() == expected["sums"].keys()
+    if torch.backends.cpu.get_cpu_capability() == ref["cpu_capability"]:
+        assert h.hexdigest() == expected["sha256"]
+    for k, v in sums.items():
+        assert v == pytest.approx(expected["sums"][k], rel=1e-4, abs=1e-5), k

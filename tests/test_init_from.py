@@ -7,7 +7,6 @@ another architecture is refused in one line before the run folder exists; a run 
 the loop before schedules existed (tests/data/three_step_weights.json, as tests/test_spec.py checks it)."""
 import argparse
 import copy
-import hashlib
 import json
 import math
 import shutil
@@ -21,6 +20,8 @@ import sra.train.loop
 from sra.checkpoint import load_checkpoint
 from sra.cli import main
 from sra.train.schedule import learning_rate
+
+from conftest import assert_three_step_reference
 
 TINY = ["--model", "SiT-T/4", "--depth", "2", "--block-out-s", "1", "--block-out-t", "2", "--data-dir", "digits",
         "--batch-size", "16", "--log-every", "1", "--sample-every", "1000", "--sample-steps", "2", "--no-progress",
@@ -212,28 +213,13 @@ def test_a_decaying_run_keeps_its_length_on_resume(tmp_path, capsys):
     assert train(tmp_path, "const", "--max-train-steps", "3") == 0
 
 
-REFERENCE = Path(__file__).parent / "data" / "three_step_weights.json"
 
 
 def test_constant_schedule_three_steps_are_bit_identical_to_before(tmp_path):
     """The run of tests/test_spec.py's reference (SiT-T/4, 2 blocks, 3 steps, the tiny preset's 200-step warm-up),
     with the schedule named: the same weights as the commit the reference was made at."""
-    ref = json.loads(REFERENCE.read_text())
     assert main(["train", "--data-dir", "digits", "--batch-size", "16", "--log-every", "1", "--sample-every", "1000",
                  "--sample-steps", "2", "--no-progress", "--report-to", "none", "--output-dir", str(tmp_path),
                  "--exp-name", "ref", "--model", "SiT-T/4", "--depth", "2", "--block-out-s", "1", "--block-out-t",
                  "2", "--max-train-steps", "3", "--lr-schedule", "constant", "--lr-min", "0"]) == 0
-    ck = load_checkpoint(tmp_path / "ref" / "checkpoints" / "0000003.pt")
-    h, sums = hashlib.sha256(), {}
-    for part in ("model", "ema"):
-        for k in sorted(ck[part]):
-            v = ck[part][k].contiguous()
-            h.update(k.encode())
-            h.update(v.numpy().tobytes())
-            sums[f"{part}.{k}"] = float(v.double().sum())
-    expected = ref["runs"]["SiT-T/4"]
-    assert sums.keys() == expected["sums"].keys()
-    if torch.backends.cpu.get_cpu_capability() == ref["cpu_capability"]:
-        assert h.hexdigest() == expected["sha256"]
-    for k, v in sums.items():
-        assert v == pytest.approx(expected["sums"][k], rel=1e-4, abs=1e-5), k
+    assert_three_step_reference(load_checkpoint(tmp_path / "ref" / "checkpoints" / "0000003.pt"), "SiT-T/4")

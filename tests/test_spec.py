@@ -2,9 +2,7 @@
 carried as an object named by the spec, terms that register from outside src/ and own their parameters, training
 bit-identical to the commit before the run-spec change, and x-prediction as a new process axis."""
 import dataclasses
-import hashlib
 import json
-from pathlib import Path
 
 import pytest
 import torch
@@ -19,7 +17,8 @@ from sra.options import option
 from sra.process.flow import FlowConfig, FlowProcess, x_to_velocity
 from sra.process.flow_path import interpolate
 
-REFERENCE = Path(__file__).parent / "data" / "three_step_weights.json"
+from conftest import assert_three_step_reference
+
 TINY = ["--data-dir", "digits", "--batch-size", "16", "--log-every", "1", "--sample-every", "1000",
         "--sample-steps", "2", "--no-progress", "--report-to", "none"]
 
@@ -29,32 +28,13 @@ def train(tmp_path, name, *args):
     return tmp_path / name
 
 
-def weights_digest(ckpt: dict) -> tuple[str, dict]:
-    h, sums = hashlib.sha256(), {}
-    for part in ("model", "ema"):
-        for k in sorted(ckpt[part]):
-            v = ckpt[part][k].contiguous()
-            h.update(k.encode())
-            h.update(v.numpy().tobytes())
-            sums[f"{part}.{k}"] = float(v.double().sum())
-    return h.hexdigest(), sums
-
-
 @pytest.mark.parametrize("model", ["SiT-T/4", "DiT-T/4"])
 def test_three_steps_are_bit_identical_to_the_commit_before_the_run_spec(tmp_path, model):
-    """tests/data/three_step_weights.json: the weights of these runs at the commit before this structure (eadcb9e),
-    made by the same command. Bit-identical where the CPU takes the same kernels (the file records its capability);
-    elsewhere every tensor's sum agrees to float32 rounding."""
-    ref = json.loads(REFERENCE.read_text())
+    """The weights of these runs at the commit before this structure (eadcb9e), made by the same command
+    (`assert_three_step_reference`)."""
     run = train(tmp_path, "ref", "--model", model, "--depth", "2", "--block-out-s", "1", "--block-out-t", "2",
                 "--max-train-steps", "3")
-    digest, sums = weights_digest(load_checkpoint(run / "checkpoints" / "0000003.pt"))
-    expected = ref["runs"][model]
-    assert sums.keys() == expected["sums"].keys()
-    if torch.backends.cpu.get_cpu_capability() == ref["cpu_capability"]:
-        assert digest == expected["sha256"]
-    for k, v in sums.items():
-        assert v == pytest.approx(expected["sums"][k], rel=1e-4, abs=1e-5), k
+    assert_three_step_reference(load_checkpoint(run / "checkpoints" / "0000003.pt"), model)
 
 
 # ----------------------------------------------------------------------------------------------------------------

@@ -22,10 +22,10 @@ from ..checkpoint import CheckpointError, latest_checkpoint, load_checkpoint, lo
 from .dit import Block, DiffusionTransformer
 from .presets import FAMILIES, MODEL_NAMES, SIZES, architecture as preset_architecture
 
-TRAINING_ONLY = ("projectors.",)
+TRAINING_ONLY = ("projectors.",)  # REPA's projectors in REPA-trained released files: not part of the backbone
 # The authors' released files are SiT-SRA's (velocity) or DiT-SRA's (epsilon and learned variance): which one a file
 # is, its output layout tells (a fixed map of the released formats, not an inverse of the family table).
-RELEASED_FAMILY = {False: "SiT", True: "DiT"}  # REPA's projectors in REPA-trained released files: not part of the backbone
+RELEASED_FAMILY = {False: "SiT", True: "DiT"}
 
 
 @dataclass

@@ -37,9 +37,6 @@ class DDPMProcess:
         self.config = config or DDPMConfig()
         self.diffusion = get_diffusion()  # all 1000 steps: the step index is the model's time input
 
-    def describe(self) -> str:
-        return "DDPM (1000 linear steps, epsilon and learned variance)"
-
     # -- time ------------------------------------------------------------------------------------------------------
 
     def model_time(self, t: float) -> int:
@@ -124,7 +121,8 @@ class DDPMProcess:
     # -- export --------------------------------------------------------------------------------------------------------
 
     def check_diffusers_export(self) -> None:
-        """diffusers' own DiTPipeline takes every DDPM model this process trains."""
+        """Nothing to refuse before the VAE is known: `export_dit_pipeline` refuses a pixel DiT (DiTPipeline always
+        decodes through a VAE) once the run's VAE has been looked up, still before anything is written."""
 
     def export_diffusers(self, loaded, output, *, vae, latent_map):
         return export_dit_pipeline(loaded, output, vae=vae, latent_map=latent_map)

@@ -80,10 +80,6 @@ class FlowProcess:
         self.config = config or FlowConfig()
         self.path, self.time_sampling = self.config.path, self.config.time_sampling
 
-    def describe(self) -> str:
-        c = self.config
-        return f"flow matching ({c.path} path, {c.time_sampling} times, {c.prediction} prediction)"
-
     # -- time ------------------------------------------------------------------------------------------------------
 
     def model_time(self, t: float) -> float:

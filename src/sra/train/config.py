@@ -31,10 +31,10 @@ from ..models.presets import MODEL_NAMES, SIZES, check_process, default_process,
 from ..objectives import TERMS, MixConfig, Preset
 from ..options import option
 from ..runfolder import StopSignals
-from .defaults import TRAINING_DEFAULTS, preset_row, reporter
+from .defaults import TRAINING_DEFAULTS, preset_row
 from .recipes import recipe
 from .schedule import SCHEDULES
-from .tracking import REPORTERS, check_reporter
+from .tracking import REPORTERS, check_reporter, default_reporter
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -190,8 +190,7 @@ class TrainConfig:
                       if unknown[0] in {f.name for f in dataclasses.fields(c.Config)}]
             where = f" applies to the {', '.join(owners)} process only" if owners else " is not an option of any process"
             raise ValueError(f"{process_flag(unknown[0])}{where}; {base.model} trains with the {name} process")
-        settings = section
-        process = processes.config_from_section({"name": name, **settings})
+        process = processes.config_from_section({"name": name, **section})
         terms = {}
         for tname, value in sections.items():
             if not isinstance(value, dict):
@@ -358,7 +357,7 @@ def resolve(cfg: TrainConfig, shape: tuple[int, int, int], num_classes: int, dev
     run = {name: getattr(row, name) for name in TRAINING_DEFAULTS if getattr(cfg, name) is None}
     preset = Preset(process=cfg.process, depth=cfg.model_depth, row=row, device=str(device))
     terms = {name: TERMS[name].resolve(c, preset) if name in TERMS else c for name, c in cfg.terms.items()}
-    spec = dataclasses.replace(cfg, **size, **run, report_to=cfg.report_to or reporter(), terms=terms)
+    spec = dataclasses.replace(cfg, **size, **run, report_to=cfg.report_to or default_reporter(), terms=terms)
     validate(spec)
     return spec
 

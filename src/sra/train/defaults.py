@@ -6,8 +6,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass, fields
 
-from .tracking import default_reporter
-
 
 @dataclass(frozen=True)
 class SizeRow:
@@ -88,7 +86,3 @@ def preset_row(process: str, size: str) -> Row:
 
 TRAINING_DEFAULTS = ("lr", "lr_warmup_steps", "ema_decay", "ema_warmup", "max_train_steps")  # the row's run options
 
-
-def reporter() -> str:
-    """--report-to's default where it is unset: tensorboard where installed, else none."""
-    return default_reporter()

@@ -20,6 +20,14 @@ from .ema import EMAReadyTeacher, EMAUpdater
 from .fp8 import Fp8Teacher
 
 
+def spec_model(spec: TrainConfig) -> torch.nn.Module:
+    """The backbone a resolved spec trains (its preset with the data's shape, classes and --depth), freshly
+    initialised from torch's global generator (under `torch.device("meta")`: shapes only)."""
+    depth = {} if spec.depth is None else dict(depth=spec.depth)
+    return build_model(spec.model, input_size=spec.input_size, in_channels=spec.in_channels,
+                       num_classes=spec.num_classes, **depth)
+
+
 def build_objective(spec: TrainConfig, process, resources: dict | None = None) -> Objective:
     """The loss of a spec: its process and its active terms. `resources`: what terms build themselves from (REPA:
     `encoder` run at train time or None, `z_dim`, `hidden_size`)."""
@@ -58,9 +66,6 @@ class Step:
         """What is clipped and stepped: the model's trainable parameters, then the terms'."""
         return [p for p in (*self.model.parameters(), *self.objective.modules.parameters()) if p.requires_grad]
 
-    def term_state(self) -> dict:
-        return self.objective.modules.state_dict()
-
     def autocast(self):
         return torch.autocast(self.model.pos_embed.device.type, dtype=self.amp_dtype,
                               enabled=self.amp_dtype is not None)
@@ -75,9 +80,7 @@ def build_step(spec: TrainConfig, ctx: distributed.Context, *, resources: dict |
     if not spec.resolved:
         raise ValueError("build_step needs a resolved run spec (sra.train.config.resolve_spec)")
     process = processes.from_config(spec.process)
-    depth_kw = {} if spec.depth is None else dict(depth=spec.depth)
-    model = build_model(spec.model, input_size=spec.input_size, in_channels=spec.in_channels,
-                        num_classes=spec.num_classes, **depth_kw).to(ctx.device)
+    model = spec_model(spec).to(ctx.device)
     objective = build_objective(spec, process, {**(resources or {}), "hidden_size": model.hidden_size,
                                                 "in_channels": model.in_channels, "device": ctx.device})
     objective.modules.to(ctx.device)

@@ -19,10 +19,10 @@ from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_
 
 from .. import distributed
 from ..checkpoint import CheckpointError, checkpoint_files, state_mismatch
-from ..models import build_model
 from ..models.loading import load_model
 from . import parallel
 from .config import TrainConfig
+from .step import spec_model
 
 
 @dataclass
@@ -34,10 +34,8 @@ class InitWeights:
 
 def run_architecture(cfg: TrainConfig) -> torch.nn.Module:
     """The run's model on the meta device: its parameter names and shapes, no memory and no initialisation cost."""
-    depth = {} if cfg.depth is None else dict(depth=cfg.depth)
     with torch.device("meta"):
-        return build_model(cfg.model, input_size=cfg.input_size, in_channels=cfg.in_channels,
-                           num_classes=cfg.num_classes, **depth)
+        return spec_model(cfg)
 
 
 def _read(cfg: TrainConfig) -> InitWeights:
